@@ -1,0 +1,235 @@
+//! STAGE 1: ingestion. One plain OS thread reads one [`FeedSource`],
+//! normalizes its records into [`Tick`]s, numbers them per (channel, symbol)
+//! stream, stores each in the latest-value table and publishes it on the ring.
+//!
+//! The feed thread owns the only `RingProducer`, so it never waits for a
+//! consumer: market data must not stall because a writer shard is slow. It
+//! does not allocate per tick (the batch vector and the sequence counters are
+//! reused). Sources only produce ticks and say when the next one is due;
+//! pacing, sequencing and publication live here, so every source gets the
+//! same guarantees.
+//!
+//! Order of publication matters for readers that resync after an overrun: a
+//! tick is written to the [`Market::latest`] table *before* it is pushed on
+//! the ring, so any tick a reader lost is reflected in the table by the time
+//! the reader sees a later ring position.
+
+pub mod manual;
+pub mod symbols;
+pub mod synthetic;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::metrics::FeedMetrics;
+use crate::ring::{LatestTable, RingProducer};
+use crate::tick::{Channel, SymbolId, SymbolTable, Tick, now_ns};
+
+/// What a source answered to [`FeedSource::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// The batch vector holds the ticks that are due (possibly none); poll
+    /// again right away.
+    Ready,
+    /// Nothing is due before this instant.
+    WaitUntil(Instant),
+    /// The source changed state (went silent, came back...).
+    State(FeedState),
+    /// The source is finished for good (a replay without `--loop`). The
+    /// server keeps serving the last values.
+    Done,
+}
+
+/// The feed's health as sessions see it in `status` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FeedState {
+    /// Updates are flowing (or can flow at any moment).
+    Live = 0,
+    /// The source went silent or disconnected; values may be old.
+    Stale = 1,
+    /// A replay without loop reached its end.
+    ReplayDone = 2,
+}
+
+impl FeedState {
+    /// The protocol name of the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeedState::Live => "live",
+            FeedState::Stale => "stale",
+            FeedState::ReplayDone => "replay_done",
+        }
+    }
+
+    fn from_u8(v: u8) -> FeedState {
+        match v {
+            1 => FeedState::Stale,
+            2 => FeedState::ReplayDone,
+            _ => FeedState::Live,
+        }
+    }
+}
+
+/// A producer of normalized ticks, polled by the feed thread.
+///
+/// Implementations intern their symbols in the [`SymbolTable`] they were
+/// built with and leave `seq` and `ingest_ns` at 0: the feed thread assigns
+/// them.
+pub trait FeedSource: Send + 'static {
+    /// Appends the ticks that are due now to `out` (at most a few thousand
+    /// per call, so that the feed thread publishes in batches).
+    fn poll(&mut self, out: &mut Vec<Tick>) -> Poll;
+}
+
+/// What the feed thread shares with the writer shards, besides the ring.
+pub struct Market {
+    /// Every symbol the feed has announced.
+    pub symbols: Arc<SymbolTable>,
+    /// Newest tick of every (channel, symbol) stream, indexed by
+    /// [`crate::tick::stream_index`]: the source of snapshots and of resyncs
+    /// after a ring overrun.
+    pub latest: LatestTable<Tick>,
+    /// The current [`FeedState`], as a `u8`.
+    state: AtomicU8,
+    /// Bumped on every state change, so shards notice a change even when the
+    /// state flips and flips back between two of their looks.
+    state_gen: AtomicU64,
+    /// Names this run of sequence numbers (protocol `epoch`).
+    pub epoch: String,
+    /// Ingest counters.
+    pub metrics: FeedMetrics,
+}
+
+impl Market {
+    /// A market for up to `symbols.capacity()` symbols.
+    pub fn new(symbols: Arc<SymbolTable>) -> Market {
+        let latest = LatestTable::new(symbols.capacity() * 2);
+        let epoch = format!("e-{}", now_ns() / 1_000_000);
+        Market {
+            symbols,
+            latest,
+            state: AtomicU8::new(FeedState::Live as u8),
+            state_gen: AtomicU64::new(0),
+            epoch,
+            metrics: FeedMetrics::default(),
+        }
+    }
+
+    /// The feed's current state and the generation of that state.
+    pub fn state(&self) -> (FeedState, u64) {
+        let gen_ = self.state_gen.load(Ordering::Acquire);
+        (FeedState::from_u8(self.state.load(Ordering::Acquire)), gen_)
+    }
+
+    fn set_state(&self, state: FeedState) -> bool {
+        let old = self.state.swap(state as u8, Ordering::AcqRel);
+        if old != state as u8 {
+            self.state_gen.fetch_add(1, Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Newest tick of a (channel, symbol) stream, if it has one.
+    pub fn latest(&self, sym: SymbolId, ch: Channel) -> Option<Tick> {
+        self.latest.load(crate::tick::stream_index(sym, ch))
+    }
+}
+
+/// Wakes the writer shards after the feed thread publishes.
+#[derive(Clone, Default)]
+pub struct Wakers {
+    shards: Vec<Arc<Notify>>,
+}
+
+impl Wakers {
+    /// Wakers for the given shard notifiers.
+    pub fn new(shards: Vec<Arc<Notify>>) -> Wakers {
+        Wakers { shards }
+    }
+
+    /// Wakes every shard (a stored permit if the shard is busy, so no wake-up
+    /// is ever lost).
+    pub fn wake_all(&self) {
+        for n in &self.shards {
+            n.notify_one();
+        }
+    }
+}
+
+/// Longest the feed thread sleeps between polls, so it notices shutdown.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// Starts the feed thread. It runs until `stop` is set.
+pub fn spawn_ingest(
+    mut source: Box<dyn FeedSource>,
+    mut ring: RingProducer<Tick>,
+    market: Arc<Market>,
+    wakers: Wakers,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("tickwire-feed".into()).spawn(move || {
+        let mut batch: Vec<Tick> = Vec::with_capacity(4096);
+        let mut seqs: Vec<u64> = vec![0; market.latest.capacity()];
+        while !stop.load(Ordering::Acquire) {
+            batch.clear();
+            match source.poll(&mut batch) {
+                Poll::Ready => {
+                    if !batch.is_empty() {
+                        market.set_state(FeedState::Live);
+                        publish(&mut batch, &mut seqs, &mut ring, &market);
+                        wakers.wake_all();
+                    }
+                }
+                Poll::WaitUntil(at) => {
+                    let wait = at.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                }
+                Poll::State(state) => {
+                    if market.set_state(state) {
+                        wakers.wake_all();
+                    }
+                }
+                Poll::Done => {
+                    if market.set_state(FeedState::ReplayDone) {
+                        wakers.wake_all();
+                    }
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::park_timeout(MAX_SLEEP);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Numbers, stamps, stores and publishes one batch.
+///
+/// Hot path: no allocation, no lock.
+fn publish(batch: &mut [Tick], seqs: &mut [u64], ring: &mut RingProducer<Tick>, market: &Market) {
+    let ingest_ns = now_ns();
+    let mut published = 0u64;
+    for tick in batch.iter_mut() {
+        let stream = tick.stream();
+        let Some(seq) = seqs.get_mut(stream) else {
+            market.metrics.bad_records.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        *seq += 1;
+        tick.seq = *seq;
+        tick.ingest_ns = ingest_ns;
+        // Table first, ring second: see the module docs.
+        market.latest.store(stream, *tick);
+        ring.push(*tick);
+        published += 1;
+    }
+    market.metrics.ticks_in.fetch_add(published, Ordering::Relaxed);
+}

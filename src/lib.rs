@@ -1,0 +1,46 @@
+//! tickwire: a market-data streaming server.
+//!
+//! A feed of quotes and trades goes in on one side; WebSocket subscribers get
+//! the latest ticks of the symbols they asked for, at the rate they asked
+//! for, on the other, and can always tell what they missed.
+//!
+//! ```text
+//!  source ──▶ feed thread ──Tick──▶ ring (SPMC, overwrite) ──▶ writer shard 1..N (one per core)
+//!  (synthetic,  number +          + latest-value table           conflate per subscriber,
+//!   manual)     stamp             (snapshots, resync)            batch, encode once,
+//!                                                                write each socket once per flush
+//! ```
+//!
+//! # Layout
+//!
+//! The modules follow the data path, **feed → ring → writer → socket**:
+//!
+//! - [`tick`]: the data model (`Tick`, `Price`, `SymbolId`, `SymbolTable`).
+//! - [`feed`]: STAGE 1, the feed thread and its sources ([`feed::synthetic`],
+//!   [`feed::manual`]).
+//! - [`ring`]: STAGE 2, the lock-free broadcast ring and the latest-value
+//!   table (seqlocks over atomics; the crate has no `unsafe`).
+//! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
+//!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`]).
+//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops and the
+//!   client request parser ([`socket::protocol`]).
+//! - [`metrics`]: counters and the latency histogram behind `/metrics`.
+//! - [`config`]: flags (`Args`) and validated settings (`Config`).
+//! - [`server`]: setup, run and drain of the whole pipeline.
+//!
+//! # Lifecycle
+//!
+//! [`server::start`] binds and spawns every thread; [`server::Server::shutdown`]
+//! tells every session `shutdown`, closes it with 1001, and joins the threads.
+
+pub mod config;
+pub mod feed;
+pub mod metrics;
+pub mod ring;
+pub mod server;
+pub mod socket;
+pub mod tick;
+pub mod writer;
+
+pub use config::{Args, Config};
+pub use server::{Server, start, start_manual};

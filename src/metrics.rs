@@ -1,0 +1,236 @@
+//! Counters, gauges and the ingest-to-send latency histogram, and their
+//! rendering in the Prometheus text format for `GET /metrics`.
+//!
+//! Hand-written rather than a registry crate because of where the counting
+//! happens: every counter lives in the struct of the one thread that bumps it
+//! (the feed thread, or one writer shard) and is bumped with a relaxed atomic
+//! add on a cache line no other thread writes, so counting a million messages
+//! a second costs no cross-core traffic. A scrape sums the shards. The
+//! latency histogram is shard-local too and is merged into a shared copy a
+//! few times a second, off the hot path.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+use crate::feed::Market;
+
+/// Counters of the feed thread.
+#[derive(Default)]
+pub struct FeedMetrics {
+    /// Ticks published on the ring.
+    pub ticks_in: AtomicU64,
+    /// Records a source produced that could not be used (unknown symbol id,
+    /// garbage); skipped, never fatal.
+    pub bad_records: AtomicU64,
+}
+
+/// Counters of one writer shard (a cache line of its own).
+#[derive(Default)]
+pub struct ShardCounters {
+    /// Open WebSocket sessions (gauge).
+    pub sessions: AtomicU64,
+    /// WebSocket sessions ever accepted.
+    pub sessions_total: AtomicU64,
+    /// Live (channel, symbol) subscriptions (gauge).
+    pub subscriptions: AtomicU64,
+    /// Messages sent (every array element, control included).
+    pub messages_out: AtomicU64,
+    /// Market-data updates sent (`q` and `t`).
+    pub updates_out: AtomicU64,
+    /// WebSocket frames sent.
+    pub frames_out: AtomicU64,
+    /// Payload bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Source updates that were folded into a newer one (`cf - 1` summed).
+    pub conflated: AtomicU64,
+    /// `overflow` messages sent.
+    pub overflows: AtomicU64,
+    /// Updates dropped and reported by `overflow`.
+    pub overflow_lost: AtomicU64,
+    /// Times this shard's ring reader was lapped by the feed.
+    pub ring_overruns: AtomicU64,
+    /// Ring positions skipped by those overruns.
+    pub ring_lost: AtomicU64,
+    /// Client messages received.
+    pub messages_in: AtomicU64,
+    /// `error` replies sent.
+    pub errors_out: AtomicU64,
+    /// Sessions closed by the slow-client policy.
+    pub slow_disconnects: AtomicU64,
+    /// HTTP requests answered without upgrading.
+    pub http_requests: AtomicU64,
+}
+
+impl ShardCounters {
+    /// Adds `n` to a counter (relaxed: only sums are ever read).
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge.
+    #[inline]
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Highest latency the histograms track (60 s in ns); larger values saturate.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+/// Creates an empty latency histogram (ns, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("static histogram bounds are valid")
+}
+
+/// What one shard exposes to scrapes.
+pub struct ShardMetrics {
+    /// The counters, padded so shards never share a cache line.
+    pub counters: CachePadded<ShardCounters>,
+    /// Ingest-to-send latency of every update sent, merged from the shard's
+    /// local histogram a few times a second.
+    pub latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics {
+            counters: CachePadded::new(ShardCounters::default()),
+            latency: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+/// Renders every metric in the Prometheus text exposition format.
+pub fn render(market: &Market, shards: &[std::sync::Arc<ShardMetrics>]) -> String {
+    let mut out = String::with_capacity(4096);
+    let sum = |f: fn(&ShardCounters) -> &AtomicU64| -> u64 {
+        shards.iter().map(|s| f(&s.counters).load(Ordering::Relaxed)).sum()
+    };
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric(
+        "tickwire_symbols",
+        "gauge",
+        "Symbols known to the server.",
+        market.symbols.len() as u64,
+    );
+    metric(
+        "tickwire_ticks_in_total",
+        "counter",
+        "Ticks ingested from the feed and published on the ring.",
+        market.metrics.ticks_in.load(Ordering::Relaxed),
+    );
+    metric(
+        "tickwire_feed_bad_records_total",
+        "counter",
+        "Feed records skipped as unusable.",
+        market.metrics.bad_records.load(Ordering::Relaxed),
+    );
+    metric("tickwire_connections", "gauge", "Open WebSocket sessions.", sum(|c| &c.sessions));
+    metric(
+        "tickwire_connections_total",
+        "counter",
+        "WebSocket sessions accepted.",
+        sum(|c| &c.sessions_total),
+    );
+    metric(
+        "tickwire_subscriptions",
+        "gauge",
+        "Live (channel, symbol) subscriptions.",
+        sum(|c| &c.subscriptions),
+    );
+    metric(
+        "tickwire_messages_out_total",
+        "counter",
+        "Messages sent, control included.",
+        sum(|c| &c.messages_out),
+    );
+    metric(
+        "tickwire_updates_out_total",
+        "counter",
+        "Quote and trade updates sent.",
+        sum(|c| &c.updates_out),
+    );
+    metric(
+        "tickwire_frames_out_total",
+        "counter",
+        "WebSocket frames sent.",
+        sum(|c| &c.frames_out),
+    );
+    metric("tickwire_bytes_out_total", "counter", "Payload bytes sent.", sum(|c| &c.bytes_out));
+    metric(
+        "tickwire_conflated_total",
+        "counter",
+        "Source updates folded into a newer one by latest-mode conflation.",
+        sum(|c| &c.conflated),
+    );
+    metric(
+        "tickwire_overflows_total",
+        "counter",
+        "overflow messages sent (mode all).",
+        sum(|c| &c.overflows),
+    );
+    metric(
+        "tickwire_overflow_lost_total",
+        "counter",
+        "Updates dropped and reported by overflow messages.",
+        sum(|c| &c.overflow_lost),
+    );
+    metric(
+        "tickwire_ring_overruns_total",
+        "counter",
+        "Times a writer shard was lapped by the feed.",
+        sum(|c| &c.ring_overruns),
+    );
+    metric(
+        "tickwire_ring_lost_total",
+        "counter",
+        "Ring positions skipped by overruns.",
+        sum(|c| &c.ring_lost),
+    );
+    metric(
+        "tickwire_messages_in_total",
+        "counter",
+        "Client messages received.",
+        sum(|c| &c.messages_in),
+    );
+    metric("tickwire_errors_out_total", "counter", "error replies sent.", sum(|c| &c.errors_out));
+    metric(
+        "tickwire_slow_disconnects_total",
+        "counter",
+        "Sessions closed by the slow-client policy.",
+        sum(|c| &c.slow_disconnects),
+    );
+    metric(
+        "tickwire_http_requests_total",
+        "counter",
+        "Plain HTTP requests answered.",
+        sum(|c| &c.http_requests),
+    );
+
+    let mut merged = new_histogram();
+    for s in shards {
+        let h = s.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = merged.add(&*h);
+    }
+    let name = "tickwire_ingest_to_send_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Latency from feed ingest to socket write, per update, since start."
+    );
+    let _ = writeln!(out, "# TYPE {name} summary");
+    for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+        let v = if merged.is_empty() { 0 } else { merged.value_at_quantile(q) };
+        let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", v as f64 / 1e9);
+    }
+    let total_ns = merged.mean() * merged.len() as f64;
+    let _ = writeln!(out, "{name}_sum {}", total_ns / 1e9);
+    let _ = writeln!(out, "{name}_count {}", merged.len());
+    out
+}

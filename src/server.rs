@@ -1,0 +1,206 @@
+//! Builds and runs the pipeline: feed thread, ring, writer shards and the
+//! acceptor, and takes them down again.
+//!
+//! Lifecycle: **setup** ([`start`]: bind, create the tables and the ring,
+//! spawn the threads) -> **run** (until [`Server::shutdown`]) -> **drain**
+//! (stop accepting; every session gets `shutdown` and a close with 1001;
+//! shards wait up to `drain` for them; the feed thread stops; every thread is
+//! joined). Nothing is left running when `shutdown` returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::feed::manual::{ManualFeedHandle, manual};
+use crate::feed::synthetic::Synthetic;
+use crate::feed::{FeedSource, Market, Wakers, spawn_ingest};
+use crate::metrics::ShardMetrics;
+use crate::ring::ring;
+use crate::socket::HttpContext;
+use crate::tick::{SymbolTable, Tick};
+use crate::writer::{ShardHandle, ShardSetup, spawn_shard};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address is taken or not ours; pick another `--listen`.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The feed source could not be set up.
+    #[error("feed source: {0}")]
+    Source(String),
+    /// A thread could not be started (out of resources).
+    #[error("cannot start thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    market: Arc<Market>,
+    shutdown_tx: watch::Sender<bool>,
+    stop_feed: Arc<AtomicBool>,
+    feed: Option<JoinHandle<()>>,
+    acceptor: Option<JoinHandle<()>>,
+    shards: Vec<ShardHandle>,
+}
+
+/// Starts a server fed by the synthetic feed of `config`.
+pub fn start(config: &Config) -> Result<Server, StartError> {
+    let synthetic = config.synthetic;
+    start_with(config, move |table| {
+        Synthetic::new(synthetic, table)
+            .map(|s| Box::new(s) as Box<dyn FeedSource>)
+            .map_err(|e| StartError::Source(e.to_string()))
+    })
+}
+
+/// Starts a server fed by a [`crate::feed::manual`] feed; the handle pushes ticks.
+pub fn start_manual(config: &Config) -> Result<(Server, ManualFeedHandle), StartError> {
+    let mut handle = None;
+    let server = start_with(config, |table| {
+        let (feed, h) = manual(table.clone());
+        handle = Some(h);
+        Ok(Box::new(feed) as Box<dyn FeedSource>)
+    })?;
+    Ok((server, handle.expect("source built")))
+}
+
+/// Starts a server with the source `make_source` builds over the symbol table.
+pub fn start_with(
+    config: &Config,
+    make_source: impl FnOnce(&Arc<SymbolTable>) -> Result<Box<dyn FeedSource>, StartError>,
+) -> Result<Server, StartError> {
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+
+    let table = Arc::new(SymbolTable::new(config.max_symbols));
+    let source = make_source(&table)?;
+    let market = Arc::new(Market::new(table));
+    let (producer, readers) = ring::<Tick>(config.ring_capacity);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let metrics: Vec<Arc<ShardMetrics>> =
+        (0..config.shards).map(|_| Arc::new(ShardMetrics::default())).collect();
+    let http = Arc::new(HttpContext {
+        market: market.clone(),
+        shards: metrics.clone(),
+        started: Instant::now(),
+        handshake_timeout: config.handshake_timeout,
+        next_session: std::sync::atomic::AtomicU64::new(0),
+    });
+    let mut shards = Vec::with_capacity(config.shards);
+    for (index, m) in metrics.into_iter().enumerate() {
+        shards.push(spawn_shard(ShardSetup {
+            index,
+            reader: readers.reader(),
+            config: config.shard.clone(),
+            metrics: m,
+            http: http.clone(),
+            shutdown: shutdown_rx.clone(),
+            drain: config.drain,
+        })?);
+    }
+    let wakers = Wakers::new(shards.iter().map(|s| s.notify.clone()).collect());
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    let feed = spawn_ingest(source, producer, market.clone(), wakers, stop_feed.clone())?;
+    let conns: Vec<_> = shards.iter().map(|s| s.conns.clone()).collect();
+    let acceptor = spawn_acceptor(listener, conns, shutdown_rx)?;
+    Ok(Server {
+        addr,
+        market,
+        shutdown_tx,
+        stop_feed,
+        feed: Some(feed),
+        acceptor: Some(acceptor),
+        shards,
+    })
+}
+
+impl Server {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The market state (symbols, latest values, feed state).
+    pub fn market(&self) -> &Arc<Market> {
+        &self.market
+    }
+
+    /// Stops the server: see the module docs. Returns when every thread has ended.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        for shard in self.shards.drain(..) {
+            shard.join();
+        }
+        self.stop_feed.store(true, Ordering::Release);
+        if let Some(f) = self.feed.take() {
+            let _ = f.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The acceptor thread: accepts sockets and deals them to the shards in
+/// turn.
+fn spawn_acceptor(
+    listener: std::net::TcpListener,
+    shards: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("tickwire-accept".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build acceptor runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+            let mut next = 0usize;
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _peer)) => {
+                            let Ok(std_stream) = stream.into_std() else { continue };
+                            let _ = shards[next % shards.len()].send(std_stream);
+                            next = next.wrapping_add(1);
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off briefly.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
+    })
+}

@@ -1,0 +1,317 @@
+//! STAGE 4: client connections. HTTP and WebSocket share one port.
+//!
+//! The acceptor thread hands each accepted socket to a writer shard; on the
+//! shard, [`serve`] reads the HTTP request head and routes it:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /ws` with an upgrade | WebSocket session ([`session`]) |
+//! | `GET /ws` without one | 400 |
+//! | `GET /` | the page in `dashboard/` |
+//! | `GET /healthz` | `{"status":"ok",...}` |
+//! | `GET /metrics` | Prometheus text ([`crate::metrics::render`]) |
+//! | anything else | 404 (405 for methods other than GET/HEAD) |
+//!
+//! The request head is parsed with `httparse` and the upgrade done by hand
+//! (`derive_accept_key` + `WebSocketStream::from_partially_read`) instead of
+//! through hyper: the session then owns the plain `TcpStream` (no boxed
+//! upgrade wrapper on the write path), and the handshake deadline and the
+//! header size limit live in one place. Plain HTTP answers close the
+//! connection (`Connection: close`); nothing here needs keep-alive.
+
+pub mod protocol;
+pub mod session;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::feed::Market;
+use crate::metrics::{ShardCounters, ShardMetrics};
+use crate::writer::encode::{Format, TimeUnit};
+use crate::writer::shard::Shard;
+
+/// What the HTTP routes need, shared by every shard.
+pub struct HttpContext {
+    /// Feed state, symbols, latest values.
+    pub market: Arc<Market>,
+    /// Every shard's metrics, for `/metrics`.
+    pub shards: Vec<Arc<ShardMetrics>>,
+    /// When the server started (for `/healthz`).
+    pub started: Instant,
+    /// Deadline for the request head (slowloris guard).
+    pub handshake_timeout: Duration,
+    /// Source of session ids (`s-1`, `s-2`...), unique across shards.
+    pub next_session: AtomicU64,
+}
+
+/// What a connection task gets from its shard.
+pub struct ConnContext {
+    /// The shard's state.
+    pub shard: Rc<RefCell<Shard>>,
+    /// Shared HTTP context.
+    pub http: Arc<HttpContext>,
+    /// Flips to true on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 8192;
+/// The subprotocol of the JSON protocol.
+pub const JSON_PROTOCOL: &str = "tickwire.v1.json";
+/// The subprotocol of the binary protocol (not implemented yet).
+pub const BIN_PROTOCOL: &str = "tickwire.v1.bin";
+
+const INDEX_HTML: &str = include_str!("../dashboard/index.html");
+
+/// A parsed request head.
+struct Head {
+    method: String,
+    path: String,
+    query: String,
+    upgrade: bool,
+    ws_key: Option<String>,
+    ws_version: Option<String>,
+    protocols: Vec<String>,
+    /// Bytes read past the head (an eager client's first frame).
+    rest: Vec<u8>,
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
+    let Ok(()) = conn.set_nonblocking(true) else { return };
+    let Ok(mut stream) = TcpStream::from_std(conn) else { return };
+    let _ = stream.set_nodelay(true);
+    let head = match tokio::time::timeout(ctx.http.handshake_timeout, read_head(&mut stream)).await
+    {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None)) => return,
+        Ok(Err(status)) => {
+            let _ =
+                respond(&mut stream, status, "text/plain", status_text(status).as_bytes(), false)
+                    .await;
+            return;
+        }
+        Err(_) => {
+            let _ = respond(&mut stream, 408, "text/plain", b"request timeout\n", false).await;
+            return;
+        }
+    };
+    let head_only = head.method == "HEAD";
+    if head.method != "GET" && !head_only {
+        count_http(&ctx);
+        let _ = respond(&mut stream, 405, "text/plain", b"method not allowed\n", false).await;
+        return;
+    }
+    match head.path.as_str() {
+        "/ws" => upgrade(stream, head, ctx).await,
+        "/" | "/index.html" => {
+            count_http(&ctx);
+            let _ = respond(
+                &mut stream,
+                200,
+                "text/html; charset=utf-8",
+                INDEX_HTML.as_bytes(),
+                head_only,
+            )
+            .await;
+        }
+        "/healthz" => {
+            count_http(&ctx);
+            let m = &ctx.http.market;
+            let body = format!(
+                "{{\"status\":\"ok\",\"feed\":\"{}\",\"symbols\":{},\"uptime_s\":{}}}\n",
+                m.state().0.name(),
+                m.symbols.len(),
+                ctx.http.started.elapsed().as_secs()
+            );
+            let _ = respond(&mut stream, 200, "application/json", body.as_bytes(), head_only).await;
+        }
+        "/metrics" => {
+            count_http(&ctx);
+            let body = crate::metrics::render(&ctx.http.market, &ctx.http.shards);
+            let _ =
+                respond(&mut stream, 200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
+                    .await;
+        }
+        _ => {
+            count_http(&ctx);
+            let _ = respond(&mut stream, 404, "text/plain", b"not found\n", head_only).await;
+        }
+    }
+}
+
+fn count_http(ctx: &ConnContext) {
+    ShardCounters::add(&ctx.shard.borrow().counters().http_requests, 1);
+}
+
+async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
+    let (Some(key), true) = (head.ws_key.as_deref(), head.upgrade) else {
+        count_http(&ctx);
+        let _ =
+            respond(&mut stream, 400, "text/plain", b"expected a WebSocket upgrade\n", false).await;
+        return;
+    };
+    if head.ws_version.as_deref() != Some("13") {
+        count_http(&ctx);
+        let _ = respond(
+            &mut stream,
+            400,
+            "text/plain",
+            b"unsupported Sec-WebSocket-Version (need 13)\n",
+            false,
+        )
+        .await;
+        return;
+    }
+    let mut format = Format::default();
+    for pair in head.query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "time_unit" => match TimeUnit::parse(v) {
+                Some(tu) => format.time_unit = tu,
+                None => {
+                    count_http(&ctx);
+                    let _ = respond(
+                        &mut stream,
+                        400,
+                        "text/plain",
+                        b"time_unit must be ms, us or ns\n",
+                        false,
+                    )
+                    .await;
+                    return;
+                }
+            },
+            "stamps" => format.stamps = matches!(v, "1" | "true"),
+            _ => {}
+        }
+    }
+    let protocol = if head.protocols.is_empty() {
+        None
+    } else if head.protocols.iter().any(|p| p == JSON_PROTOCOL) {
+        Some(JSON_PROTOCOL)
+    } else {
+        count_http(&ctx);
+        let msg = if head.protocols.iter().any(|p| p == BIN_PROTOCOL) {
+            "subprotocol tickwire.v1.bin is not available in this version; offer tickwire.v1.json\n"
+        } else {
+            "unsupported subprotocol; offer tickwire.v1.json\n"
+        };
+        let _ = respond(&mut stream, 400, "text/plain", msg.as_bytes(), false).await;
+        return;
+    };
+    let mut resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    if let Some(p) = protocol {
+        resp.push_str("Sec-WebSocket-Protocol: ");
+        resp.push_str(p);
+        resp.push_str("\r\n");
+    }
+    resp.push_str("\r\n");
+    if stream.write_all(resp.as_bytes()).await.is_err() {
+        return;
+    }
+    session::run(stream, head.rest, format, ctx).await;
+}
+
+/// Reads and parses the request head. `Ok(None)`: the peer went away.
+/// `Err(status)`: answer with that status.
+async fn read_head(stream: &mut TcpStream) -> Result<Option<Head>, u16> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|_| 400u16)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let target = req.path.unwrap_or("/");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let mut head = Head {
+                    method: req.method.unwrap_or("").to_string(),
+                    path: path.to_string(),
+                    query: query.to_string(),
+                    upgrade: false,
+                    ws_key: None,
+                    ws_version: None,
+                    protocols: Vec::new(),
+                    rest: buf[len..].to_vec(),
+                };
+                let mut connection_upgrade = false;
+                for h in req.headers.iter() {
+                    let value = String::from_utf8_lossy(h.value);
+                    let value = value.trim();
+                    if h.name.eq_ignore_ascii_case("upgrade") {
+                        head.upgrade = value.eq_ignore_ascii_case("websocket");
+                    } else if h.name.eq_ignore_ascii_case("connection") {
+                        connection_upgrade =
+                            value.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+                    } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
+                        head.ws_key = Some(value.to_string());
+                    } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
+                        head.ws_version = Some(value.to_string());
+                    } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                        head.protocols.extend(value.split(',').map(|p| p.trim().to_string()));
+                    }
+                }
+                head.upgrade &= connection_upgrade;
+                return Ok(Some(head));
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_HEAD {
+                    return Err(431);
+                }
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(431),
+            Err(_) => return Err(400),
+        }
+    }
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        status_text(status),
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    let _ = stream.shutdown().await;
+    Ok(())
+}

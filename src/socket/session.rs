@@ -1,0 +1,226 @@
+//! One WebSocket session: a reader half that applies control requests to
+//! the shard, and a writer half that writes what the shard encoded.
+//!
+//! Both halves run inside one task (`join`), generic over any
+//! `Sink`/`Stream` of tungstenite messages so they can be driven by tests
+//! without a socket. The writer takes everything queued for its session in
+//! one go, `feed`s each frame and `flush`es once: one write system call per
+//! wake-up, however many frames. While it waits for a flush, the shard keeps
+//! conflating this session's updates instead of queueing bytes (see
+//! [`crate::writer::session`]).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::ConnContext;
+use super::protocol::Parser;
+use crate::writer::encode::Format;
+use crate::writer::session::{CloseRequest, Ctl};
+use crate::writer::shard::Shard;
+
+/// How long a closing session waits for its last frames and the peer's close.
+const CLOSE_GRACE: Duration = Duration::from_millis(1000);
+/// Base of the jittered reconnect delay suggested in `shutdown`.
+const RECONNECT_AFTER_MS: u64 = 1000;
+
+/// The tungstenite settings for this workload: small reads (clients send
+/// small commands), inbound limits at the protocol's `max_message_bytes`, and
+/// a bounded write buffer (the shard never hands over more than one batch).
+pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 << 20)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// Runs a session on an upgraded socket.
+pub async fn run(stream: TcpStream, rest: Vec<u8>, format: Format, ctx: ConnContext) {
+    let max = ctx.shard.borrow().config().max_message_bytes;
+    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config(max)))
+        .await;
+    let (sink, stream) = ws.split();
+    let uid = ctx.http.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let (slot, ctl) = ctx.shard.borrow_mut().open_session(format, uid);
+    let hb = ctx.shard.borrow().config().hb;
+    let shard = ctx.shard.clone();
+    let reader = read_half(stream, ctx.shard.clone(), slot);
+    let writer = write_half(sink, ctx.shard.clone(), slot, ctl, hb, ctx.shutdown.clone());
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        // The peer left: the reader asked the writer to stop; let it.
+        _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_GRACE, writer).await; }
+        // The server closed: wait a little for the peer's close reply.
+        graceful = &mut writer => if graceful {
+            let _ = tokio::time::timeout(CLOSE_GRACE, reader).await;
+        },
+    }
+    shard.borrow_mut().close_session(slot);
+}
+
+/// Reads client messages until the peer closes or the connection fails.
+pub async fn read_half<S>(mut stream: S, shard: Rc<RefCell<Shard>>, slot: u32)
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let mut parser = Parser::default();
+    while let Some(msg) = stream.next().await {
+        match msg {
+            Ok(Message::Text(text)) => {
+                let mut s = shard.borrow_mut();
+                if !s.admit_message(slot, Instant::now()) {
+                    continue;
+                }
+                match parser.parse(text.as_bytes()) {
+                    Ok(req) => s.handle(slot, req),
+                    Err(bad) => s.send_error(slot, bad.id, 400, &bad.msg, false),
+                }
+            }
+            Ok(Message::Binary(_)) => {
+                let mut s = shard.borrow_mut();
+                if s.admit_message(slot, Instant::now()) {
+                    s.send_error(
+                        slot,
+                        None,
+                        400,
+                        "binary frames are not accepted on a JSON session",
+                        false,
+                    );
+                }
+            }
+            // Pings are answered by tungstenite; keep polling after a Close so
+            // its reply is flushed and the stream ends cleanly.
+            Ok(Message::Close(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+                let mut s = shard.borrow_mut();
+                s.send_error(slot, None, 413, "message too large", false);
+                s.request_close(
+                    slot,
+                    CloseRequest { code: 1009, reason: "message too large", abort: false },
+                );
+                break;
+            }
+            Err(WsError::Utf8(_)) => {
+                shard.borrow_mut().request_close(
+                    slot,
+                    CloseRequest { code: 1007, reason: "invalid UTF-8", abort: false },
+                );
+                break;
+            }
+            Err(WsError::Protocol(_)) => {
+                shard.borrow_mut().request_close(
+                    slot,
+                    CloseRequest { code: 1002, reason: "protocol error", abort: false },
+                );
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    // The peer is gone or being closed: make sure the writer half ends too.
+    shard.borrow_mut().request_close(slot, CloseRequest { code: 1000, reason: "", abort: true });
+}
+
+/// Writes what the shard queued for this session, heartbeats when idle, and
+/// closes the socket when asked to. Returns whether it ended with a clean
+/// close frame (so the peer's reply is worth waiting for).
+pub async fn write_half<K>(
+    mut sink: K,
+    shard: Rc<RefCell<Shard>>,
+    slot: u32,
+    ctl: Rc<Ctl>,
+    hb: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool
+where
+    K: Sink<Message, Error = WsError> + Unpin,
+{
+    let mut last_sent = tokio::time::Instant::now();
+    let mut shutting_down = *shutdown.borrow();
+    loop {
+        if shutting_down {
+            let jitter = u64::from(slot) * 37 % 1000;
+            shard.borrow_mut().shutdown_session(slot, RECONNECT_AFTER_MS + jitter);
+        }
+        let out = shard.borrow_mut().take_outgoing(slot);
+        if let Some(close) = out.close {
+            if !close.abort {
+                let sent = tokio::time::timeout(CLOSE_GRACE, async {
+                    for f in out.frames {
+                        sink.feed(text(f)).await?;
+                    }
+                    let frame = CloseFrame {
+                        code: CloseCode::from(close.code),
+                        reason: close.reason.into(),
+                    };
+                    sink.send(Message::Close(Some(frame))).await
+                })
+                .await;
+                return matches!(sent, Ok(Ok(())));
+            }
+            if close.code == 4008 {
+                // Not reading: try to say why without waiting for it.
+                let frame =
+                    CloseFrame { code: CloseCode::from(4008), reason: "slow client".into() };
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(50),
+                    sink.send(Message::Close(Some(frame))),
+                )
+                .await;
+            }
+            return false;
+        }
+        if out.frames.is_empty() {
+            let idle = tokio::time::sleep_until(last_sent + hb);
+            tokio::select! {
+                _ = ctl.wake.notified() => {}
+                _ = idle => shard.borrow_mut().heartbeat(slot),
+                changed = shutdown.changed(), if !shutting_down => {
+                    shutting_down = changed.is_err() || *shutdown.borrow();
+                }
+            }
+            continue;
+        }
+        let (n, bytes) = (out.frames.len(), out.frames.iter().map(|f| f.len()).sum::<usize>());
+        let write = async {
+            for f in out.frames {
+                sink.feed(text(f)).await?;
+            }
+            sink.flush().await
+        };
+        tokio::pin!(write);
+        let result = loop {
+            tokio::select! {
+                r = &mut write => break r,
+                // Only an abort (slow client) interrupts a write; anything
+                // else the wake-up announced is picked up after it.
+                _ = ctl.wake.notified() => {
+                    if shard.borrow().close_request(slot).is_some_and(|c| c.abort) {
+                        break Err(WsError::ConnectionClosed);
+                    }
+                }
+            }
+        };
+        if result.is_err() {
+            return false;
+        }
+        shard.borrow_mut().write_done(slot, n, bytes);
+        last_sent = tokio::time::Instant::now();
+    }
+}
+
+fn text(frame: bytes::Bytes) -> Message {
+    // Frames are built from ASCII JSON and validated symbol names.
+    Message::Text(Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
+}

@@ -1,0 +1,362 @@
+//! JSON encoding of server messages, written by hand into byte buffers.
+//!
+//! Why not serde: a market-data message is a dozen fixed fields, and the
+//! writer shards encode a million of them a second. Encoding straight into a
+//! reused `Vec<u8>` with `itoa` and an integer-only price formatter costs a
+//! few tens of nanoseconds and no allocation; prices are fixed-point, so no
+//! float is ever formatted. Each update is split in two parts so it can be
+//! encoded once and shared: a per-connection *head* (`{"type":"q","cseq":9,
+//! "cf":6,`) and a *tail* that is the same for every subscriber of a batch
+//! (`"sym":"AAPL","seq":1047,...}`).
+//!
+//! Control messages are rare and built with the small [`Obj`] writer.
+
+use crate::tick::{Body, Price, Tick};
+
+/// The unit of time fields on a session (`time_unit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeUnit {
+    /// Milliseconds (the default; safe for JavaScript numbers).
+    #[default]
+    Ms,
+    /// Microseconds.
+    Us,
+    /// Nanoseconds (exceeds 2^53: only for non-JavaScript clients).
+    Ns,
+}
+
+impl TimeUnit {
+    /// Parses the query-string value.
+    pub fn parse(s: &str) -> Option<TimeUnit> {
+        match s {
+            "ms" => Some(TimeUnit::Ms),
+            "us" => Some(TimeUnit::Us),
+            "ns" => Some(TimeUnit::Ns),
+            _ => None,
+        }
+    }
+
+    /// The protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Ms => "ms",
+            TimeUnit::Us => "us",
+            TimeUnit::Ns => "ns",
+        }
+    }
+
+    /// Converts nanoseconds since the epoch to this unit (truncating).
+    pub fn from_ns(self, ns: u64) -> u64 {
+        match self {
+            TimeUnit::Ms => ns / 1_000_000,
+            TimeUnit::Us => ns / 1_000,
+            TimeUnit::Ns => ns,
+        }
+    }
+}
+
+/// How a session wants its updates encoded: the part of the encoding that
+/// differs between sessions and so keys the shared-encoding cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Format {
+    /// Unit of `t`, `ti`, `to`.
+    pub time_unit: TimeUnit,
+    /// Whether `ti`/`to` are added.
+    pub stamps: bool,
+}
+
+impl Format {
+    /// Number of distinct formats (for cache tables).
+    pub const COUNT: usize = 6;
+
+    /// A dense index in `0..COUNT`.
+    pub fn index(self) -> usize {
+        self.time_unit as usize * 2 + usize::from(self.stamps)
+    }
+}
+
+/// Appends an unsigned integer.
+#[inline]
+pub fn write_u64(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Appends a fixed-point price as its shortest decimal form (`192.31`).
+#[inline]
+pub fn write_price(buf: &mut Vec<u8>, p: Price) {
+    let v = p.0;
+    if v < 0 {
+        buf.push(b'-');
+    }
+    let abs = v.unsigned_abs();
+    let scale = Price::SCALE as u64;
+    write_u64(buf, abs / scale);
+    let mut frac = abs % scale;
+    if frac != 0 {
+        buf.push(b'.');
+        let mut digits = 4;
+        while frac.is_multiple_of(10) {
+            frac /= 10;
+            digits -= 1;
+        }
+        let s = itoa::Buffer::new().format(frac).as_bytes().to_vec();
+        for _ in s.len()..digits {
+            buf.push(b'0');
+        }
+        buf.extend_from_slice(&s);
+    }
+}
+
+/// Appends the shared tail of a quote or trade: everything after the
+/// per-connection head, closing brace included.
+///
+/// Hot path: no allocation beyond `buf`'s growth.
+pub fn write_tail(buf: &mut Vec<u8>, tick: &Tick, name: &str, format: Format, to_ns: u64) {
+    let tu = format.time_unit;
+    buf.extend_from_slice(b"\"sym\":\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\",\"seq\":");
+    write_u64(buf, tick.seq);
+    match tick.body {
+        Body::Quote { bid, bid_size, ask, ask_size } => {
+            buf.extend_from_slice(b",\"bp\":");
+            write_price(buf, bid);
+            buf.extend_from_slice(b",\"bs\":");
+            write_u64(buf, bid_size.into());
+            buf.extend_from_slice(b",\"ap\":");
+            write_price(buf, ask);
+            buf.extend_from_slice(b",\"as\":");
+            write_u64(buf, ask_size.into());
+        }
+        Body::Trade { price, size } => {
+            buf.extend_from_slice(b",\"p\":");
+            write_price(buf, price);
+            buf.extend_from_slice(b",\"s\":");
+            write_u64(buf, size.into());
+        }
+    }
+    buf.extend_from_slice(b",\"t\":");
+    write_u64(buf, tu.from_ns(tick.src_ns));
+    if format.stamps {
+        buf.extend_from_slice(b",\"ti\":");
+        write_u64(buf, tu.from_ns(tick.ingest_ns));
+        buf.extend_from_slice(b",\"to\":");
+        write_u64(buf, tu.from_ns(to_ns));
+    }
+    buf.push(b'}');
+}
+
+/// Appends the head of an update (`{"type":"q","cseq":N[,"cf":K],`).
+#[inline]
+pub fn write_update_head(buf: &mut Vec<u8>, tick: &Tick, cseq: u64, cf: u64) {
+    buf.extend_from_slice(match tick.body {
+        Body::Quote { .. } => b"{\"type\":\"q\",\"cseq\":",
+        Body::Trade { .. } => b"{\"type\":\"t\",\"cseq\":",
+    });
+    write_u64(buf, cseq);
+    if cf > 1 {
+        buf.extend_from_slice(b",\"cf\":");
+        write_u64(buf, cf);
+    }
+    buf.push(b',');
+}
+
+/// Appends the head of a snapshot (`{"type":"snapshot","ch":"quotes","cseq":N,`).
+#[inline]
+pub fn write_snapshot_head(buf: &mut Vec<u8>, tick: &Tick, cseq: u64) {
+    buf.extend_from_slice(match tick.body {
+        Body::Quote { .. } => b"{\"type\":\"snapshot\",\"ch\":\"quotes\",\"cseq\":",
+        Body::Trade { .. } => b"{\"type\":\"snapshot\",\"ch\":\"trades\",\"cseq\":",
+    });
+    write_u64(buf, cseq);
+    buf.push(b',');
+}
+
+/// A JSON string literal for text that may need escaping.
+pub fn write_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => buf.extend_from_slice(b"\\\""),
+            '\\' => buf.extend_from_slice(b"\\\\"),
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                buf.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut tmp = [0u8; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+    buf.push(b'"');
+}
+
+/// A small writer for one JSON object of a control message.
+///
+/// ```
+/// use tickwire::writer::encode::Obj;
+/// let mut buf = Vec::new();
+/// Obj::new(&mut buf, "pong").u64("cseq", 3).raw("ts", "17").finish();
+/// assert_eq!(buf, br#"{"type":"pong","cseq":3,"ts":17}"#);
+/// ```
+pub struct Obj<'a> {
+    buf: &'a mut Vec<u8>,
+    /// No field written yet (so no comma before the next).
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    /// Starts `{"type":"<kind>"`.
+    pub fn new(buf: &'a mut Vec<u8>, kind: &str) -> Obj<'a> {
+        buf.extend_from_slice(b"{\"type\":");
+        write_str(buf, kind);
+        Obj { buf, first: false }
+    }
+
+    /// Starts a plain object without a `type` (for nested objects).
+    pub fn object(buf: &'a mut Vec<u8>) -> Obj<'a> {
+        buf.push(b'{');
+        Obj { buf, first: true }
+    }
+
+    fn key(&mut self, k: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.buf.push(b',');
+        }
+        write_str(self.buf, k);
+        self.buf.push(b':');
+    }
+
+    /// Adds a string field.
+    pub fn str(mut self, k: &str, v: &str) -> Self {
+        self.key(k);
+        write_str(self.buf, v);
+        self
+    }
+
+    /// Adds an unsigned integer field.
+    pub fn u64(mut self, k: &str, v: u64) -> Self {
+        self.key(k);
+        write_u64(self.buf, v);
+        self
+    }
+
+    /// Adds an optional unsigned integer field (omitted when `None`).
+    pub fn opt_u64(self, k: &str, v: Option<u64>) -> Self {
+        match v {
+            Some(v) => self.u64(k, v),
+            None => self,
+        }
+    }
+
+    /// Adds a boolean field.
+    pub fn bool(mut self, k: &str, v: bool) -> Self {
+        self.key(k);
+        self.buf.extend_from_slice(if v { b"true" } else { b"false" });
+        self
+    }
+
+    /// Adds a field whose value is already-encoded JSON.
+    pub fn raw(mut self, k: &str, json: &str) -> Self {
+        self.key(k);
+        self.buf.extend_from_slice(json.as_bytes());
+        self
+    }
+
+    /// Adds a field whose value is written by `f` (an array, an object...).
+    pub fn with(mut self, k: &str, f: impl FnOnce(&mut Vec<u8>)) -> Self {
+        self.key(k);
+        f(self.buf);
+        self
+    }
+
+    /// Closes the object.
+    pub fn finish(self) {
+        self.buf.push(b'}');
+    }
+}
+
+/// Appends a JSON number for an `f64` (integers without a fraction).
+pub fn write_f64(buf: &mut Vec<u8>, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        write_u64_signed(buf, v as i64);
+    } else {
+        buf.extend_from_slice(format!("{v}").as_bytes());
+    }
+}
+
+fn write_u64_signed(buf: &mut Vec<u8>, v: i64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::SymbolId;
+
+    fn price(v: i64) -> String {
+        let mut b = Vec::new();
+        write_price(&mut b, Price(v));
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn prices_are_shortest_decimals() {
+        // Trailing zeros of the four implied decimals are dropped...
+        assert_eq!(price(1_923_100), "192.31");
+        assert_eq!(price(50_000), "5");
+        // ...leading zeros of the fraction are kept...
+        assert_eq!(price(10_005), "1.0005");
+        assert_eq!(price(1), "0.0001");
+        // ...and negative prices (spreads, some futures) keep their sign.
+        assert_eq!(price(-12_500), "-1.25");
+        assert_eq!(price(i64::MIN), "-922337203685477.5808");
+    }
+
+    #[test]
+    fn prices_match_a_float_reference() {
+        // A simple reference: format the float with 4 decimals and trim.
+        for v in [0i64, 7, 70, 700, 7000, 123_456_789, 99_999, 100_000, 3_1415] {
+            let reference = format!("{:.4}", v as f64 / 1e4);
+            let reference = reference.trim_end_matches('0').trim_end_matches('.');
+            assert_eq!(price(v), reference, "price {v}");
+        }
+    }
+
+    #[test]
+    fn update_is_valid_json_with_every_field() {
+        let tick = Tick {
+            seq: 1047,
+            ingest_ns: 2_000_000,
+            ..Tick::quote(SymbolId(0), 1_000_000, Price(1_923_100), 300, Price(1_923_300), 100)
+        };
+        let mut buf = Vec::new();
+        write_update_head(&mut buf, &tick, 9, 6);
+        write_tail(
+            &mut buf,
+            &tick,
+            "AAPL",
+            Format { time_unit: TimeUnit::Ms, stamps: true },
+            3_000_000,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        // The message carries exactly the protocol's fields, in the session's unit.
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"q","cseq":9,"cf":6,"sym":"AAPL","seq":1047,"bp":192.31,
+                "bs":300,"ap":192.33,"as":100,"t":1,"ti":2,"to":3})
+        );
+    }
+
+    #[test]
+    fn control_strings_are_escaped() {
+        let mut buf = Vec::new();
+        Obj::new(&mut buf, "error").str("msg", "bad \"x\"\n\u{1}").finish();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        // Whatever text a message quotes back, the frame stays valid JSON.
+        assert_eq!(v["msg"], "bad \"x\"\n\u{1}");
+    }
+}

@@ -1,0 +1,208 @@
+//! STAGE 3: writer shards, one OS thread per core.
+//!
+//! Each shard thread runs a current-thread tokio runtime that owns, for
+//! life, the connections handed to it by the acceptor (thread-per-core: no
+//! lock on the hot path, no task migration). Its *pump* task drains the ring
+//! in batches of up to [`BATCH`] ticks, dispatches each tick to the local
+//! subscribers of its stream ([`shard::Shard::dispatch`]), and at the end of
+//! every batch encodes one frame per dirty, idle session
+//! ([`shard::Shard::end_of_batch`]) and yields so the socket tasks can write.
+//! When the ring is empty it sleeps until the feed thread wakes it, a
+//! `max_hz` delay expires, or housekeeping is due.
+
+pub mod encode;
+pub mod session;
+pub mod shard;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::LocalSet;
+use tokio::time::Instant;
+
+use crate::metrics::{ShardCounters, ShardMetrics};
+use crate::ring::{ReadOutcome, RingReader};
+use crate::socket::{self, HttpContext};
+use crate::tick::Tick;
+use shard::{Shard, ShardConfig};
+
+/// Most ticks dispatched before the shard encodes and yields.
+pub const BATCH: usize = 1024;
+
+/// How often slow clients are checked and latency merged into the metrics.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+/// The acceptor's side of a shard.
+pub struct ShardHandle {
+    /// Sends accepted sockets to the shard.
+    pub conns: mpsc::UnboundedSender<std::net::TcpStream>,
+    /// Wakes the shard's pump (the feed thread holds a clone).
+    pub notify: Arc<Notify>,
+    thread: JoinHandle<()>,
+}
+
+impl ShardHandle {
+    /// Waits for the shard thread to end.
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Counts live connection tasks so a draining shard knows when it is done.
+#[derive(Default)]
+pub struct ConnTracker {
+    live: Cell<usize>,
+    idle: Notify,
+}
+
+impl ConnTracker {
+    /// A connection task started.
+    pub fn enter(self: &Rc<Self>) -> ConnGuard {
+        self.live.set(self.live.get() + 1);
+        ConnGuard(self.clone())
+    }
+}
+
+/// Decrements the tracker when a connection task ends.
+pub struct ConnGuard(Rc<ConnTracker>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let t = &self.0;
+        t.live.set(t.live.get() - 1);
+        if t.live.get() == 0 {
+            t.idle.notify_waiters();
+        }
+    }
+}
+
+/// Everything a shard thread starts with.
+pub struct ShardSetup {
+    /// Shard number (for the thread name and session ids).
+    pub index: usize,
+    /// This shard's ring cursor.
+    pub reader: RingReader<Tick>,
+    /// Settings.
+    pub config: ShardConfig,
+    /// This shard's metrics.
+    pub metrics: Arc<ShardMetrics>,
+    /// Shared with the HTTP routes.
+    pub http: Arc<HttpContext>,
+    /// Flips to true on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// How long sessions get to close cleanly on shutdown.
+    pub drain: Duration,
+}
+
+/// Starts a shard thread.
+pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<ShardHandle> {
+    let notify = Arc::new(Notify::new());
+    let (conns, conn_rx) = mpsc::unbounded_channel();
+    let wake = notify.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("tickwire-shard-{}", setup.index))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build shard runtime");
+                    return;
+                }
+            };
+            LocalSet::new().block_on(&rt, run_shard(setup, wake, conn_rx));
+        })?;
+    Ok(ShardHandle { conns, notify, thread })
+}
+
+async fn run_shard(
+    setup: ShardSetup,
+    wake: Arc<Notify>,
+    mut conn_rx: mpsc::UnboundedReceiver<std::net::TcpStream>,
+) {
+    let ShardSetup { index: _, reader, config, metrics, http, mut shutdown, drain } = setup;
+    let shard = Rc::new(RefCell::new(Shard::new(http.market.clone(), config, metrics)));
+    let tracker = Rc::new(ConnTracker::default());
+    let pump = tokio::task::spawn_local(pump(shard.clone(), reader, wake, shutdown.clone()));
+    loop {
+        tokio::select! {
+            conn = conn_rx.recv() => {
+                let Some(conn) = conn else { break };
+                let guard = tracker.enter();
+                let ctx = socket::ConnContext {
+                    shard: shard.clone(),
+                    http: http.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                tokio::task::spawn_local(async move {
+                    socket::serve(conn, ctx).await;
+                    drop(guard);
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Drain: every session was told `shutdown`; give them `drain` to close.
+    let idle = tracker.idle.notified();
+    if tracker.live.get() > 0 {
+        let _ = tokio::time::timeout(drain, idle).await;
+    }
+    pump.abort();
+}
+
+/// The pump: ring -> dispatch -> end of batch -> yield.
+async fn pump(
+    shard: Rc<RefCell<Shard>>,
+    mut reader: RingReader<Tick>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
+    let mut housekeeping = Instant::now() + HOUSEKEEPING;
+    loop {
+        batch.clear();
+        let got = match reader.read_batch(&mut batch, BATCH) {
+            ReadOutcome::Items(n) => {
+                let mut s = shard.borrow_mut();
+                for t in &batch {
+                    s.dispatch(t);
+                }
+                n
+            }
+            ReadOutcome::Overrun { lost } => {
+                let mut s = shard.borrow_mut();
+                ShardCounters::add(&s.counters().ring_overruns, 1);
+                ShardCounters::add(&s.counters().ring_lost, lost);
+                s.resync();
+                1
+            }
+        };
+        let next_throttle = {
+            let mut s = shard.borrow_mut();
+            s.check_feed_state();
+            let now = Instant::now();
+            let next = s.run_throttle(now.into_std());
+            s.end_of_batch();
+            if now >= housekeeping {
+                s.check_slow(now.into_std());
+                s.publish_metrics();
+                housekeeping = now + HOUSEKEEPING;
+            }
+            next
+        };
+        if got > 0 {
+            // Let the socket tasks write what this batch produced.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let until = next_throttle.map_or(housekeeping, |t| Instant::from_std(t).min(housekeeping));
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

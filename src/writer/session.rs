@@ -1,0 +1,254 @@
+//! Per-subscriber state kept by a writer shard: subscriptions, conflation
+//! slots, the `mode:"all"` queue and the outbox of encoded frames.
+//!
+//! Memory is bounded by the subscriptions, never by the feed rate:
+//! - `mode:"latest"`: one pending tick per (channel, symbol) entry. A newer
+//!   tick replaces the pending one; `cf` is derived from the sequence
+//!   numbers (`seq` of the new message minus `seq` of the last one sent), so
+//!   it is exact without counting.
+//! - `mode:"all"`: a FIFO of at most `queue_cap` ticks for the whole session.
+//!   When it is full, further ticks of an entry are counted as lost (first
+//!   and last `seq`) until an `overflow` message naming them is encoded.
+//! - the outbox holds encoded frames handed to the socket task. A data frame
+//!   is only built when the socket task is idle (build-on-ready), so a slow
+//!   socket leaves its updates conflating in the slots instead of piling up
+//!   as bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::socket::protocol::Mode;
+use crate::tick::{Channel, SymbolId, Tick};
+use crate::writer::encode::Format;
+
+/// One (channel, symbol) subscription of a session.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Whether the slot is in use (entries are recycled through a free list).
+    pub live: bool,
+    /// The instrument.
+    pub sym: SymbolId,
+    /// The channel.
+    pub ch: Channel,
+    /// Delivery mode.
+    pub mode: Mode,
+    /// The client's `max_hz`, for the `subscribed` reply.
+    pub max_hz: Option<f64>,
+    /// Minimum time between two messages (from `max_hz`, latest mode only).
+    pub min_interval: Option<Duration>,
+    /// Subscribed by name (counts against the symbol limit) rather than
+    /// through `["*"]`.
+    pub explicit: bool,
+    /// Highest `seq` accepted for delivery (pending, queued or sent);
+    /// anything at or below it is old news and skipped.
+    pub accepted_seq: u64,
+    /// `seq` of the last message of this entry put in the outbox (snapshot
+    /// included): the base of `cf`.
+    pub sent_seq: u64,
+    /// Latest mode: the newest tick not sent yet.
+    pub pending: Option<Tick>,
+    /// Latest mode with `max_hz`: earliest time the next message may go.
+    pub next_allowed: Option<Instant>,
+    /// All mode: updates dropped and not yet reported.
+    pub lost: u64,
+    /// First `seq` dropped (valid when `lost > 0`).
+    pub lost_from: u64,
+    /// Last `seq` dropped (valid when `lost > 0`).
+    pub lost_to: u64,
+}
+
+/// A queued update in mode all.
+#[derive(Debug, Clone, Copy)]
+pub struct Queued {
+    /// Index of the entry in [`Session::entries`].
+    pub entry: u32,
+    /// The update.
+    pub tick: Tick,
+}
+
+/// Options of a `["*"]` subscription on one channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WildOpts {
+    /// Delivery mode.
+    pub mode: Mode,
+    /// Rate cap.
+    pub max_hz: Option<f64>,
+}
+
+/// Signals between the shard and a connection's socket task.
+#[derive(Default)]
+pub struct Ctl {
+    /// Wakes the socket task: frames are waiting, or a close was requested.
+    pub wake: Notify,
+}
+
+/// Why and how a session is being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason.
+    pub reason: &'static str,
+    /// Drop the socket without flushing what is queued (the peer is not
+    /// reading, so flushing would wait forever).
+    pub abort: bool,
+}
+
+/// Everything a shard knows about one connection.
+pub struct Session {
+    /// Unique for the life of the server (slots are reused, uids are not).
+    pub uid: u64,
+    /// How updates are encoded for this session.
+    pub format: Format,
+    /// Messages sent so far after `welcome` (the last `cseq` used).
+    pub cseq: u64,
+    /// Subscription slots.
+    pub entries: Vec<Entry>,
+    /// Free slots of `entries`.
+    pub free: Vec<u32>,
+    /// Entry index by stream index (`sym * 2 + channel`).
+    pub by_stream: HashMap<u32, u32>,
+    /// `["*"]` options per channel, when subscribed to all.
+    pub wildcard: [Option<WildOpts>; 2],
+    /// Number of distinct symbols subscribed by name.
+    pub explicit_symbols: usize,
+    /// Explicit subscriptions per symbol (0, 1 or 2 channels), to count distinct symbols.
+    pub explicit_by_sym: HashMap<u32, u8>,
+    /// Latest-mode entries that may hold a pending tick.
+    pub dirty: Vec<u32>,
+    /// All-mode queue.
+    pub queue: VecDeque<Queued>,
+    /// All-mode entries with unreported losses.
+    pub lost_entries: Vec<u32>,
+    /// Encoded frames for the socket task, in `cseq` order.
+    pub outbox: VecDeque<Bytes>,
+    /// Bytes in `outbox` plus bytes handed to the socket task and not yet flushed.
+    pub queued_bytes: usize,
+    /// Whether the session is on the shard's dirty list.
+    pub on_dirty_list: bool,
+    /// The socket task is writing (frames taken, flush not finished).
+    pub busy_since: Option<Instant>,
+    /// A `slow` warning was sent for the current busy spell.
+    pub slow_warned: bool,
+    /// When a throttle wake-up is already scheduled for this session.
+    pub throttle_at: Option<Instant>,
+    /// Set when the server decided to close the session.
+    pub close: Option<CloseRequest>,
+    /// Shared with the socket task.
+    pub ctl: Rc<Ctl>,
+    /// Inbound rate limiting: start of the current one-second window.
+    pub rate_window: Instant,
+    /// Messages received in the current window.
+    pub rate_count: u32,
+}
+
+impl Session {
+    /// A session with no subscriptions.
+    pub fn new(uid: u64, format: Format, ctl: Rc<Ctl>) -> Session {
+        Session {
+            uid,
+            format,
+            cseq: 0,
+            entries: Vec::new(),
+            free: Vec::new(),
+            by_stream: HashMap::new(),
+            wildcard: [None, None],
+            explicit_symbols: 0,
+            explicit_by_sym: HashMap::new(),
+            dirty: Vec::new(),
+            queue: VecDeque::new(),
+            lost_entries: Vec::new(),
+            outbox: VecDeque::new(),
+            queued_bytes: 0,
+            on_dirty_list: false,
+            busy_since: None,
+            slow_warned: false,
+            throttle_at: None,
+            close: None,
+            ctl,
+            rate_window: Instant::now(),
+            rate_count: 0,
+        }
+    }
+
+    /// Takes the next `cseq`.
+    #[inline]
+    pub fn next_cseq(&mut self) -> u64 {
+        self.cseq += 1;
+        self.cseq
+    }
+
+    /// Whether there is market data waiting to be encoded.
+    pub fn has_data(&self) -> bool {
+        !self.dirty.is_empty() || !self.queue.is_empty() || !self.lost_entries.is_empty()
+    }
+
+    /// Queues an encoded frame for the socket task.
+    pub fn push_frame(&mut self, frame: Vec<u8>) {
+        self.queued_bytes += frame.len();
+        self.outbox.push_back(Bytes::from(frame));
+    }
+
+    /// Offers a tick to an entry. Returns true when the session now has
+    /// something new to send.
+    ///
+    /// Hot path: no allocation except the amortized growth of the dirty
+    /// list and queue, both bounded by the subscriptions.
+    #[inline]
+    pub fn offer(&mut self, entry_idx: u32, tick: &Tick, queue_cap: usize) -> bool {
+        let Some(e) = self.entries.get_mut(entry_idx as usize) else { return false };
+        if !e.live || tick.seq <= e.accepted_seq {
+            return false;
+        }
+        e.accepted_seq = tick.seq;
+        match e.mode {
+            Mode::Latest => {
+                if e.pending.is_none() {
+                    self.dirty.push(entry_idx);
+                }
+                e.pending = Some(*tick);
+                true
+            }
+            Mode::All => {
+                if e.lost > 0 || self.queue.len() >= queue_cap {
+                    if e.lost == 0 {
+                        e.lost_from = tick.seq;
+                        self.lost_entries.push(entry_idx);
+                    }
+                    e.lost += 1;
+                    e.lost_to = tick.seq;
+                } else {
+                    self.queue.push_back(Queued { entry: entry_idx, tick: *tick });
+                }
+                true
+            }
+        }
+    }
+
+    /// Records that everything up to `seq` (inclusive) of an all-mode entry
+    /// was lost (ring overrun resync).
+    pub fn lose_through(&mut self, entry_idx: u32, seq: u64) {
+        let Some(e) = self.entries.get_mut(entry_idx as usize) else { return };
+        if !e.live || seq <= e.accepted_seq {
+            return;
+        }
+        if e.lost == 0 {
+            e.lost_from = e.accepted_seq + 1;
+            self.lost_entries.push(entry_idx);
+        }
+        e.lost += seq - e.accepted_seq;
+        e.lost_to = seq;
+        e.accepted_seq = seq;
+    }
+
+    /// Drops every trace of an entry from the dirty list, queue and loss list.
+    pub fn purge_entry(&mut self, entry_idx: u32) {
+        self.dirty.retain(|&i| i != entry_idx);
+        self.queue.retain(|q| q.entry != entry_idx);
+        self.lost_entries.retain(|&i| i != entry_idx);
+    }
+}

@@ -1,0 +1,1137 @@
+//! The state of one writer shard: its sessions, the index from (channel,
+//! symbol) stream to the local subscribers, and the two halves of the data
+//! path that run on the shard thread:
+//!
+//! 1. [`Shard::dispatch`]: for each tick drained from the ring, offer it to
+//!    every local subscriber of its stream (conflation happens there);
+//! 2. [`Shard::end_of_batch`]: for every session that got something and whose
+//!    socket is idle, encode one frame with all its pending updates.
+//!
+//! Control requests ([`Shard::handle`]) run on the same thread between
+//! batches, so no lock is ever taken: the shard is an `Rc<RefCell<Shard>>`
+//! owned by one current-thread runtime.
+//!
+//! Each update is encoded once per batch and shared: the [`EncodeCache`]
+//! holds the tail of every tick encoded in the current batch (per session
+//! format), and every subscriber's frame copies it behind its own head.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use super::encode::{self, Format, Obj};
+use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts};
+use crate::feed::{FeedState, Market};
+use crate::metrics::{ShardCounters, ShardMetrics, new_histogram};
+use crate::socket::protocol::{Channels, Mode, Request};
+use crate::tick::{Channel, SymbolId, Tick, now_ns, stream_index, valid_symbol};
+
+/// Settings a shard needs, fixed at start.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Heartbeat interval.
+    pub hb: Duration,
+    /// Most symbols one session may subscribe to by name.
+    pub max_symbols: usize,
+    /// Inbound messages allowed per second per connection.
+    pub msgs_in_per_s: u32,
+    /// Largest inbound text message.
+    pub max_message_bytes: usize,
+    /// All-mode queue length per session before updates are dropped.
+    pub queue_cap: usize,
+    /// A session whose socket has not accepted a frame for this long is told
+    /// it is being conflated.
+    pub slow_warn: Duration,
+    /// A session whose socket has not accepted a frame for this long is closed.
+    pub lag_limit: Duration,
+    /// A session with this many bytes waiting is closed.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            hb: Duration::from_millis(1000),
+            max_symbols: 1000,
+            msgs_in_per_s: 50,
+            max_message_bytes: 65536,
+            queue_cap: 8192,
+            slow_warn: Duration::from_secs(1),
+            lag_limit: Duration::from_secs(5),
+            max_queued_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A local subscriber of a stream: session slot and entry index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubRef {
+    session: u32,
+    entry: u32,
+}
+
+/// One cached tail.
+#[derive(Debug, Clone, Copy, Default)]
+struct CacheSlot {
+    batch: u64,
+    seq: u64,
+    start: u32,
+    len: u32,
+}
+
+/// Tails of the ticks encoded in the current batch, per format.
+pub struct EncodeCache {
+    arena: Vec<u8>,
+    slots: Vec<CacheSlot>,
+    batch: u64,
+    /// Send stamp (`to`) of the current batch.
+    to_ns: u64,
+}
+
+/// A batch older than this is renewed before use, so `to` stays honest.
+const CACHE_MAX_AGE_NS: u64 = 500_000;
+
+impl EncodeCache {
+    fn new() -> EncodeCache {
+        EncodeCache {
+            arena: Vec::with_capacity(1 << 16),
+            slots: Vec::new(),
+            batch: 1,
+            to_ns: now_ns(),
+        }
+    }
+
+    /// Starts a new batch: earlier tails are forgotten.
+    fn begin(&mut self) {
+        self.arena.clear();
+        self.batch += 1;
+        self.to_ns = now_ns();
+    }
+
+    fn begin_if_stale(&mut self) {
+        if now_ns().saturating_sub(self.to_ns) > CACHE_MAX_AGE_NS {
+            self.begin();
+        }
+    }
+
+    /// Appends the tail of `tick` in `format` to `out`, encoding it only if
+    /// this batch has not encoded it yet.
+    ///
+    /// Hot path: a table lookup and a memcpy when cached.
+    #[inline]
+    fn tail(&mut self, out: &mut Vec<u8>, tick: &Tick, name: &str, format: Format) {
+        let idx = tick.stream() * Format::COUNT + format.index();
+        if idx >= self.slots.len() {
+            self.slots.resize(idx + 1, CacheSlot::default());
+        }
+        let slot = self.slots[idx];
+        if slot.batch == self.batch && slot.seq == tick.seq {
+            out.extend_from_slice(
+                &self.arena[slot.start as usize..(slot.start + slot.len) as usize],
+            );
+            return;
+        }
+        let start = self.arena.len();
+        encode::write_tail(&mut self.arena, tick, name, format, self.to_ns);
+        let len = self.arena.len() - start;
+        self.slots[idx] =
+            CacheSlot { batch: self.batch, seq: tick.seq, start: start as u32, len: len as u32 };
+        out.extend_from_slice(&self.arena[start..]);
+    }
+}
+
+/// Frames a socket task should write now.
+#[derive(Default)]
+pub struct Outgoing {
+    /// Frames in order.
+    pub frames: Vec<Bytes>,
+    /// Close after writing them.
+    pub close: Option<CloseRequest>,
+}
+
+/// Most snapshot messages per frame.
+const SNAPSHOTS_PER_FRAME: usize = 256;
+
+/// State of one writer shard. See the module docs.
+pub struct Shard {
+    market: Arc<Market>,
+    config: ShardConfig,
+    metrics: Arc<ShardMetrics>,
+    /// Local part of the latency histogram, merged into `metrics` periodically.
+    latency: Histogram<u64>,
+    /// Names of the symbols this shard has met, by id.
+    names: Vec<Arc<str>>,
+    /// Session slots.
+    sessions: Vec<Option<Session>>,
+    free_slots: Vec<u32>,
+    /// Subscribers per stream index.
+    index: Vec<Vec<SubRef>>,
+    /// Slots of sessions with a `["*"]` subscription.
+    wild_sessions: Vec<u32>,
+    /// Sessions with new data since the last end of batch.
+    dirty: Vec<u32>,
+    cache: EncodeCache,
+    /// Pending `max_hz` wake-ups: (when, slot, uid).
+    throttle: BinaryHeap<Reverse<(Instant, u32, u64)>>,
+    /// Last feed-state generation told to sessions.
+    state_gen: u64,
+}
+
+fn counters(m: &ShardMetrics) -> &ShardCounters {
+    &m.counters
+}
+
+impl Shard {
+    /// An empty shard.
+    pub fn new(market: Arc<Market>, config: ShardConfig, metrics: Arc<ShardMetrics>) -> Shard {
+        let state_gen = market.state().1;
+        Shard {
+            market,
+            config,
+            metrics,
+            latency: new_histogram(),
+            names: Vec::new(),
+            sessions: Vec::new(),
+            free_slots: Vec::new(),
+            index: Vec::new(),
+            wild_sessions: Vec::new(),
+            dirty: Vec::new(),
+            cache: EncodeCache::new(),
+            throttle: BinaryHeap::new(),
+            state_gen,
+        }
+    }
+
+    /// The shard's settings.
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
+    /// The shard's counters.
+    pub fn counters(&self) -> &ShardCounters {
+        counters(&self.metrics)
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.iter().filter(|s| s.is_some()).count()
+    }
+
+    fn session(&mut self, slot: u32) -> Option<&mut Session> {
+        self.sessions.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    // ----- session lifecycle -------------------------------------------------
+
+    /// Registers a new connection (`uid` unique for the server's life) and
+    /// queues its `welcome` and first `status`.
+    pub fn open_session(&mut self, format: Format, uid: u64) -> (u32, Rc<Ctl>) {
+        let ctl = Rc::new(Ctl::default());
+        let mut session = Session::new(uid, format, ctl.clone());
+        let c = &self.config;
+        let mut buf = Vec::with_capacity(256);
+        buf.push(b'[');
+        Obj::new(&mut buf, "welcome")
+            .str("session", &format!("s-{uid}"))
+            .str("server", concat!("tickwire/", env!("CARGO_PKG_VERSION")))
+            .str("time_unit", format.time_unit.name())
+            .u64("hb_ms", c.hb.as_millis() as u64)
+            .str("epoch", &self.market.epoch)
+            .with("limits", |b| {
+                Obj::object(b)
+                    .u64("symbols", c.max_symbols as u64)
+                    .u64("msgs_in_per_s", c.msgs_in_per_s.into())
+                    .u64("max_message_bytes", c.max_message_bytes as u64)
+                    .finish();
+            })
+            .finish();
+        buf.push(b']');
+        session.push_frame(buf);
+        let status = self.market.state().0;
+        push_status(&mut session, status);
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.sessions[s as usize] = Some(session);
+                s
+            }
+            None => {
+                self.sessions.push(Some(session));
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        let m = self.counters();
+        ShardCounters::add(&m.sessions, 1);
+        ShardCounters::add(&m.sessions_total, 1);
+        ShardCounters::add(&m.messages_out, 2);
+        (slot, ctl)
+    }
+
+    /// Forgets a session and all its subscriptions.
+    pub fn close_session(&mut self, slot: u32) {
+        let Some(session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        let mut removed = 0u64;
+        for (i, e) in session.entries.iter().enumerate() {
+            if e.live {
+                remove_ref(
+                    &mut self.index,
+                    stream_index(e.sym, e.ch),
+                    SubRef { session: slot, entry: i as u32 },
+                );
+                removed += 1;
+            }
+        }
+        self.wild_sessions.retain(|&s| s != slot);
+        self.dirty.retain(|&s| s != slot);
+        self.free_slots.push(slot);
+        let m = self.counters();
+        ShardCounters::sub(&m.sessions, 1);
+        ShardCounters::sub(&m.subscriptions, removed);
+    }
+
+    // ----- the data path -----------------------------------------------------
+
+    /// Learns symbols the feed announced since the last call, and extends
+    /// `["*"]` subscriptions to them.
+    pub fn sync_symbols(&mut self) {
+        let known = self.names.len();
+        if self.market.symbols.len() <= known {
+            return;
+        }
+        let new = self.market.symbols.names_from(known);
+        self.names.extend(new);
+        self.index.resize_with(self.names.len() * 2, Vec::new);
+        let wild = self.wild_sessions.clone();
+        for slot in wild {
+            let Some(s) = self.session(slot) else { continue };
+            let wc = s.wildcard;
+            for id in known..self.names.len() {
+                for ch in Channel::ALL {
+                    if let Some(opts) = wc[ch as usize] {
+                        self.upsert_entry(
+                            slot,
+                            SymbolId(id as u32),
+                            ch,
+                            opts.mode,
+                            opts.max_hz,
+                            false,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers one tick to every local subscriber of its stream.
+    ///
+    /// Hot path: no allocation, no lock, no await.
+    #[inline]
+    pub fn dispatch(&mut self, tick: &Tick) {
+        let stream = tick.stream();
+        if stream >= self.index.len() {
+            self.sync_symbols();
+            if stream >= self.index.len() {
+                return;
+            }
+        }
+        let queue_cap = self.config.queue_cap;
+        for r in &self.index[stream] {
+            let Some(s) = self.sessions[r.session as usize].as_mut() else { continue };
+            if s.offer(r.entry, tick, queue_cap) && !s.on_dirty_list {
+                s.on_dirty_list = true;
+                self.dirty.push(r.session);
+            }
+        }
+    }
+
+    /// After a ring overrun: brings every subscription up to the latest-value
+    /// table. Latest mode simply gets the newest value; all mode reports the
+    /// gap as `overflow`.
+    pub fn resync(&mut self) {
+        self.sync_symbols();
+        let queue_cap = self.config.queue_cap;
+        for slot in 0..self.sessions.len() as u32 {
+            let Some(s) = self.sessions[slot as usize].as_mut() else { continue };
+            let mut touched = false;
+            for i in 0..s.entries.len() as u32 {
+                let e = &s.entries[i as usize];
+                if !e.live {
+                    continue;
+                }
+                let Some(latest) = self.market.latest(e.sym, e.ch) else { continue };
+                if latest.seq <= e.accepted_seq {
+                    continue;
+                }
+                touched = true;
+                match e.mode {
+                    Mode::Latest => {
+                        s.offer(i, &latest, queue_cap);
+                    }
+                    Mode::All => s.lose_through(i, latest.seq),
+                }
+            }
+            if touched && !s.on_dirty_list {
+                s.on_dirty_list = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// End of batch: encodes one frame for every dirty session whose socket is
+    /// idle and wakes its socket task. Busy sessions keep their pending data
+    /// (still conflating) until their socket task asks for more.
+    pub fn end_of_batch(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        self.cache.begin();
+        let now = Instant::now();
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            let Some(s) = self.session(slot) else { continue };
+            s.on_dirty_list = false;
+            if s.busy_since.is_some() || s.close.is_some() {
+                continue;
+            }
+            if self.build_data_frame(slot, now)
+                && let Some(s) = self.session(slot)
+            {
+                s.ctl.wake.notify_one();
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Encodes everything sendable of a session into one frame in its
+    /// outbox. Returns whether a frame was made.
+    fn build_data_frame(&mut self, slot: u32, now: Instant) -> bool {
+        let Shard { sessions, cache, names, latency, metrics, throttle, .. } = self;
+        let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        if !s.has_data() {
+            return false;
+        }
+        let format = s.format;
+        let mut buf: Vec<u8> = Vec::with_capacity(64 + 160 * (s.queue.len() + s.dirty.len()));
+        buf.push(b'[');
+        let mut msgs = 0u64;
+        let mut updates = 0u64;
+        let mut conflated = 0u64;
+        let mut overflows = 0u64;
+        let mut lost_total = 0u64;
+        let to_ns = cache.to_ns;
+        // Mode all: every queued update, in order.
+        while let Some(q) = s.queue.pop_front() {
+            let e = &mut s.entries[q.entry as usize];
+            if !e.live || q.tick.seq <= e.sent_seq {
+                continue;
+            }
+            e.sent_seq = q.tick.seq;
+            if msgs > 0 {
+                buf.push(b',');
+            }
+            s.cseq += 1;
+            encode::write_update_head(&mut buf, &q.tick, s.cseq, 1);
+            cache.tail(&mut buf, &q.tick, &names[q.tick.sym.index()], format);
+            latency.saturating_record(to_ns.saturating_sub(q.tick.ingest_ns));
+            msgs += 1;
+            updates += 1;
+        }
+        // Mode all: losses, after the updates queued before them.
+        for idx in std::mem::take(&mut s.lost_entries) {
+            let e = &mut s.entries[idx as usize];
+            if !e.live || e.lost == 0 {
+                continue;
+            }
+            if msgs > 0 {
+                buf.push(b',');
+            }
+            s.cseq += 1;
+            let mut ob = Vec::with_capacity(128);
+            Obj::new(&mut ob, "overflow")
+                .str("ch", e.ch.name())
+                .str("sym", &names[e.sym.index()])
+                .u64("lost", e.lost)
+                .u64("from_seq", e.lost_from)
+                .u64("to_seq", e.lost_to)
+                .u64("cseq", s.cseq)
+                .finish();
+            buf.extend_from_slice(&ob);
+            lost_total += e.lost;
+            e.sent_seq = e.lost_to;
+            e.lost = 0;
+            msgs += 1;
+            overflows += 1;
+        }
+        // Mode latest: the newest value of every dirty entry whose max_hz allows.
+        let mut keep = Vec::new();
+        let mut earliest: Option<Instant> = None;
+        for idx in std::mem::take(&mut s.dirty) {
+            let e = &mut s.entries[idx as usize];
+            let Some(tick) = e.pending else { continue };
+            if !e.live {
+                e.pending = None;
+                continue;
+            }
+            if let Some(at) = e.next_allowed
+                && at > now
+            {
+                earliest = Some(earliest.map_or(at, |x: Instant| x.min(at)));
+                keep.push(idx);
+                continue;
+            }
+            let cf = tick.seq - e.sent_seq;
+            e.sent_seq = tick.seq;
+            e.pending = None;
+            e.next_allowed = e.min_interval.map(|d| now + d);
+            if msgs > 0 {
+                buf.push(b',');
+            }
+            s.cseq += 1;
+            encode::write_update_head(&mut buf, &tick, s.cseq, cf);
+            cache.tail(&mut buf, &tick, &names[tick.sym.index()], format);
+            latency.saturating_record(to_ns.saturating_sub(tick.ingest_ns));
+            conflated += cf.saturating_sub(1);
+            msgs += 1;
+            updates += 1;
+        }
+        s.dirty = keep;
+        if let Some(at) = earliest
+            && s.throttle_at.is_none_or(|t| t > at)
+        {
+            s.throttle_at = Some(at);
+            throttle.push(Reverse((at, slot, s.uid)));
+        }
+        if msgs == 0 {
+            return false;
+        }
+        buf.push(b']');
+        let m = &metrics.counters;
+        ShardCounters::add(&m.messages_out, msgs);
+        ShardCounters::add(&m.updates_out, updates);
+        ShardCounters::add(&m.conflated, conflated);
+        ShardCounters::add(&m.overflows, overflows);
+        ShardCounters::add(&m.overflow_lost, lost_total);
+        s.push_frame(buf);
+        true
+    }
+
+    /// Wakes sessions whose `max_hz` delay has passed. Returns the next
+    /// deadline, if any.
+    pub fn run_throttle(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(Reverse((at, slot, uid))) = self.throttle.peek().copied() {
+            if at > now {
+                return Some(at);
+            }
+            self.throttle.pop();
+            let Some(s) = self.session(slot) else { continue };
+            if s.uid != uid || s.throttle_at != Some(at) {
+                continue;
+            }
+            s.throttle_at = None;
+            if !s.on_dirty_list {
+                s.on_dirty_list = true;
+                self.dirty.push(slot);
+            }
+        }
+        None
+    }
+
+    // ----- socket task interface ---------------------------------------------
+
+    /// Called by a socket task that is ready to write: hands over the outbox
+    /// (building a data frame first if there is data) and marks it busy.
+    pub fn take_outgoing(&mut self, slot: u32) -> Outgoing {
+        let now = Instant::now();
+        let has_data = self.session(slot).is_some_and(|s| s.has_data() && s.close.is_none());
+        if has_data {
+            self.cache.begin_if_stale();
+            self.build_data_frame(slot, now);
+        }
+        let Some(s) = self.session(slot) else {
+            return Outgoing {
+                frames: Vec::new(),
+                close: Some(CloseRequest { code: 1011, reason: "gone", abort: true }),
+            };
+        };
+        let frames: Vec<Bytes> = s.outbox.drain(..).collect();
+        if !frames.is_empty() {
+            s.busy_since = Some(now);
+        }
+        Outgoing { frames, close: s.close }
+    }
+
+    /// Called by a socket task after a flush succeeded.
+    pub fn write_done(&mut self, slot: u32, frames: usize, bytes: usize) {
+        let m = &self.metrics.counters;
+        ShardCounters::add(&m.frames_out, frames as u64);
+        ShardCounters::add(&m.bytes_out, bytes as u64);
+        if let Some(s) = self.session(slot) {
+            s.busy_since = None;
+            s.slow_warned = false;
+            s.queued_bytes = s.outbox.iter().map(Bytes::len).sum();
+        }
+    }
+
+    /// Queues a heartbeat (the socket task found nothing sent for `hb`).
+    pub fn heartbeat(&mut self, slot: u32) {
+        if let Some(s) = self.session(slot) {
+            let mut buf = Vec::with_capacity(64);
+            buf.push(b'[');
+            let cseq = s.next_cseq();
+            Obj::new(&mut buf, "heartbeat")
+                .u64("cseq", cseq)
+                .u64("t", s.format.time_unit.from_ns(now_ns()))
+                .finish();
+            buf.push(b']');
+            s.push_frame(buf);
+            ShardCounters::add(&self.metrics.counters.messages_out, 1);
+        }
+    }
+
+    /// Queues `shutdown` and a close with 1001 (server going away).
+    pub fn shutdown_session(&mut self, slot: u32, reconnect_after_ms: u64) {
+        if let Some(s) = self.session(slot) {
+            if s.close.is_some() {
+                return;
+            }
+            let mut buf = Vec::with_capacity(64);
+            buf.push(b'[');
+            let cseq = s.next_cseq();
+            Obj::new(&mut buf, "shutdown")
+                .u64("cseq", cseq)
+                .u64("reconnect_after_ms", reconnect_after_ms)
+                .finish();
+            buf.push(b']');
+            s.push_frame(buf);
+            s.close =
+                Some(CloseRequest { code: 1001, reason: "server shutting down", abort: false });
+            s.ctl.wake.notify_one();
+        }
+    }
+
+    /// The close the server asked for, if any.
+    pub fn close_request(&self, slot: u32) -> Option<CloseRequest> {
+        self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.close)
+    }
+
+    /// Asks the socket task to close the connection.
+    pub fn request_close(&mut self, slot: u32, close: CloseRequest) {
+        if let Some(s) = self.session(slot) {
+            if s.close.is_none() {
+                s.close = Some(close);
+            }
+            s.ctl.wake.notify_one();
+        }
+    }
+
+    // ----- periodic duties ---------------------------------------------------
+
+    /// Sends `status` to every session when the feed state changed.
+    pub fn check_feed_state(&mut self) {
+        let (state, gen_) = self.market.state();
+        if gen_ == self.state_gen {
+            return;
+        }
+        self.state_gen = gen_;
+        let mut sent = 0;
+        for s in self.sessions.iter_mut().flatten() {
+            push_status(s, state);
+            s.ctl.wake.notify_one();
+            sent += 1;
+        }
+        ShardCounters::add(&self.metrics.counters.messages_out, sent);
+    }
+
+    /// Applies the slow-client policy: warn a session whose socket has not
+    /// drained for `slow_warn`, close one stuck for `lag_limit` (4008).
+    pub fn check_slow(&mut self, now: Instant) {
+        let (warn, limit, max_bytes) =
+            (self.config.slow_warn, self.config.lag_limit, self.config.max_queued_bytes);
+        let mut disconnects = 0;
+        for s in self.sessions.iter_mut().flatten() {
+            let Some(since) = s.busy_since else { continue };
+            let lag = now.saturating_duration_since(since);
+            if s.close.is_none() && (lag >= limit || s.queued_bytes >= max_bytes) {
+                s.close = Some(CloseRequest { code: 4008, reason: "slow client", abort: true });
+                s.ctl.wake.notify_one();
+                disconnects += 1;
+            } else if lag >= warn && !s.slow_warned {
+                s.slow_warned = true;
+                let mut buf = Vec::with_capacity(96);
+                buf.push(b'[');
+                let cseq = s.next_cseq();
+                Obj::new(&mut buf, "slow")
+                    .u64("cseq", cseq)
+                    .u64("lag_ms", lag.as_millis() as u64)
+                    .u64("queued_bytes", s.queued_bytes as u64)
+                    .str("action", "conflating")
+                    .finish();
+                buf.push(b']');
+                s.push_frame(buf);
+            }
+        }
+        ShardCounters::add(&self.metrics.counters.slow_disconnects, disconnects);
+    }
+
+    /// Merges the local latency histogram into the shared one.
+    pub fn publish_metrics(&mut self) {
+        if self.latency.is_empty() {
+            return;
+        }
+        if let Ok(mut shared) = self.metrics.latency.lock() {
+            let _ = shared.add(&self.latency);
+        }
+        self.latency.reset();
+    }
+
+    // ----- control requests --------------------------------------------------
+
+    /// Counts an inbound message against the rate limit. Returns false (and
+    /// queues error 429) when over the limit.
+    pub fn admit_message(&mut self, slot: u32, now: Instant) -> bool {
+        let limit = self.config.msgs_in_per_s;
+        ShardCounters::add(&self.metrics.counters.messages_in, 1);
+        let Some(s) = self.session(slot) else { return false };
+        if now.duration_since(s.rate_window) >= Duration::from_secs(1) {
+            s.rate_window = now;
+            s.rate_count = 0;
+        }
+        s.rate_count += 1;
+        if s.rate_count > limit {
+            self.send_error(slot, None, 429, "rate limited: too many messages per second", true);
+            return false;
+        }
+        true
+    }
+
+    /// Queues an `error` reply.
+    pub fn send_error(
+        &mut self,
+        slot: u32,
+        id: Option<u64>,
+        code: u16,
+        msg: &str,
+        temporary: bool,
+    ) {
+        let Some(s) = self.session(slot) else { return };
+        let mut buf = Vec::with_capacity(96);
+        buf.push(b'[');
+        let cseq = s.next_cseq();
+        Obj::new(&mut buf, "error")
+            .opt_u64("id", id)
+            .u64("cseq", cseq)
+            .u64("code", code.into())
+            .str("msg", msg)
+            .bool("temporary", temporary)
+            .finish();
+        buf.push(b']');
+        s.push_frame(buf);
+        s.ctl.wake.notify_one();
+        let m = &self.metrics.counters;
+        ShardCounters::add(&m.errors_out, 1);
+        ShardCounters::add(&m.messages_out, 1);
+    }
+
+    /// Applies a client request and queues its reply.
+    pub fn handle(&mut self, slot: u32, req: Request) {
+        match req {
+            Request::Subscribe { id, symbols, channels, mode, max_hz, snapshot } => {
+                self.subscribe(slot, id, &symbols, channels, mode, max_hz, snapshot)
+            }
+            Request::Unsubscribe { id, symbols, channels } => {
+                self.unsubscribe(slot, id, &symbols, channels)
+            }
+            Request::Ping { id, ts } => {
+                let Some(s) = self.session(slot) else { return };
+                let mut buf = Vec::with_capacity(96);
+                buf.push(b'[');
+                let cseq = s.next_cseq();
+                let mut o = Obj::new(&mut buf, "pong").opt_u64("id", id).u64("cseq", cseq);
+                if let Some(ts) = &ts {
+                    o = o.raw("ts", ts);
+                }
+                o.u64("t", s.format.time_unit.from_ns(now_ns())).finish();
+                buf.push(b']');
+                s.push_frame(buf);
+                s.ctl.wake.notify_one();
+                ShardCounters::add(&self.metrics.counters.messages_out, 1);
+            }
+            Request::List { id, prefix } => {
+                let list = self.market.symbols.list(&prefix);
+                let Some(s) = self.session(slot) else { return };
+                let mut buf = Vec::with_capacity(64 + list.len() * 8);
+                buf.push(b'[');
+                let cseq = s.next_cseq();
+                Obj::new(&mut buf, "symbols")
+                    .opt_u64("id", id)
+                    .u64("cseq", cseq)
+                    .with("symbols", |b| write_str_array(b, list.iter().map(|n| &**n)))
+                    .finish();
+                buf.push(b']');
+                s.push_frame(buf);
+                s.ctl.wake.notify_one();
+                ShardCounters::add(&self.metrics.counters.messages_out, 1);
+            }
+            // Authentication is not enabled on this server: nothing to check.
+            Request::Auth { .. } => {}
+        }
+    }
+
+    /// Adds or replaces the entry of (sym, ch). Returns its index and
+    /// whether it is new.
+    fn upsert_entry(
+        &mut self,
+        slot: u32,
+        sym: SymbolId,
+        ch: Channel,
+        mode: Mode,
+        max_hz: Option<f64>,
+        explicit: bool,
+    ) -> (u32, bool) {
+        let stream = stream_index(sym, ch);
+        let s = self.sessions[slot as usize].as_mut().expect("live session");
+        let min_interval = match mode {
+            Mode::Latest => max_hz.map(|hz| Duration::from_secs_f64(1.0 / hz)),
+            Mode::All => None,
+        };
+        if let Some(&idx) = s.by_stream.get(&(stream as u32)) {
+            let e = &mut s.entries[idx as usize];
+            let old_mode = e.mode;
+            e.mode = mode;
+            e.max_hz = max_hz;
+            e.min_interval = min_interval;
+            if explicit && !e.explicit {
+                e.explicit = true;
+                add_explicit(s, sym);
+            }
+            let e = &mut s.entries[idx as usize];
+            if old_mode == Mode::Latest && mode == Mode::All {
+                // A pending conflated value goes out in order with the queue.
+                if let Some(t) = e.pending.take() {
+                    s.queue.push_back(super::session::Queued { entry: idx, tick: t });
+                }
+            }
+            return (idx, false);
+        }
+        let entry = Entry {
+            live: true,
+            sym,
+            ch,
+            mode,
+            max_hz,
+            min_interval,
+            explicit,
+            accepted_seq: 0,
+            sent_seq: 0,
+            pending: None,
+            next_allowed: None,
+            lost: 0,
+            lost_from: 0,
+            lost_to: 0,
+        };
+        // A new subscription starts at the current source position: older
+        // updates still in flight on the ring are not for it.
+        let position = self.market.latest(sym, ch).map_or(0, |t| t.seq);
+        let entry = Entry { accepted_seq: position, sent_seq: position, ..entry };
+        let idx = match s.free.pop() {
+            Some(i) => {
+                s.entries[i as usize] = entry;
+                i
+            }
+            None => {
+                s.entries.push(entry);
+                (s.entries.len() - 1) as u32
+            }
+        };
+        s.by_stream.insert(stream as u32, idx);
+        if explicit {
+            add_explicit(s, sym);
+        }
+        if stream >= self.index.len() {
+            self.index.resize_with(stream + 1, Vec::new);
+        }
+        self.index[stream].push(SubRef { session: slot, entry: idx });
+        ShardCounters::add(&self.metrics.counters.subscriptions, 1);
+        (idx, true)
+    }
+
+    fn remove_entry(&mut self, slot: u32, idx: u32) {
+        let s = self.sessions[slot as usize].as_mut().expect("live session");
+        let e = &mut s.entries[idx as usize];
+        if !e.live {
+            return;
+        }
+        e.live = false;
+        e.pending = None;
+        let (sym, ch, explicit) = (e.sym, e.ch, e.explicit);
+        let stream = stream_index(sym, ch);
+        s.by_stream.remove(&(stream as u32));
+        s.free.push(idx);
+        s.purge_entry(idx);
+        if explicit && let Some(n) = s.explicit_by_sym.get_mut(&sym.0) {
+            *n -= 1;
+            if *n == 0 {
+                s.explicit_by_sym.remove(&sym.0);
+                s.explicit_symbols -= 1;
+            }
+        }
+        remove_ref(&mut self.index, stream, SubRef { session: slot, entry: idx });
+        ShardCounters::sub(&self.metrics.counters.subscriptions, 1);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        slot: u32,
+        id: Option<u64>,
+        symbols: &[String],
+        channels: Channels,
+        mode: Mode,
+        max_hz: Option<f64>,
+        snapshot: bool,
+    ) {
+        self.sync_symbols();
+        let mut accepted: Vec<(u32, bool)> = Vec::new();
+        let mut rejected: Vec<(String, u16, &'static str)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let wildcard = symbols.iter().any(|s| s == "*");
+        if wildcard {
+            let Some(s) = self.session(slot) else { return };
+            for ch in channels.iter() {
+                s.wildcard[ch as usize] = Some(WildOpts { mode, max_hz });
+            }
+            if !self.wild_sessions.contains(&slot) {
+                self.wild_sessions.push(slot);
+            }
+            for id in 0..self.names.len() as u32 {
+                for ch in channels.iter() {
+                    accepted.push(self.upsert_entry(slot, SymbolId(id), ch, mode, max_hz, false));
+                }
+                seen.insert(id);
+            }
+        }
+        for name in symbols.iter().filter(|s| *s != "*") {
+            let sym = if valid_symbol(name) { self.market.symbols.get(name) } else { None };
+            let Some(sym) = sym else {
+                if !rejected.iter().any(|r| r.0 == *name) {
+                    rejected.push((name.chars().take(32).collect(), 404, "unknown symbol"));
+                }
+                continue;
+            };
+            if sym.index() >= self.names.len() {
+                self.sync_symbols();
+            }
+            let s = self.sessions[slot as usize].as_ref().expect("live session");
+            if !s.explicit_by_sym.contains_key(&sym.0)
+                && s.explicit_symbols >= self.config.max_symbols
+            {
+                rejected.push((name.clone(), 405, "symbol limit exceeded"));
+                continue;
+            }
+            if !seen.insert(sym.0) && !wildcard {
+                continue; // a repeated name
+            }
+            for ch in channels.iter() {
+                let r = self.upsert_entry(slot, sym, ch, mode, max_hz, true);
+                if !accepted.contains(&r) && !accepted.iter().any(|a| a.0 == r.0) {
+                    accepted.push(r);
+                }
+            }
+        }
+        self.reply_subscribed(slot, id, &accepted, &rejected, snapshot);
+    }
+
+    fn reply_subscribed(
+        &mut self,
+        slot: u32,
+        id: Option<u64>,
+        accepted: &[(u32, bool)],
+        rejected: &[(String, u16, &'static str)],
+        snapshot: bool,
+    ) {
+        let Shard { sessions, names, market, metrics, .. } = self;
+        let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        // Positions and snapshots come from one read of the table per entry.
+        let mut snaps: Vec<Tick> = Vec::new();
+        let mut buf = Vec::with_capacity(128 + accepted.len() * 72);
+        buf.push(b'[');
+        let cseq = s.next_cseq();
+        let entries = &mut s.entries;
+        Obj::new(&mut buf, "subscribed")
+            .opt_u64("id", id)
+            .u64("cseq", cseq)
+            .with("subs", |b| {
+                b.push(b'[');
+                for (n, &(idx, _new)) in accepted.iter().enumerate() {
+                    let e = &mut entries[idx as usize];
+                    let latest = market.latest(e.sym, e.ch);
+                    let seq = latest.map_or(0, |t| t.seq);
+                    if snapshot
+                        && let Some(t) = latest
+                        && t.seq > 0
+                    {
+                        snaps.push(t);
+                        e.sent_seq = t.seq;
+                        e.accepted_seq = e.accepted_seq.max(t.seq);
+                        e.pending = None;
+                        e.lost = 0;
+                    }
+                    if n > 0 {
+                        b.push(b',');
+                    }
+                    Obj::object(b)
+                        .str("ch", e.ch.name())
+                        .str("sym", &names[e.sym.index()])
+                        .u64("seq", seq)
+                        .str("mode", e.mode.name())
+                        .with("max_hz", |b| match e.max_hz {
+                            Some(hz) => encode::write_f64(b, hz),
+                            None => b.extend_from_slice(b"null"),
+                        })
+                        .finish();
+                }
+                b.push(b']');
+            })
+            .with("rejected", |b| {
+                b.push(b'[');
+                for (n, (sym, code, msg)) in rejected.iter().enumerate() {
+                    if n > 0 {
+                        b.push(b',');
+                    }
+                    b.extend_from_slice(b"{\"sym\":");
+                    encode::write_str(b, sym);
+                    b.extend_from_slice(b",\"code\":");
+                    encode::write_u64(b, u64::from(*code));
+                    b.extend_from_slice(b",\"msg\":");
+                    encode::write_str(b, msg);
+                    b.push(b'}');
+                }
+                b.push(b']');
+            })
+            .finish();
+        buf.push(b']');
+        s.push_frame(buf);
+        // Entries that got a snapshot lose any stale loss report.
+        s.lost_entries.retain(|&i| s.entries[i as usize].lost > 0);
+        let mut msgs = 1u64;
+        let to_ns = now_ns();
+        for chunk in snaps.chunks(SNAPSHOTS_PER_FRAME) {
+            let mut buf = Vec::with_capacity(32 + chunk.len() * 160);
+            buf.push(b'[');
+            for (n, t) in chunk.iter().enumerate() {
+                if n > 0 {
+                    buf.push(b',');
+                }
+                let cseq = s.next_cseq();
+                encode::write_snapshot_head(&mut buf, t, cseq);
+                encode::write_tail(&mut buf, t, &names[t.sym.index()], s.format, to_ns);
+                msgs += 1;
+            }
+            buf.push(b']');
+            s.push_frame(buf);
+        }
+        s.ctl.wake.notify_one();
+        ShardCounters::add(&metrics.counters.messages_out, msgs);
+    }
+
+    fn unsubscribe(&mut self, slot: u32, id: Option<u64>, symbols: &[String], channels: Channels) {
+        let Some(s) = self.session(slot) else { return };
+        let mut removed: Vec<String> = Vec::new();
+        let mut to_remove: Vec<u32> = Vec::new();
+        if symbols.iter().any(|n| n == "*") {
+            for ch in channels.iter() {
+                s.wildcard[ch as usize] = None;
+            }
+            for (i, e) in s.entries.iter().enumerate() {
+                if e.live && channels.contains(e.ch) {
+                    to_remove.push(i as u32);
+                }
+            }
+            removed.push("*".into());
+            if s.wildcard.iter().all(Option::is_none) {
+                self.wild_sessions.retain(|&w| w != slot);
+            }
+        } else {
+            for name in symbols {
+                let Some(sym) = self.market.symbols.get(name) else { continue };
+                let s = self.sessions[slot as usize].as_ref().expect("live session");
+                let mut any = false;
+                for ch in channels.iter() {
+                    if let Some(&idx) = s.by_stream.get(&(stream_index(sym, ch) as u32)) {
+                        to_remove.push(idx);
+                        any = true;
+                    }
+                }
+                if any && !removed.contains(name) {
+                    removed.push(name.clone());
+                }
+            }
+        }
+        for idx in to_remove {
+            self.remove_entry(slot, idx);
+        }
+        let Some(s) = self.session(slot) else { return };
+        let mut buf = Vec::with_capacity(96 + removed.len() * 8);
+        buf.push(b'[');
+        let cseq = s.next_cseq();
+        Obj::new(&mut buf, "unsubscribed")
+            .opt_u64("id", id)
+            .u64("cseq", cseq)
+            .with("symbols", |b| write_str_array(b, removed.iter().map(String::as_str)))
+            .with("channels", |b| write_str_array(b, channels.iter().map(Channel::name)))
+            .finish();
+        buf.push(b']');
+        s.push_frame(buf);
+        s.ctl.wake.notify_one();
+        ShardCounters::add(&self.metrics.counters.messages_out, 1);
+    }
+}
+
+fn add_explicit(s: &mut Session, sym: SymbolId) {
+    let n = s.explicit_by_sym.entry(sym.0).or_insert(0);
+    if *n == 0 {
+        s.explicit_symbols += 1;
+    }
+    *n += 1;
+}
+
+fn remove_ref(index: &mut [Vec<SubRef>], stream: usize, r: SubRef) {
+    if let Some(list) = index.get_mut(stream)
+        && let Some(pos) = list.iter().position(|x| *x == r)
+    {
+        list.swap_remove(pos);
+    }
+}
+
+fn push_status(s: &mut Session, state: FeedState) {
+    let mut buf = Vec::with_capacity(64);
+    buf.push(b'[');
+    let cseq = s.next_cseq();
+    Obj::new(&mut buf, "status")
+        .u64("cseq", cseq)
+        .str("feed", state.name())
+        .u64("t", s.format.time_unit.from_ns(now_ns()))
+        .finish();
+    buf.push(b']');
+    s.push_frame(buf);
+}
+
+fn write_str_array<'a>(b: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    b.push(b'[');
+    for (n, item) in items.enumerate() {
+        if n > 0 {
+            b.push(b',');
+        }
+        encode::write_str(b, item);
+    }
+    b.push(b']');
+}
