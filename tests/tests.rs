@@ -1,1 +1,21 @@
-//! tests
+//! tickwire's integration tests: one binary (see `autotests = false` in
+//! Cargo.toml). Every test starts a real server on 127.0.0.1:0 and talks to
+//! it as a client does.
+//!
+//! Index:
+//! - `util`: the test server (manual feed) and a client that checks `cseq`.
+//! - `protocol`: one test per rule of docs/PROTOCOL.md (replies, snapshots,
+//!   `seq`/`cf`/`overflow`, `max_hz`, wildcard, errors and limits).
+//! - `pipeline`: convergence after bursts, isolation from a client that
+//!   never reads, shutdown.
+//! - `http`: the plain HTTP routes on the WebSocket port.
+//! - `cli`: the `tickwire` binary itself (printed URL, signals, exit code).
+//! - `external`: a client outside the Rust stack (Python `websockets`).
+
+mod util;
+
+mod cli;
+mod external;
+mod http;
+mod pipeline;
+mod protocol;

@@ -68,6 +68,17 @@ impl Default for ShardConfig {
     }
 }
 
+/// How a subscription entry came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Subscribed by name (counts against the symbol limit).
+    Named,
+    /// Covered by a `["*"]` subscription when it was made.
+    Wildcard,
+    /// Added to a `["*"]` subscription when the shard met a new symbol.
+    NewSymbol,
+}
+
 /// A local subscriber of a stream: session slot and entry index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SubRef {
@@ -320,7 +331,7 @@ impl Shard {
                             ch,
                             opts.mode,
                             opts.max_hz,
-                            false,
+                            Origin::NewSymbol,
                         );
                     }
                 }
@@ -795,8 +806,9 @@ impl Shard {
         ch: Channel,
         mode: Mode,
         max_hz: Option<f64>,
-        explicit: bool,
+        origin: Origin,
     ) -> (u32, bool) {
+        let explicit = origin == Origin::Named;
         let stream = stream_index(sym, ch);
         let s = self.sessions[slot as usize].as_mut().expect("live session");
         let min_interval = match mode {
@@ -838,9 +850,14 @@ impl Shard {
             lost_from: 0,
             lost_to: 0,
         };
-        // A new subscription starts at the current source position: older
-        // updates still in flight on the ring are not for it.
-        let position = self.market.latest(sym, ch).map_or(0, |t| t.seq);
+        // A subscription starts at the current source position: older
+        // updates still in flight on the ring are not for it. A symbol this
+        // shard has just met starts at 0: all its updates are still ahead of
+        // the shard's ring cursor (or are recovered by a resync).
+        let position = match origin {
+            Origin::NewSymbol => 0,
+            Origin::Named | Origin::Wildcard => self.market.latest(sym, ch).map_or(0, |t| t.seq),
+        };
         let entry = Entry { accepted_seq: position, sent_seq: position, ..entry };
         let idx = match s.free.pop() {
             Some(i) => {
@@ -914,7 +931,14 @@ impl Shard {
             }
             for id in 0..self.names.len() as u32 {
                 for ch in channels.iter() {
-                    accepted.push(self.upsert_entry(slot, SymbolId(id), ch, mode, max_hz, false));
+                    accepted.push(self.upsert_entry(
+                        slot,
+                        SymbolId(id),
+                        ch,
+                        mode,
+                        max_hz,
+                        Origin::Wildcard,
+                    ));
                 }
                 seen.insert(id);
             }
@@ -941,7 +965,7 @@ impl Shard {
                 continue; // a repeated name
             }
             for ch in channels.iter() {
-                let r = self.upsert_entry(slot, sym, ch, mode, max_hz, true);
+                let r = self.upsert_entry(slot, sym, ch, mode, max_hz, Origin::Named);
                 if !accepted.contains(&r) && !accepted.iter().any(|a| a.0 == r.0) {
                     accepted.push(r);
                 }

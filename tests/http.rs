@@ -1,0 +1,67 @@
+//! The plain HTTP routes that share the WebSocket port.
+
+use crate::util::manual_server;
+
+#[tokio::test]
+async fn routes_answer_as_documented() {
+    let ts = manual_server(|_| {});
+    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    ts.flush();
+    let (status, body) = ts.get("/healthz").await;
+    // Health: 200 with the feed state.
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["status"].as_str(), v["feed"].as_str()), (Some("ok"), Some("live")));
+    // The page at / shows the server is alive.
+    let (status, body) = ts.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>tickwire</title>"));
+    // /ws without an upgrade is a bad request; unknown paths are 404.
+    assert_eq!(ts.get("/ws").await.0, 400);
+    assert_eq!(ts.get("/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let ts = manual_server(|_| {});
+    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    ts.flush();
+    let (status, body) = ts.get("/metrics").await;
+    assert_eq!(status, 200);
+    // Every family the issue names is exported, with HELP and TYPE lines.
+    for name in [
+        "tickwire_connections",
+        "tickwire_subscriptions",
+        "tickwire_ticks_in_total",
+        "tickwire_messages_out_total",
+        "tickwire_frames_out_total",
+        "tickwire_bytes_out_total",
+        "tickwire_conflated_total",
+        "tickwire_overflows_total",
+        "tickwire_ring_overruns_total",
+        "tickwire_ingest_to_send_seconds",
+    ] {
+        assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing");
+    }
+    assert!(body.contains("tickwire_ticks_in_total 1\n"), "{body}");
+    assert!(body.contains("tickwire_ingest_to_send_seconds{quantile=\"0.99\"}"));
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ts = manual_server(|_| {});
+    let mut s = tokio::net::TcpStream::connect(ts.addr).await.unwrap();
+    let head = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(16 * 1024));
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(crate::util::TIMEOUT, s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time");
+    // 431: the head is larger than the server accepts.
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+}

@@ -1,0 +1,256 @@
+//! The pipeline as a whole: convergence after bursts, isolation from a
+//! client that never reads, shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::util::{Client, TIMEOUT, manual_server};
+
+/// The last quote and trade the test pushed for each symbol, and their seqs.
+#[derive(Default)]
+struct Expected {
+    quotes: HashMap<String, (u64, [f64; 4])>,
+    trades: HashMap<String, (u64, [f64; 2])>,
+}
+
+/// Pushes `n` updates over `symbols` symbols, deterministic but irregular.
+fn burst(
+    feed: &tickwire::feed::manual::ManualFeedHandle,
+    symbols: usize,
+    n: usize,
+    exp: &mut Expected,
+) {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let sym = format!("S{:03}", x % symbols as u64);
+        let px = 10.0 + (x % 10_000) as f64 / 100.0;
+        if x.is_multiple_of(5) {
+            let size = (x % 900 + 1) as f64;
+            feed.trade(&sym, px, size as u32);
+            let e = exp.trades.entry(sym).or_insert((0, [0.0; 2]));
+            *e = (e.0 + 1, [px, size]);
+        } else {
+            let (bs, asz) = ((x % 7 + 1) as f64 * 100.0, (x % 11 + 1) as f64 * 100.0);
+            feed.quote(&sym, px, bs as u32, px + 0.01, asz as u32);
+            let e = exp.quotes.entry(sym).or_insert((0, [0.0; 4]));
+            *e = (e.0 + 1, [px, bs, px + 0.01, asz]);
+        }
+    }
+}
+
+type Held = HashMap<(String, String), Value>;
+
+/// Records a message in what a latest-mode client holds, checking that each
+/// stream moves forward by exactly `cf`.
+fn absorb(held: &mut Held, m: Value) {
+    let ch = match m["type"].as_str().unwrap() {
+        "q" => "quotes",
+        "t" => "trades",
+        "snapshot" => m["ch"].as_str().unwrap(),
+        _ => return,
+    };
+    let key = (ch.to_string(), m["sym"].as_str().unwrap().to_string());
+    if let (Some(prev), false) = (held.get(&key), m["type"] == "snapshot") {
+        let cf = m["cf"].as_u64().unwrap_or(1);
+        assert_eq!(m["seq"].as_u64().unwrap(), prev["seq"].as_u64().unwrap() + cf, "{m}");
+    }
+    held.insert(key, m);
+}
+
+/// Reads until the client holds the last seq of every stream of `exp`.
+async fn hold_until_converged(c: &mut Client, exp: &Expected, held: &mut Held) {
+    let done = |held: &HashMap<(String, String), Value>| {
+        exp.quotes.iter().all(|(s, (seq, _))| {
+            held.get(&("quotes".into(), s.clone())).map(|m| &m["seq"]) == Some(&json!(seq))
+        }) && exp.trades.iter().all(|(s, (seq, _))| {
+            held.get(&("trades".into(), s.clone())).map(|m| &m["seq"]) == Some(&json!(seq))
+        })
+    };
+    while !done(held) {
+        absorb(held, c.next().await);
+    }
+}
+
+fn assert_holds_latest(held: &HashMap<(String, String), Value>, exp: &Expected) {
+    for (sym, (_, [bp, bs, ap, asz])) in &exp.quotes {
+        let m = &held[&("quotes".to_string(), sym.clone())];
+        // Exactly the latest quote the feed produced.
+        assert_eq!(m["bp"].as_f64().unwrap(), (bp * 1e4).round() / 1e4, "{m}");
+        assert_eq!(m["ap"].as_f64().unwrap(), (ap * 1e4).round() / 1e4, "{m}");
+        assert_eq!((m["bs"].as_f64(), m["as"].as_f64()), (Some(*bs), Some(*asz)));
+    }
+    for (sym, (_, [p, s])) in &exp.trades {
+        let m = &held[&("trades".to_string(), sym.clone())];
+        assert_eq!(
+            (m["p"].as_f64().unwrap(), m["s"].as_f64().unwrap()),
+            ((p * 1e4).round() / 1e4, *s),
+            "{m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_subscriber_converges_to_the_latest_values_after_a_burst() {
+    let ts = manual_server(|_| {});
+    let mut exp = Expected::default();
+    // Symbols exist (with a first value) before anyone subscribes.
+    burst(&ts.feed, 40, 200, &mut exp);
+    ts.flush();
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let mut c = Client::connect(ts.addr, "").await;
+        let max_hz = if i % 3 == 0 { json!(5) } else { Value::Null };
+        c.subscribe(json!({"symbols": ["*"], "max_hz": max_hz})).await;
+        clients.push(c);
+    }
+    burst(&ts.feed, 40, 20_000, &mut exp);
+    ts.flush();
+    for c in &mut clients {
+        let mut held = Held::new();
+        hold_until_converged(c, &exp, &mut held).await;
+        assert_holds_latest(&held, &exp);
+    }
+}
+
+#[tokio::test]
+async fn all_mode_accounts_for_every_update_of_a_burst() {
+    let ts = manual_server(|_| {});
+    let mut exp = Expected::default();
+    burst(&ts.feed, 20, 100, &mut exp);
+    ts.flush();
+    let mut c = Client::connect(ts.addr, "").await;
+    c.subscribe(json!({"symbols": ["*"], "mode": "all", "snapshot": false})).await;
+    let start: HashMap<(String, String), u64> = exp
+        .quotes
+        .iter()
+        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
+        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
+        .collect();
+    burst(&ts.feed, 20, 30_000, &mut exp);
+    ts.flush();
+    let mut pos = start.clone();
+    let target: HashMap<(String, String), u64> = exp
+        .quotes
+        .iter()
+        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
+        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
+        .collect();
+    while pos != target {
+        let m = c.next().await;
+        let (ch, to) = match m["type"].as_str().unwrap() {
+            "q" => ("quotes", m["seq"].as_u64().unwrap()),
+            "t" => ("trades", m["seq"].as_u64().unwrap()),
+            "overflow" => (m["ch"].as_str().unwrap(), m["to_seq"].as_u64().unwrap()),
+            _ => continue,
+        };
+        let key = (ch.to_string(), m["sym"].as_str().unwrap().to_string());
+        let at = pos.get(&key).copied().unwrap_or(0);
+        let from = if m["type"] == "overflow" { m["from_seq"].as_u64().unwrap() } else { to };
+        // Every update or reported loss continues exactly where the stream was.
+        assert_eq!(from, at + 1, "{m}");
+        pos.insert(key, to);
+    }
+}
+
+/// RSS of this process (the server runs in it), in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn metric(ts: &crate::util::TestServer, name: &str) -> u64 {
+    let (_, body) = ts.get("/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_isolated_and_closed() {
+    let ts = manual_server(|c| {
+        c.shard.lag_limit = Duration::from_millis(1000);
+        c.shard.slow_warn = Duration::from_millis(200);
+    });
+    let mut exp = Expected::default();
+    burst(&ts.feed, 200, 400, &mut exp);
+    ts.flush();
+    let rss_before = rss_bytes();
+    // The stuck client: subscribes to everything in mode all, then never reads.
+    let (mut stuck, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?stamps=1", ts.addr)).await.unwrap();
+    let sub = json!({"type": "subscribe", "symbols": ["*"], "mode": "all"}).to_string();
+    stuck.send(Message::Text(sub.into())).await.unwrap();
+    let mut healthy = Client::connect(ts.addr, "").await;
+    healthy.subscribe(json!({"symbols": ["*"]})).await;
+    // Enough data to fill the stuck socket's buffers many times over.
+    let feed = ts.feed.clone();
+    let pusher = std::thread::spawn(move || {
+        let mut exp = Expected::default();
+        for _ in 0..20 {
+            burst(&feed, 200, 10_000, &mut exp);
+            assert!(feed.flush(TIMEOUT), "the feed is never held back");
+        }
+        exp
+    });
+    // The healthy client keeps up while the burst runs.
+    let mut held = Held::new();
+    let mut updates = 0;
+    while !pusher.is_finished() {
+        let m = healthy.next().await;
+        updates += u64::from(m["type"] == "q" || m["type"] == "t");
+        absorb(&mut held, m);
+    }
+    assert!(updates > 0);
+    let pushed = pusher.join().unwrap();
+    for (sym, (n, v)) in pushed.quotes {
+        let e = exp.quotes.entry(sym).or_insert((0, [0.0; 4]));
+        *e = (e.0 + n, v);
+    }
+    for (sym, (n, v)) in pushed.trades {
+        let e = exp.trades.entry(sym).or_insert((0, [0.0; 2]));
+        *e = (e.0 + n, v);
+    }
+    hold_until_converged(&mut healthy, &exp, &mut held).await;
+    assert_holds_latest(&held, &exp);
+    // The stuck client is closed by the slow-client policy...
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while metric(&ts, "tickwire_slow_disconnects_total").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "stuck client was not closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and what it cost stayed bounded (server and both clients share this process).
+    let grown = rss_bytes().saturating_sub(rss_before);
+    assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
+    assert_eq!(metric(&ts, "tickwire_connections").await, 1);
+}
+
+#[tokio::test]
+async fn shutdown_tells_sessions_and_closes_with_1001() {
+    let ts = manual_server(|_| {});
+    let mut c = Client::connect(ts.addr, "").await;
+    assert_eq!(c.next().await["type"], "status");
+    let server = ts.server;
+    let stopper = tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        server.shutdown();
+        start.elapsed()
+    });
+    let m = c.until_type("shutdown").await;
+    // The session is told, with a reconnect hint...
+    assert!(m["reconnect_after_ms"].as_u64().unwrap() >= 1000);
+    // ...then closed with 1001 (going away).
+    assert_eq!(c.closed().await, Some(1001));
+    let took = stopper.await.unwrap();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+}
