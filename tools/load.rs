@@ -1,0 +1,2 @@
+//! tickwire-load: placeholder, being written.
+fn main() {}
