@@ -169,6 +169,19 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// `tickwire_slow_disconnects_total`, read with a blocking GET (for threads).
+fn slow_disconnects_blocking(addr: std::net::SocketAddr) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("tickwire_slow_disconnects_total ")?.parse().ok())
+        .expect("metric present")
+}
+
 async fn metric(ts: &crate::util::TestServer, name: &str) -> u64 {
     let (_, body) = ts.get("/metrics").await;
     body.lines()
@@ -193,17 +206,23 @@ async fn a_client_that_never_reads_is_isolated_and_closed() {
     stuck.send(Message::Text(sub.into())).await.unwrap();
     let mut healthy = Client::connect(ts.addr, "").await;
     healthy.subscribe(json!({"symbols": ["*"]})).await;
-    // Enough data to fill the stuck socket's buffers many times over.
+    // Bursts until the stuck client is closed: loopback buffers can hold tens
+    // of MiB, so how much it takes depends on the machine (bounded at 400
+    // bursts, about 80 M of JSON).
     let feed = ts.feed.clone();
+    let addr = ts.addr;
     let pusher = std::thread::spawn(move || {
         let mut exp = Expected::default();
-        for _ in 0..20 {
+        for _ in 0..400 {
             burst(&feed, 200, 10_000, &mut exp);
             assert!(feed.flush(TIMEOUT), "the feed is never held back");
+            if slow_disconnects_blocking(addr) > 0 {
+                return (exp, true);
+            }
         }
-        exp
+        (exp, false)
     });
-    // The healthy client keeps up while the burst runs.
+    // The healthy client keeps up meanwhile.
     let mut held = Held::new();
     let mut updates = 0;
     while !pusher.is_finished() {
@@ -212,7 +231,9 @@ async fn a_client_that_never_reads_is_isolated_and_closed() {
         absorb(&mut held, m);
     }
     assert!(updates > 0);
-    let pushed = pusher.join().unwrap();
+    let (pushed, closed) = pusher.join().unwrap();
+    // The stuck client was closed by the slow-client policy...
+    assert!(closed, "stuck client was not closed:\n{}", ts.get("/metrics").await.1);
     for (sym, (n, v)) in pushed.quotes {
         let e = exp.quotes.entry(sym).or_insert((0, [0.0; 4]));
         *e = (e.0 + n, v);
@@ -221,14 +242,9 @@ async fn a_client_that_never_reads_is_isolated_and_closed() {
         let e = exp.trades.entry(sym).or_insert((0, [0.0; 2]));
         *e = (e.0 + n, v);
     }
+    // ...while the healthy one converged to the latest values.
     hold_until_converged(&mut healthy, &exp, &mut held).await;
     assert_holds_latest(&held, &exp);
-    // The stuck client is closed by the slow-client policy...
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while metric(&ts, "tickwire_slow_disconnects_total").await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "stuck client was not closed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     // ...and what it cost stayed bounded (server and both clients share this process).
     let grown = rss_bytes().saturating_sub(rss_before);
     assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
@@ -253,4 +269,64 @@ async fn shutdown_tells_sessions_and_closes_with_1001() {
     assert_eq!(c.closed().await, Some(1001));
     let took = stopper.await.unwrap();
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn ring_overruns_resync_from_the_latest_value_table() {
+    // A 16-slot ring is lapped by every burst: shards must resync.
+    let ts = manual_server(|c| c.ring_capacity = 16);
+    let mut exp = Expected::default();
+    burst(&ts.feed, 30, 100, &mut exp);
+    ts.flush();
+    let mut latest = Client::connect(ts.addr, "").await;
+    latest.subscribe(json!({"symbols": ["*"]})).await;
+    let mut all = Client::connect(ts.addr, "").await;
+    all.subscribe(json!({"symbols": ["*"], "mode": "all", "snapshot": false})).await;
+    let start: HashMap<(String, String), u64> = exp
+        .quotes
+        .iter()
+        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
+        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
+        .collect();
+    burst(&ts.feed, 30, 20_000, &mut exp);
+    ts.flush();
+    // Latest mode still converges exactly...
+    let mut held = Held::new();
+    hold_until_converged(&mut latest, &exp, &mut held).await;
+    assert_holds_latest(&held, &exp);
+    // ...and mode all reports every skipped update as overflow, never a silent gap.
+    let target: HashMap<(String, String), u64> = exp
+        .quotes
+        .iter()
+        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
+        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
+        .collect();
+    let mut pos = start;
+    let mut overflowed = false;
+    while pos != target {
+        let m = all.next().await;
+        let (ch, from, to) = match m["type"].as_str().unwrap() {
+            "q" | "t" => {
+                let ch = if m["type"] == "q" { "quotes" } else { "trades" };
+                (ch, m["seq"].as_u64().unwrap(), m["seq"].as_u64().unwrap())
+            }
+            "overflow" => {
+                overflowed = true;
+                (
+                    m["ch"].as_str().unwrap(),
+                    m["from_seq"].as_u64().unwrap(),
+                    m["to_seq"].as_u64().unwrap(),
+                )
+            }
+            _ => continue,
+        };
+        let key = (ch.to_string(), m["sym"].as_str().unwrap().to_string());
+        assert_eq!(from, pos.get(&key).copied().unwrap_or(0) + 1, "{m}");
+        pos.insert(key, to);
+    }
+    assert!(overflowed, "an overrun in mode all must show as overflow");
+    assert!(
+        metric(&ts, "tickwire_ring_overruns_total").await > 0,
+        "the test must really overrun the ring"
+    );
 }

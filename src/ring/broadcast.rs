@@ -282,7 +282,7 @@ impl<T: Slotted> RingReader<T> {
             // `pos < head` was published, so the slot can only have moved on.
             // Checked in debug and loom builds (loom runs in release): this is what
             // catches a head published without Release ordering.
-            #[cfg(any(debug_assertions, loom))]
+            #[cfg(any(debug_assertions, tickwire_loom))]
             assert!(seen > expected, "stamp {seen} older than published position {pos}");
             if i > 0 {
                 // Keep what was read; the next call reports the overrun.
@@ -327,7 +327,7 @@ impl<T: Slotted> std::fmt::Debug for RingReader<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tickwire_loom)))]
 mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -631,7 +631,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, tickwire_loom))]
 mod loom_tests {
     use super::*;
     use crate::ring::test_support::Probe;

@@ -116,7 +116,7 @@ impl<T: Slotted> std::fmt::Debug for LatestTable<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tickwire_loom)))]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,7 +211,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, tickwire_loom))]
 mod loom_tests {
     use loom::sync::Arc;
 

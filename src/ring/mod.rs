@@ -83,15 +83,15 @@ pub trait Slotted: Copy {
 }
 
 /// Atomics used by the ring: `std`'s normally, loom's model types under
-/// `--cfg loom` so the loom tests explore the real code.
+/// `--cfg tickwire_loom` so the loom tests explore the real code.
 mod sync {
-    #[cfg(loom)]
+    #[cfg(tickwire_loom)]
     pub(crate) use loom::hint::spin_loop;
-    #[cfg(loom)]
+    #[cfg(tickwire_loom)]
     pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};
-    #[cfg(not(loom))]
+    #[cfg(not(tickwire_loom))]
     pub(crate) use std::hint::spin_loop;
-    #[cfg(not(loom))]
+    #[cfg(not(tickwire_loom))]
     pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
 }
 

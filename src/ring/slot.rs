@@ -155,7 +155,7 @@ impl SeqSlots {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(tickwire_loom)))]
 mod tests {
     use super::*;
 
