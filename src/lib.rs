@@ -24,6 +24,7 @@
 //!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`]).
 //! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops and the
 //!   client request parser ([`socket::protocol`]).
+//! - [`dashboard`]: the page at `/`, embedded in the binary.
 //! - [`metrics`]: counters and the latency histogram behind `/metrics`.
 //! - [`config`]: flags (`Args`) and validated settings (`Config`).
 //! - [`server`]: setup, run and drain of the whole pipeline.
@@ -34,6 +35,7 @@
 //! tells every session `shutdown`, closes it with 1001, and joins the threads.
 
 pub mod config;
+pub mod dashboard;
 pub mod feed;
 pub mod metrics;
 pub mod ring;

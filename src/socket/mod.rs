@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `GET /ws` with an upgrade | WebSocket session ([`session`]) |
 //! | `GET /ws` without one | 400 |
-//! | `GET /` | the page in `dashboard/` |
+//! | `GET /` and other files | the dashboard ([`crate::dashboard::asset`]) |
 //! | `GET /healthz` | `{"status":"ok",...}` |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics::render`]) |
 //! | anything else | 404 (405 for methods other than GET/HEAD) |
@@ -69,8 +69,6 @@ pub const JSON_PROTOCOL: &str = "tickwire.v1.json";
 /// The subprotocol of the binary protocol (not implemented yet).
 pub const BIN_PROTOCOL: &str = "tickwire.v1.bin";
 
-const INDEX_HTML: &str = include_str!("../dashboard/index.html");
-
 /// A parsed request head.
 struct Head {
     method: String,
@@ -112,17 +110,6 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
     }
     match head.path.as_str() {
         "/ws" => upgrade(stream, head, ctx).await,
-        "/" | "/index.html" => {
-            count_http(&ctx);
-            let _ = respond(
-                &mut stream,
-                200,
-                "text/html; charset=utf-8",
-                INDEX_HTML.as_bytes(),
-                head_only,
-            )
-            .await;
-        }
         "/healthz" => {
             count_http(&ctx);
             let m = &ctx.http.market;
@@ -141,9 +128,12 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
                 respond(&mut stream, 200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
                     .await;
         }
-        _ => {
+        path => {
             count_http(&ctx);
-            let _ = respond(&mut stream, 404, "text/plain", b"not found\n", head_only).await;
+            let _ = match crate::dashboard::asset(path) {
+                Some(a) => respond(&mut stream, 200, a.content_type, a.body, head_only).await,
+                None => respond(&mut stream, 404, "text/plain", b"not found\n", head_only).await,
+            };
         }
     }
 }
