@@ -35,11 +35,14 @@ const RECONNECT_AFTER_MS: u64 = 1000;
 
 /// The tungstenite settings for this workload: small reads (clients send
 /// small commands), inbound limits at the protocol's `max_message_bytes`, and
-/// a bounded write buffer (the shard never hands over more than one batch).
+/// writes gathered up to 64 KiB so that the frames of one wake-up go out in
+/// one system call at the `flush`. The write buffer bound is generous
+/// because the shard never hands over more than one batch at a time: it is
+/// the shard's build-on-ready policy, not this limit, that bounds memory.
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(64 * 1024)
         .max_write_buffer_size(64 << 20)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
