@@ -2,13 +2,15 @@
 //! slots, the `mode:"all"` queue and the outbox of encoded frames.
 //!
 //! Memory is bounded by the subscriptions, never by the feed rate:
-//! - `mode:"latest"`: one pending tick per (channel, symbol) entry. A newer
-//!   tick replaces the pending one; `cf` is derived from the sequence
+//! - `mode:"latest"`: a dirty flag per (channel, symbol) entry. The value
+//!   itself is the shard's newest tick of the stream, shared by every
+//!   subscriber (see `Shard::last`); `cf` is derived from the sequence
 //!   numbers (`seq` of the new message minus `seq` of the last one sent), so
 //!   it is exact without counting.
 //! - `mode:"all"`: a FIFO of at most `queue_cap` ticks for the whole session.
-//!   When it is full, further ticks of an entry are counted as lost (first
-//!   and last `seq`) until an `overflow` message naming them is encoded.
+//!   When it is full, further ticks of an entry are counted as lost until an
+//!   `overflow` message naming them is encoded. Losses of an entry are always
+//!   one contiguous run ending at `accepted_seq`, so a count is enough.
 //! - the outbox holds encoded frames handed to the socket task. A data frame
 //!   is only built when the socket task is idle (build-on-ready), so a slow
 //!   socket leaves its updates conflating in the slots instead of piling up
@@ -43,22 +45,61 @@ pub struct Entry {
     /// Subscribed by name (counts against the symbol limit) rather than
     /// through `["*"]`.
     pub explicit: bool,
-    /// Highest `seq` accepted for delivery (pending, queued or sent);
+    /// Latest mode: the entry is on the session's dirty list (the shard's
+    /// newest tick of the stream may be newer than `sent_seq`).
+    pub dirty: bool,
+    /// Highest `seq` accepted for delivery (dirty, queued or sent);
     /// anything at or below it is old news and skipped.
     pub accepted_seq: u64,
     /// `seq` of the last message of this entry put in the outbox (snapshot
     /// included): the base of `cf`.
     pub sent_seq: u64,
-    /// Latest mode: the newest tick not sent yet.
-    pub pending: Option<Tick>,
     /// Latest mode with `max_hz`: earliest time the next message may go.
     pub next_allowed: Option<Instant>,
-    /// All mode: updates dropped and not yet reported.
+    /// All mode: updates dropped and not yet reported: the run
+    /// `accepted_seq - lost + 1 ..= accepted_seq`.
     pub lost: u64,
-    /// First `seq` dropped (valid when `lost > 0`).
-    pub lost_from: u64,
-    /// Last `seq` dropped (valid when `lost > 0`).
-    pub lost_to: u64,
+}
+
+impl Entry {
+    /// A live entry starting at source position `position`.
+    pub fn new(
+        sym: SymbolId,
+        ch: Channel,
+        mode: Mode,
+        max_hz: Option<f64>,
+        explicit: bool,
+        position: u64,
+    ) -> Entry {
+        Entry {
+            live: true,
+            sym,
+            ch,
+            mode,
+            max_hz,
+            min_interval: min_interval(mode, max_hz),
+            explicit,
+            dirty: false,
+            accepted_seq: position,
+            sent_seq: position,
+            next_allowed: None,
+            lost: 0,
+        }
+    }
+
+    /// First `seq` of the unreported loss.
+    pub fn lost_from(&self) -> u64 {
+        self.accepted_seq + 1 - self.lost
+    }
+}
+
+/// Minimum time between two messages of a stream: from `max_hz`, in latest
+/// mode only.
+pub fn min_interval(mode: Mode, max_hz: Option<f64>) -> Option<Duration> {
+    match mode {
+        Mode::Latest => max_hz.map(|hz| Duration::from_secs_f64(1.0 / hz)),
+        Mode::All => None,
+    }
 }
 
 /// A queued update in mode all.
@@ -118,7 +159,7 @@ pub struct Session {
     pub explicit_symbols: usize,
     /// Explicit subscriptions per symbol (0, 1 or 2 channels), to count distinct symbols.
     pub explicit_by_sym: HashMap<u32, u8>,
-    /// Latest-mode entries that may hold a pending tick.
+    /// Latest-mode entries that may have something newer to send.
     pub dirty: Vec<u32>,
     /// All-mode queue.
     pub queue: VecDeque<Queued>,
@@ -204,44 +245,37 @@ impl Session {
         if !e.live || tick.seq <= e.accepted_seq {
             return false;
         }
-        e.accepted_seq = tick.seq;
         match e.mode {
             Mode::Latest => {
-                if e.pending.is_none() {
+                e.accepted_seq = tick.seq;
+                if !e.dirty {
+                    e.dirty = true;
                     self.dirty.push(entry_idx);
                 }
-                e.pending = Some(*tick);
-                true
             }
             Mode::All => {
                 if e.lost > 0 || self.queue.len() >= queue_cap {
-                    if e.lost == 0 {
-                        e.lost_from = tick.seq;
-                        self.lost_entries.push(entry_idx);
-                    }
-                    e.lost += 1;
-                    e.lost_to = tick.seq;
+                    self.lose_through(entry_idx, tick.seq);
                 } else {
+                    e.accepted_seq = tick.seq;
                     self.queue.push_back(Queued { entry: entry_idx, tick: *tick });
                 }
-                true
             }
         }
+        true
     }
 
-    /// Records that everything up to `seq` (inclusive) of an all-mode entry
-    /// was lost (ring overrun resync).
+    /// Records that everything after `accepted_seq` up to `seq` (inclusive)
+    /// of an all-mode entry was lost (a full queue, or a ring overrun).
     pub fn lose_through(&mut self, entry_idx: u32, seq: u64) {
         let Some(e) = self.entries.get_mut(entry_idx as usize) else { return };
         if !e.live || seq <= e.accepted_seq {
             return;
         }
         if e.lost == 0 {
-            e.lost_from = e.accepted_seq + 1;
             self.lost_entries.push(entry_idx);
         }
         e.lost += seq - e.accepted_seq;
-        e.lost_to = seq;
         e.accepted_seq = seq;
     }
 

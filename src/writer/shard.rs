@@ -25,11 +25,11 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::encode::{self, Format, Obj};
-use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts};
+use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts, min_interval};
 use crate::feed::{FeedState, Market};
 use crate::metrics::{ShardCounters, ShardMetrics, new_histogram};
 use crate::socket::protocol::{Channels, Mode, Request};
-use crate::tick::{Channel, SymbolId, Tick, now_ns, stream_index, valid_symbol};
+use crate::tick::{Channel, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
 
 /// Settings a shard needs, fixed at start.
 #[derive(Debug, Clone)]
@@ -182,6 +182,9 @@ pub struct Shard {
     free_slots: Vec<u32>,
     /// Subscribers per stream index.
     index: Vec<Vec<SubRef>>,
+    /// Newest tick of every stream this shard has dispatched: the value a
+    /// latest-mode subscriber is sent, shared by all of them.
+    last: Vec<Tick>,
     /// Slots of sessions with a `["*"]` subscription.
     wild_sessions: Vec<u32>,
     /// Sessions with new data since the last end of batch.
@@ -210,6 +213,7 @@ impl Shard {
             sessions: Vec::new(),
             free_slots: Vec::new(),
             index: Vec::new(),
+            last: Vec::new(),
             wild_sessions: Vec::new(),
             dirty: Vec::new(),
             cache: EncodeCache::new(),
@@ -318,6 +322,7 @@ impl Shard {
         let new = self.market.symbols.names_from(known);
         self.names.extend(new);
         self.index.resize_with(self.names.len() * 2, Vec::new);
+        self.grow_last();
         let wild = self.wild_sessions.clone();
         for slot in wild {
             let Some(s) = self.session(slot) else { continue };
@@ -339,6 +344,22 @@ impl Shard {
         }
     }
 
+    /// Sizes `last` to the known streams; a stream with no tick yet holds a
+    /// placeholder with `seq` 0.
+    fn grow_last(&mut self) {
+        let n = self.names.len() * 2;
+        while self.last.len() < n {
+            let stream = self.last.len();
+            let sym = SymbolId((stream / 2) as u32);
+            let placeholder = if stream.is_multiple_of(2) {
+                Tick::quote(sym, 0, Price(0), 0, Price(0), 0)
+            } else {
+                Tick::trade(sym, 0, Price(0), 0)
+            };
+            self.last.push(placeholder);
+        }
+    }
+
     /// Offers one tick to every local subscriber of its stream.
     ///
     /// Hot path: no allocation, no lock, no await.
@@ -350,6 +371,9 @@ impl Shard {
             if stream >= self.index.len() {
                 return;
             }
+        }
+        if tick.seq > self.last[stream].seq {
+            self.last[stream] = *tick;
         }
         let queue_cap = self.config.queue_cap;
         for r in &self.index[stream] {
@@ -376,6 +400,10 @@ impl Shard {
                     continue;
                 }
                 let Some(latest) = self.market.latest(e.sym, e.ch) else { continue };
+                let stream = latest.stream();
+                if stream < self.last.len() && latest.seq > self.last[stream].seq {
+                    self.last[stream] = latest;
+                }
                 if latest.seq <= e.accepted_seq {
                     continue;
                 }
@@ -423,7 +451,7 @@ impl Shard {
     /// Encodes everything sendable of a session into one frame in its
     /// outbox. Returns whether a frame was made.
     fn build_data_frame(&mut self, slot: u32, now: Instant) -> bool {
-        let Shard { sessions, cache, names, latency, metrics, throttle, .. } = self;
+        let Shard { sessions, cache, names, latency, metrics, throttle, last, .. } = self;
         let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else {
             return false;
         };
@@ -466,42 +494,42 @@ impl Shard {
                 buf.push(b',');
             }
             s.cseq += 1;
-            let mut ob = Vec::with_capacity(128);
-            Obj::new(&mut ob, "overflow")
+            Obj::new(&mut buf, "overflow")
                 .str("ch", e.ch.name())
                 .str("sym", &names[e.sym.index()])
                 .u64("lost", e.lost)
-                .u64("from_seq", e.lost_from)
-                .u64("to_seq", e.lost_to)
+                .u64("from_seq", e.lost_from())
+                .u64("to_seq", e.accepted_seq)
                 .u64("cseq", s.cseq)
                 .finish();
-            buf.extend_from_slice(&ob);
             lost_total += e.lost;
-            e.sent_seq = e.lost_to;
+            e.sent_seq = e.accepted_seq;
             e.lost = 0;
             msgs += 1;
             overflows += 1;
         }
         // Mode latest: the newest value of every dirty entry whose max_hz allows.
-        let mut keep = Vec::new();
         let mut earliest: Option<Instant> = None;
-        for idx in std::mem::take(&mut s.dirty) {
+        let mut dirty = std::mem::take(&mut s.dirty);
+        dirty.retain(|&idx| {
             let e = &mut s.entries[idx as usize];
-            let Some(tick) = e.pending else { continue };
-            if !e.live {
-                e.pending = None;
-                continue;
+            if !e.live || !e.dirty {
+                return false;
+            }
+            let tick = last[stream_index(e.sym, e.ch)];
+            if tick.seq <= e.sent_seq {
+                e.dirty = false;
+                return false;
             }
             if let Some(at) = e.next_allowed
                 && at > now
             {
                 earliest = Some(earliest.map_or(at, |x: Instant| x.min(at)));
-                keep.push(idx);
-                continue;
+                return true;
             }
             let cf = tick.seq - e.sent_seq;
             e.sent_seq = tick.seq;
-            e.pending = None;
+            e.dirty = false;
             e.next_allowed = e.min_interval.map(|d| now + d);
             if msgs > 0 {
                 buf.push(b',');
@@ -513,8 +541,9 @@ impl Shard {
             conflated += cf.saturating_sub(1);
             msgs += 1;
             updates += 1;
-        }
-        s.dirty = keep;
+            false
+        });
+        s.dirty = dirty;
         if let Some(at) = earliest
             && s.throttle_at.is_none_or(|t| t > at)
         {
@@ -811,45 +840,28 @@ impl Shard {
         let explicit = origin == Origin::Named;
         let stream = stream_index(sym, ch);
         let s = self.sessions[slot as usize].as_mut().expect("live session");
-        let min_interval = match mode {
-            Mode::Latest => max_hz.map(|hz| Duration::from_secs_f64(1.0 / hz)),
-            Mode::All => None,
-        };
         if let Some(&idx) = s.by_stream.get(&(stream as u32)) {
             let e = &mut s.entries[idx as usize];
             let old_mode = e.mode;
             e.mode = mode;
             e.max_hz = max_hz;
-            e.min_interval = min_interval;
+            e.min_interval = min_interval(mode, max_hz);
             if explicit && !e.explicit {
                 e.explicit = true;
                 add_explicit(s, sym);
             }
-            let e = &mut s.entries[idx as usize];
             if old_mode == Mode::Latest && mode == Mode::All {
-                // A pending conflated value goes out in order with the queue.
-                if let Some(t) = e.pending.take() {
-                    s.queue.push_back(super::session::Queued { entry: idx, tick: t });
-                }
+                // What latest mode had conflated but not sent is reported
+                // as lost: mode all never jumps a seq silently.
+                let (sent, accepted) =
+                    (s.entries[idx as usize].sent_seq, s.entries[idx as usize].accepted_seq);
+                s.entries[idx as usize].accepted_seq = sent;
+                s.entries[idx as usize].dirty = false;
+                s.dirty.retain(|&i| i != idx);
+                s.lose_through(idx, accepted);
             }
             return (idx, false);
         }
-        let entry = Entry {
-            live: true,
-            sym,
-            ch,
-            mode,
-            max_hz,
-            min_interval,
-            explicit,
-            accepted_seq: 0,
-            sent_seq: 0,
-            pending: None,
-            next_allowed: None,
-            lost: 0,
-            lost_from: 0,
-            lost_to: 0,
-        };
         // A subscription starts at the current source position: older
         // updates still in flight on the ring are not for it. A symbol this
         // shard has just met starts at 0: all its updates are still ahead of
@@ -858,7 +870,7 @@ impl Shard {
             Origin::NewSymbol => 0,
             Origin::Named | Origin::Wildcard => self.market.latest(sym, ch).map_or(0, |t| t.seq),
         };
-        let entry = Entry { accepted_seq: position, sent_seq: position, ..entry };
+        let entry = Entry::new(sym, ch, mode, max_hz, explicit, position);
         let idx = match s.free.pop() {
             Some(i) => {
                 s.entries[i as usize] = entry;
@@ -888,7 +900,7 @@ impl Shard {
             return;
         }
         e.live = false;
-        e.pending = None;
+        e.dirty = false;
         let (sym, ch, explicit) = (e.sym, e.ch, e.explicit);
         let stream = stream_index(sym, ch);
         s.by_stream.remove(&(stream as u32));
@@ -1006,7 +1018,6 @@ impl Shard {
                         snaps.push(t);
                         e.sent_seq = t.seq;
                         e.accepted_seq = e.accepted_seq.max(t.seq);
-                        e.pending = None;
                         e.lost = 0;
                     }
                     if n > 0 {
