@@ -119,6 +119,45 @@ async fn every_subscriber_converges_to_the_latest_values_after_a_burst() {
     }
 }
 
+type Positions = HashMap<(String, String), u64>;
+
+/// The seq each stream of `exp` has reached.
+fn positions(exp: &Expected) -> Positions {
+    exp.quotes
+        .iter()
+        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
+        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
+        .collect()
+}
+
+/// Reads a mode-all client from `start` until it reaches `target`, checking
+/// that every update or reported loss continues exactly where its stream
+/// was. Returns whether any loss was reported.
+async fn account_all_mode(c: &mut Client, start: Positions, target: &Positions) -> bool {
+    let mut pos = start;
+    let mut overflowed = false;
+    while pos != *target {
+        let m = c.next().await;
+        let (ch, from, to) = match m["type"].as_str().unwrap() {
+            "q" => ("quotes", m["seq"].as_u64().unwrap(), m["seq"].as_u64().unwrap()),
+            "t" => ("trades", m["seq"].as_u64().unwrap(), m["seq"].as_u64().unwrap()),
+            "overflow" => {
+                overflowed = true;
+                (
+                    m["ch"].as_str().unwrap(),
+                    m["from_seq"].as_u64().unwrap(),
+                    m["to_seq"].as_u64().unwrap(),
+                )
+            }
+            _ => continue,
+        };
+        let key = (ch.to_string(), m["sym"].as_str().unwrap().to_string());
+        assert_eq!(from, pos.get(&key).copied().unwrap_or(0) + 1, "no silent gap: {m}");
+        pos.insert(key, to);
+    }
+    overflowed
+}
+
 #[tokio::test]
 async fn all_mode_accounts_for_every_update_of_a_burst() {
     let ts = manual_server(|_| {});
@@ -127,36 +166,10 @@ async fn all_mode_accounts_for_every_update_of_a_burst() {
     ts.flush();
     let mut c = Client::connect(ts.addr, "").await;
     c.subscribe(json!({"symbols": ["*"], "mode": "all", "snapshot": false})).await;
-    let start: HashMap<(String, String), u64> = exp
-        .quotes
-        .iter()
-        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
-        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
-        .collect();
+    let start = positions(&exp);
     burst(&ts.feed, 20, 30_000, &mut exp);
     ts.flush();
-    let mut pos = start.clone();
-    let target: HashMap<(String, String), u64> = exp
-        .quotes
-        .iter()
-        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
-        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
-        .collect();
-    while pos != target {
-        let m = c.next().await;
-        let (ch, to) = match m["type"].as_str().unwrap() {
-            "q" => ("quotes", m["seq"].as_u64().unwrap()),
-            "t" => ("trades", m["seq"].as_u64().unwrap()),
-            "overflow" => (m["ch"].as_str().unwrap(), m["to_seq"].as_u64().unwrap()),
-            _ => continue,
-        };
-        let key = (ch.to_string(), m["sym"].as_str().unwrap().to_string());
-        let at = pos.get(&key).copied().unwrap_or(0);
-        let from = if m["type"] == "overflow" { m["from_seq"].as_u64().unwrap() } else { to };
-        // Every update or reported loss continues exactly where the stream was.
-        assert_eq!(from, at + 1, "{m}");
-        pos.insert(key, to);
-    }
+    account_all_mode(&mut c, start, &positions(&exp)).await;
 }
 
 /// RSS of this process (the server runs in it), in bytes.
@@ -282,12 +295,7 @@ async fn ring_overruns_resync_from_the_latest_value_table() {
     latest.subscribe(json!({"symbols": ["*"]})).await;
     let mut all = Client::connect(ts.addr, "").await;
     all.subscribe(json!({"symbols": ["*"], "mode": "all", "snapshot": false})).await;
-    let start: HashMap<(String, String), u64> = exp
-        .quotes
-        .iter()
-        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
-        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
-        .collect();
+    let start = positions(&exp);
     burst(&ts.feed, 30, 20_000, &mut exp);
     ts.flush();
     // Latest mode still converges exactly...
@@ -295,35 +303,7 @@ async fn ring_overruns_resync_from_the_latest_value_table() {
     hold_until_converged(&mut latest, &exp, &mut held).await;
     assert_holds_latest(&held, &exp);
     // ...and mode all reports every skipped update as overflow, never a silent gap.
-    let target: HashMap<(String, String), u64> = exp
-        .quotes
-        .iter()
-        .map(|(s, (q, _))| (("quotes".to_string(), s.clone()), *q))
-        .chain(exp.trades.iter().map(|(s, (t, _))| (("trades".to_string(), s.clone()), *t)))
-        .collect();
-    let mut pos = start;
-    let mut overflowed = false;
-    while pos != target {
-        let m = all.next().await;
-        let (ch, from, to) = match m["type"].as_str().unwrap() {
-            "q" | "t" => {
-                let ch = if m["type"] == "q" { "quotes" } else { "trades" };
-                (ch, m["seq"].as_u64().unwrap(), m["seq"].as_u64().unwrap())
-            }
-            "overflow" => {
-                overflowed = true;
-                (
-                    m["ch"].as_str().unwrap(),
-                    m["from_seq"].as_u64().unwrap(),
-                    m["to_seq"].as_u64().unwrap(),
-                )
-            }
-            _ => continue,
-        };
-        let key = (ch.to_string(), m["sym"].as_str().unwrap().to_string());
-        assert_eq!(from, pos.get(&key).copied().unwrap_or(0) + 1, "{m}");
-        pos.insert(key, to);
-    }
+    let overflowed = account_all_mode(&mut all, start, &positions(&exp)).await;
     assert!(overflowed, "an overrun in mode all must show as overflow");
     assert!(
         metric(&ts, "tickwire_ring_overruns_total").await > 0,
