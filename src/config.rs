@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// Updates queued per session in mode "all" before they are dropped and reported as overflow.
     #[arg(long, default_value_t = 8192)]
     pub all_queue: usize,
-    /// Close a session whose socket accepted nothing for this long (ms), with 4008.
+    /// Close a session (4008) whose oldest unwritten frame has waited this long (ms) for its socket.
     #[arg(long, default_value_t = 5000)]
     pub lag_limit_ms: u64,
 }

@@ -44,10 +44,11 @@ pub struct ShardConfig {
     pub max_message_bytes: usize,
     /// All-mode queue length per session before updates are dropped.
     pub queue_cap: usize,
-    /// A session whose socket has not accepted a frame for this long is told
-    /// it is being conflated.
+    /// A latest-mode session whose oldest unwritten frame has waited this
+    /// long for its socket is told (`slow`) that it is being conflated.
     pub slow_warn: Duration,
-    /// A session whose socket has not accepted a frame for this long is closed.
+    /// A session whose oldest unwritten frame has waited this long for its
+    /// socket is closed with 4008.
     pub lag_limit: Duration,
     /// A session with this many bytes waiting is closed.
     pub max_queued_bytes: usize,
@@ -691,8 +692,10 @@ impl Shard {
         ShardCounters::add(&self.metrics.counters.messages_out, sent);
     }
 
-    /// Applies the slow-client policy: warn a session whose socket has not
-    /// drained for `slow_warn`, close one stuck for `lag_limit` (4008).
+    /// Applies the slow-client policy: tell a latest-mode session whose
+    /// socket has not drained for `slow_warn` that it is being conflated
+    /// (mode all learns what it lost from `overflow`), close one stuck for
+    /// `lag_limit` (4008).
     pub fn check_slow(&mut self, now: Instant) {
         let (warn, limit, max_bytes) =
             (self.config.slow_warn, self.config.lag_limit, self.config.max_queued_bytes);
@@ -706,6 +709,9 @@ impl Shard {
                 disconnects += 1;
             } else if lag >= warn && !s.slow_warned {
                 s.slow_warned = true;
+                if !s.entries.iter().any(|e| e.live && e.mode == Mode::Latest) {
+                    continue;
+                }
                 let mut buf = Vec::with_capacity(96);
                 buf.push(b'[');
                 let cseq = s.next_cseq();
