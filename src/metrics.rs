@@ -222,7 +222,7 @@ pub fn render(market: &Market, shards: &[std::sync::Arc<ShardMetrics>]) -> Strin
     let name = "tickwire_ingest_to_send_seconds";
     let _ = writeln!(
         out,
-        "# HELP {name} Latency from feed ingest to socket write, per update, since start."
+        "# HELP {name} Latency from feed ingest to the encoding of the frame that carries it, per update, since start."
     );
     let _ = writeln!(out, "# TYPE {name} summary");
     for q in [0.5, 0.9, 0.99, 0.999, 1.0] {

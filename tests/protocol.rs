@@ -267,10 +267,10 @@ async fn unsubscribe_stops_updates() {
     c.subscribe(json!({"symbols": ["AAPL", "MSFT"], "channels": ["quotes"], "snapshot": false}))
         .await;
     let r = c.request(json!({"type": "unsubscribe", "symbols": ["AAPL", "IBM"]}), 5).await;
-    // Only what was subscribed is listed as removed.
+    // Only what was subscribed is listed as removed: AAPL, on quotes.
     assert_eq!(r["type"], "unsubscribed");
     assert_eq!(r["symbols"], json!(["AAPL"]));
-    assert_eq!(r["channels"], json!(["quotes", "trades"]));
+    assert_eq!(r["channels"], json!(["quotes"]));
     // AAPL first, MSFT last: once MSFT's update arrives, AAPL's was processed.
     ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
     ts.feed.quote("MSFT", 1.0, 1, 1.1, 1);
@@ -402,6 +402,9 @@ async fn symbol_limit_rejects_with_405_and_keeps_earlier() {
     // Re-subscribing a held symbol is not a new one: still allowed.
     let r = c.subscribe(json!({"symbols": ["AAPL"], "snapshot": false})).await;
     assert_eq!(r["rejected"], json!([]));
+    // A name the same request's "*" covers is not refused either.
+    let r = c.subscribe(json!({"symbols": ["*", "IBM"], "snapshot": false})).await;
+    assert_eq!(r["rejected"], json!([]));
 }
 
 fn limits_subs(r: &Value) -> usize {
@@ -412,12 +415,14 @@ fn limits_subs(r: &Value) -> usize {
 async fn inbound_rate_limit_answers_429() {
     let ts = manual_server(|c| c.shard.msgs_in_per_s = 5);
     let mut c = Client::connect(ts.addr, "").await;
-    for _ in 0..10 {
-        c.send(json!({"type": "ping"})).await;
+    for id in 0..10 {
+        c.send(json!({"type": "ping", "id": id})).await;
     }
     let e = c.until_type("error").await;
-    // Past the limit, requests are refused with a temporary 429.
+    // Past the limit, requests are refused with a temporary 429...
     assert_eq!((e["code"].as_u64(), e["temporary"].as_bool()), (Some(429), Some(true)));
+    // ...that names the request it refuses.
+    assert!(e["id"].as_u64().is_some_and(|id| (5..10).contains(&id)), "{e}");
 }
 
 #[tokio::test]
@@ -482,4 +487,39 @@ async fn unknown_subprotocol_is_refused_and_json_is_accepted() {
     req.headers_mut().insert("Sec-WebSocket-Protocol", "chat".parse().unwrap());
     // An offer without any protocol we speak is refused before the upgrade.
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
+}
+
+#[tokio::test]
+async fn switching_latest_to_all_never_jumps_seq_silently() {
+    let ts = seeded();
+    let mut c = Client::connect(ts.addr, "").await;
+    // At 1 Hz the snapshot holds the stream back for a second...
+    c.subscribe(json!({"symbols": ["AAPL"], "channels": ["quotes"], "max_hz": 1})).await;
+    assert_eq!(seq(&c.next().await), 1);
+    // ...so these ten updates are conflated and not yet sent...
+    for i in 0..10 {
+        ts.feed.quote("AAPL", 100.0 + f64::from(i), 1, 101.0 + f64::from(i), 1);
+    }
+    ts.flush();
+    // ...when the client switches to mode all.
+    let r = c
+        .subscribe(
+            json!({"symbols": ["AAPL"], "channels": ["quotes"], "mode": "all", "snapshot": false}),
+        )
+        .await;
+    let mut at = r["subs"][0]["seq"].as_u64().unwrap();
+    ts.feed.quote("AAPL", 200.0, 1, 201.0, 1);
+    ts.flush();
+    while at < 12 {
+        let m = c.until(|m| is_update(m) || m["type"] == "overflow").await;
+        if m["type"] == "overflow" {
+            // What latest mode had folded away is reported, not skipped.
+            assert_eq!(m["from_seq"].as_u64(), Some(at + 1), "{m}");
+            at = m["to_seq"].as_u64().unwrap();
+        } else {
+            assert_eq!(seq(&m), at + 1, "mode all moves one seq at a time: {m}");
+            assert!(m.get("cf").is_none());
+            at += 1;
+        }
+    }
 }

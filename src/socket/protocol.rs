@@ -38,6 +38,13 @@ pub struct Channels(u8);
 impl Channels {
     /// Quotes and trades.
     pub const BOTH: Channels = Channels(0b11);
+    /// No channel.
+    pub const EMPTY: Channels = Channels(0);
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
 
     /// Whether `ch` is in the set.
     pub fn contains(self, ch: Channel) -> bool {
@@ -49,7 +56,8 @@ impl Channels {
         Channel::ALL.into_iter().filter(move |c| self.contains(*c))
     }
 
-    fn with(self, ch: Channel) -> Channels {
+    /// The set with `ch` added.
+    pub fn with(self, ch: Channel) -> Channels {
         Channels(self.0 | 1 << ch as u8)
     }
 }
@@ -100,6 +108,19 @@ pub enum Request {
         /// Echoed in the reply.
         id: Option<u64>,
     },
+}
+
+impl Request {
+    /// The request's `id`, echoed in its reply.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            Request::Subscribe { id, .. }
+            | Request::Unsubscribe { id, .. }
+            | Request::Ping { id, .. }
+            | Request::List { id, .. }
+            | Request::Auth { id } => *id,
+        }
+    }
 }
 
 /// Why a request was refused with error 400.

@@ -28,6 +28,9 @@ use crate::writer::encode::Format;
 use crate::writer::session::{CloseRequest, Ctl};
 use crate::writer::shard::Shard;
 
+const RATE_LIMITED: &str = "rate limited: too many messages per second";
+const BINARY_ON_JSON: &str = "binary frames are not accepted on a JSON session";
+
 /// How long a closing session waits for its last frames and the peer's close.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 /// Base of the jittered reconnect delay suggested in `shutdown`.
@@ -82,10 +85,16 @@ where
         match msg {
             Ok(Message::Text(text)) => {
                 let mut s = shard.borrow_mut();
+                let parsed = parser.parse(text.as_bytes());
                 if !s.admit_message(slot, Instant::now()) {
+                    let id = match &parsed {
+                        Ok(req) => req.id(),
+                        Err(bad) => bad.id,
+                    };
+                    s.send_error(slot, id, 429, RATE_LIMITED, true);
                     continue;
                 }
-                match parser.parse(text.as_bytes()) {
+                match parsed {
                     Ok(req) => s.handle(slot, req),
                     Err(bad) => s.send_error(slot, bad.id, 400, &bad.msg, false),
                 }
@@ -93,13 +102,9 @@ where
             Ok(Message::Binary(_)) => {
                 let mut s = shard.borrow_mut();
                 if s.admit_message(slot, Instant::now()) {
-                    s.send_error(
-                        slot,
-                        None,
-                        400,
-                        "binary frames are not accepted on a JSON session",
-                        false,
-                    );
+                    s.send_error(slot, None, 400, BINARY_ON_JSON, false);
+                } else {
+                    s.send_error(slot, None, 429, RATE_LIMITED, true);
                 }
             }
             // Pings are answered by tungstenite; keep polling after a Close so
@@ -173,13 +178,16 @@ where
                 return matches!(sent, Ok(Ok(())));
             }
             if close.code == 4008 {
-                // Not reading: try to say why without waiting for it.
+                // Not reading: try to say why (the `slow` message and the
+                // close frame) without waiting for a socket that is full.
                 let frame =
                     CloseFrame { code: CloseCode::from(4008), reason: "slow client".into() };
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(50),
-                    sink.send(Message::Close(Some(frame))),
-                )
+                let _ = tokio::time::timeout(Duration::from_millis(50), async {
+                    for f in out.frames {
+                        sink.feed(text(f)).await?;
+                    }
+                    sink.send(Message::Close(Some(frame))).await
+                })
                 .await;
             }
             return false;
@@ -205,18 +213,21 @@ where
         tokio::pin!(write);
         let result = loop {
             tokio::select! {
-                r = &mut write => break r,
+                r = &mut write => break Some(r),
                 // Only an abort (slow client) interrupts a write; anything
                 // else the wake-up announced is picked up after it.
                 _ = ctl.wake.notified() => {
                     if shard.borrow().close_request(slot).is_some_and(|c| c.abort) {
-                        break Err(WsError::ConnectionClosed);
+                        break None;
                     }
                 }
             }
         };
-        if result.is_err() {
-            return false;
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return false,
+            // Aborted: the top of the loop carries out the close.
+            None => continue,
         }
         shard.borrow_mut().write_done(slot, n, bytes);
         last_sent = tokio::time::Instant::now();

@@ -704,6 +704,7 @@ impl Shard {
             let Some(since) = s.busy_since else { continue };
             let lag = now.saturating_duration_since(since);
             if s.close.is_none() && (lag >= limit || s.queued_bytes >= max_bytes) {
+                push_slow(s, lag, "disconnecting");
                 s.close = Some(CloseRequest { code: 4008, reason: "slow client", abort: true });
                 s.ctl.wake.notify_one();
                 disconnects += 1;
@@ -712,17 +713,7 @@ impl Shard {
                 if !s.entries.iter().any(|e| e.live && e.mode == Mode::Latest) {
                     continue;
                 }
-                let mut buf = Vec::with_capacity(96);
-                buf.push(b'[');
-                let cseq = s.next_cseq();
-                Obj::new(&mut buf, "slow")
-                    .u64("cseq", cseq)
-                    .u64("lag_ms", lag.as_millis() as u64)
-                    .u64("queued_bytes", s.queued_bytes as u64)
-                    .str("action", "conflating")
-                    .finish();
-                buf.push(b']');
-                s.push_frame(buf);
+                push_slow(s, lag, "conflating");
             }
         }
         ShardCounters::add(&self.metrics.counters.slow_disconnects, disconnects);
@@ -741,8 +732,8 @@ impl Shard {
 
     // ----- control requests --------------------------------------------------
 
-    /// Counts an inbound message against the rate limit. Returns false (and
-    /// queues error 429) when over the limit.
+    /// Counts an inbound message against the rate limit. Returns false when
+    /// over the limit (the caller answers 429).
     pub fn admit_message(&mut self, slot: u32, now: Instant) -> bool {
         let limit = self.config.msgs_in_per_s;
         ShardCounters::add(&self.metrics.counters.messages_in, 1);
@@ -752,11 +743,7 @@ impl Shard {
             s.rate_count = 0;
         }
         s.rate_count += 1;
-        if s.rate_count > limit {
-            self.send_error(slot, None, 429, "rate limited: too many messages per second", true);
-            return false;
-        }
-        true
+        s.rate_count <= limit
     }
 
     /// Queues an `error` reply.
@@ -976,7 +963,11 @@ impl Shard {
             if !s.explicit_by_sym.contains_key(&sym.0)
                 && s.explicit_symbols >= self.config.max_symbols
             {
-                rejected.push((name.clone(), 405, "symbol limit exceeded"));
+                // Past the limit a name is refused, unless this request's
+                // `"*"` already covers it.
+                if !wildcard {
+                    rejected.push((name.clone(), 405, "symbol limit exceeded"));
+                }
                 continue;
             }
             if !seen.insert(sym.0) && !wildcard {
@@ -1002,8 +993,9 @@ impl Shard {
     ) {
         let Shard { sessions, names, market, metrics, .. } = self;
         let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else { return };
-        // Positions and snapshots come from one read of the table per entry.
+        // Snapshots come from one read of the table per entry.
         let mut snaps: Vec<Tick> = Vec::new();
+        let now = Instant::now();
         let mut buf = Vec::with_capacity(128 + accepted.len() * 72);
         buf.push(b'[');
         let cseq = s.next_cseq();
@@ -1015,17 +1007,20 @@ impl Shard {
                 b.push(b'[');
                 for (n, &(idx, _new)) in accepted.iter().enumerate() {
                     let e = &mut entries[idx as usize];
-                    let latest = market.latest(e.sym, e.ch);
-                    let seq = latest.map_or(0, |t| t.seq);
                     if snapshot
-                        && let Some(t) = latest
+                        && let Some(t) = market.latest(e.sym, e.ch)
                         && t.seq > 0
                     {
                         snaps.push(t);
                         e.sent_seq = t.seq;
                         e.accepted_seq = e.accepted_seq.max(t.seq);
                         e.lost = 0;
+                        // A snapshot is a message of the stream for max_hz too.
+                        e.next_allowed = e.min_interval.map(|d| now + d);
                     }
+                    // The position the stream's next `cf` counts from: the
+                    // snapshot's, or where a new subscription started.
+                    let seq = e.sent_seq;
                     if n > 0 {
                         b.push(b',');
                     }
@@ -1087,17 +1082,23 @@ impl Shard {
     fn unsubscribe(&mut self, slot: u32, id: Option<u64>, symbols: &[String], channels: Channels) {
         let Some(s) = self.session(slot) else { return };
         let mut removed: Vec<String> = Vec::new();
+        let mut removed_channels = Channels::EMPTY;
         let mut to_remove: Vec<u32> = Vec::new();
         if symbols.iter().any(|n| n == "*") {
             for ch in channels.iter() {
-                s.wildcard[ch as usize] = None;
+                if s.wildcard[ch as usize].take().is_some() {
+                    removed_channels = removed_channels.with(ch);
+                }
             }
             for (i, e) in s.entries.iter().enumerate() {
                 if e.live && channels.contains(e.ch) {
                     to_remove.push(i as u32);
+                    removed_channels = removed_channels.with(e.ch);
                 }
             }
-            removed.push("*".into());
+            if !removed_channels.is_empty() {
+                removed.push("*".into());
+            }
             if s.wildcard.iter().all(Option::is_none) {
                 self.wild_sessions.retain(|&w| w != slot);
             }
@@ -1109,6 +1110,7 @@ impl Shard {
                 for ch in channels.iter() {
                     if let Some(&idx) = s.by_stream.get(&(stream_index(sym, ch) as u32)) {
                         to_remove.push(idx);
+                        removed_channels = removed_channels.with(ch);
                         any = true;
                     }
                 }
@@ -1128,7 +1130,7 @@ impl Shard {
             .opt_u64("id", id)
             .u64("cseq", cseq)
             .with("symbols", |b| write_str_array(b, removed.iter().map(String::as_str)))
-            .with("channels", |b| write_str_array(b, channels.iter().map(Channel::name)))
+            .with("channels", |b| write_str_array(b, removed_channels.iter().map(Channel::name)))
             .finish();
         buf.push(b']');
         s.push_frame(buf);
@@ -1151,6 +1153,20 @@ fn remove_ref(index: &mut [Vec<SubRef>], stream: usize, r: SubRef) {
     {
         list.swap_remove(pos);
     }
+}
+
+fn push_slow(s: &mut Session, lag: Duration, action: &str) {
+    let mut buf = Vec::with_capacity(96);
+    buf.push(b'[');
+    let cseq = s.next_cseq();
+    Obj::new(&mut buf, "slow")
+        .u64("cseq", cseq)
+        .u64("lag_ms", lag.as_millis() as u64)
+        .u64("queued_bytes", s.queued_bytes as u64)
+        .str("action", action)
+        .finish();
+    buf.push(b']');
+    s.push_frame(buf);
 }
 
 fn push_status(s: &mut Session, state: FeedState) {

@@ -1,0 +1,481 @@
+// tickwire.js: a client for the tickwire protocol v1 (JSON subprotocol).
+//
+// Copy this file into your own page or Node program: it has no dependencies
+// and never touches the DOM. The WebSocket constructor, the timers, the clock
+// and the random source can be injected (the unit tests use fakes).
+//
+//   import { TickwireClient } from "./tickwire.js";
+//   const tw = new TickwireClient("ws://127.0.0.1:8080/ws?stamps=1");
+//   tw.on("quote", (q) => console.log(q.sym, q.bp, q.ap));
+//   tw.on("state", ({ state }) => console.log("now", state));
+//   tw.subscribe(["AAPL", "MSFT"], { max_hz: 4 });
+//   tw.connect();
+//
+// What it does for you:
+// - checks `cseq` on every message; a gap means the transport lost data, so
+//   it reports a "gap" event and reconnects;
+// - keeps the last `seq` of every (channel, symbol) stream, drops anything
+//   older than what was already applied (so a snapshot is never overwritten
+//   by an older update), and reports `seq` jumps (`cf` and `overflow` taken
+//   into account) as "seqgap" events;
+// - reconnects with jittered exponential backoff (or after the server's
+//   `shutdown.reconnect_after_ms`), resubscribes everything, and restores
+//   each stream from its snapshot;
+// - treats a connection that has been silent for several heartbeat
+//   intervals as stale, and later as dead;
+// - folds all of this into one state: connecting, live, reconnecting,
+//   stale, replay_done (or closed after close()).
+//
+// Events (on(type, fn) returns a function that removes the listener):
+//   state    {state, previous, reason, retryAt}  whenever the state changes
+//   welcome  the welcome message (epoch, hb_ms, limits, ...)
+//   quote    {...q fields, ch:"quotes", snapshot, receivedAt}
+//   trade    {...t fields, ch:"trades", snapshot, receivedAt}
+//   frame    {messages, receivedAt} after each frame was handled
+//   gap      {expected, got}            cseq gap (followed by a reconnect)
+//   seqgap   {ch, sym, expected, got}   a stream jumped without explanation
+//   missed   {ch, sym, count}           updates missed while disconnected
+//   overflow, status, slow, shutdown, unsubscribed, error: the messages
+//   rejected {sym, code, msg}           a subscription the server refused
+//   retry    {attempt, delayMs}         a reconnect is scheduled
+//   close    {code, reason}             the socket closed
+
+/** Connection states, as shown to users. */
+export const State = Object.freeze({
+  CONNECTING: "connecting",
+  LIVE: "live",
+  RECONNECTING: "reconnecting",
+  STALE: "stale",
+  REPLAY_DONE: "replay_done",
+  CLOSED: "closed",
+});
+
+const CHANNEL_OF = { q: "quotes", t: "trades" };
+
+/**
+ * Reconnect delay for the given attempt (0-based): exponential up to
+ * `maxMs`, with "equal jitter" (half fixed, half random) so a crowd of
+ * clients spreads out after a restart but nobody retries in a tight loop.
+ */
+export function backoffDelay(attempt, initialMs, maxMs, random) {
+  const cap = Math.min(maxMs, initialMs * 2 ** attempt);
+  return cap / 2 + (random() * cap) / 2;
+}
+
+export class TickwireClient {
+  /**
+   * @param {string} url  e.g. "ws://host:8080/ws?stamps=1"
+   * @param {object} [options]
+   *   WebSocket, setTimeout, clearTimeout, now, random: injectable globals;
+   *   initialBackoffMs (250), maxBackoffMs (5000), requestTimeoutMs (5000);
+   *   staleAfterHeartbeats (2.5) and deadAfterHeartbeats (5): silence, in
+   *   heartbeat intervals, after which the connection is shown as stale and
+   *   then dropped and reopened.
+   */
+  constructor(url, options = {}) {
+    this.url = url;
+    const g = globalThis;
+    this.opt = {
+      WebSocket: options.WebSocket ?? g.WebSocket,
+      setTimeout: options.setTimeout ?? ((fn, ms) => g.setTimeout(fn, ms)),
+      clearTimeout: options.clearTimeout ?? ((id) => g.clearTimeout(id)),
+      now: options.now ?? (() => Date.now()),
+      random: options.random ?? Math.random,
+      initialBackoffMs: options.initialBackoffMs ?? 250,
+      maxBackoffMs: options.maxBackoffMs ?? 5000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+      staleAfterHeartbeats: options.staleAfterHeartbeats ?? 2.5,
+      deadAfterHeartbeats: options.deadAfterHeartbeats ?? 5,
+    };
+    this.listeners = new Map();
+    /** Wanted subscriptions, kept across reconnects: symbol -> options. */
+    this.subs = new Map();
+    /** Last applied `seq` per "channel:symbol", kept across reconnects within one epoch. */
+    this.lastSeq = new Map();
+    this.epoch = null;
+    this.state = State.CLOSED;
+    this.feed = "live";
+    this.ws = null;
+    this.welcomed = false;
+    this.everWelcomed = false;
+    this.userClosed = true;
+    this.silent = false;
+    this.hbMs = 1000;
+    this.attempt = 0;
+    this.retryAt = null;
+    this.shownRetryAt = null;
+    this.retryTimer = null;
+    this.watchTimer = null;
+    this.shutdownHintMs = null;
+    this.pending = new Map();
+    this.nextId = 1;
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+    return () => this.listeners.get(type).delete(fn);
+  }
+
+  /** Opens the connection (and keeps it open until close()). */
+  connect() {
+    if (!this.userClosed) return;
+    this.userClosed = false;
+    this._open();
+  }
+
+  /** Closes the connection for good (until connect() again). */
+  close() {
+    this.userClosed = true;
+    this._clearTimer("retryTimer");
+    if (this.ws) this._drop("closed by the client", 1000);
+    this._setState();
+  }
+
+  /**
+   * Subscribes `symbols` with `options` ({channels, mode, max_hz}); they are
+   * resubscribed after every reconnect. Resolves with the `subscribed`
+   * reply, or null when offline (the subscription is sent on connect).
+   */
+  subscribe(symbols, options = {}) {
+    const opts = {};
+    for (const k of ["channels", "mode", "max_hz"]) if (options[k] != null) opts[k] = options[k];
+    for (const s of symbols) this.subs.set(s, opts);
+    if (!this.welcomed || symbols.length === 0) return Promise.resolve(null);
+    return this._request({ type: "subscribe", symbols: [...symbols], ...opts });
+  }
+
+  /** Removes subscriptions. Resolves with `unsubscribed`, or null when offline. */
+  unsubscribe(symbols) {
+    for (const s of symbols) this.subs.delete(s);
+    if (!this.welcomed || symbols.length === 0) return Promise.resolve(null);
+    return this._request({ type: "unsubscribe", symbols: [...symbols] });
+  }
+
+  /** Known symbols starting with `prefix` (sorted). Rejects when offline. */
+  async list(prefix = "") {
+    const reply = await this._request({ type: "list", prefix });
+    return reply.symbols;
+  }
+
+  /** Application-level round trip; resolves with {rttMs, serverTime}. */
+  async ping() {
+    const sent = this.opt.now();
+    const reply = await this._request({ type: "ping", ts: sent });
+    return { rttMs: this.opt.now() - sent, serverTime: reply.t };
+  }
+
+  // --- transport -----------------------------------------------------------
+
+  _open() {
+    this.retryTimer = null;
+    this.retryAt = null;
+    this.welcomed = false;
+    this.lastCseq = 0;
+    // Streams subscribed on this connection: their seq continues across a
+    // re-subscribe, while other streams are seeded from `subscribed`.
+    this.active = new Set();
+    this.lastMessageAt = this.opt.now();
+    let ws;
+    try {
+      ws = new this.opt.WebSocket(this.url, "tickwire.v1.json");
+    } catch (e) {
+      this._emit("error", { code: 0, msg: `cannot open ${this.url}: ${e.message}` });
+      this._scheduleRetry();
+      return;
+    }
+    this.ws = ws;
+    // Handlers check `this.ws === ws` so that a socket we already gave up on
+    // (dropped, replaced) can no longer touch the client's state.
+    ws.onmessage = (ev) => {
+      if (this.ws === ws) this._onFrame(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws === ws) this._onClosed(ev.code, ev.reason);
+    };
+    ws.onerror = () => {}; // always followed by a close event
+    this._armWatchdog();
+    this._setState();
+  }
+
+  /** Gives up on the current socket now, without waiting for its close handshake. */
+  _drop(reason, code = 4000) {
+    const ws = this.ws;
+    try {
+      ws.close(code, reason);
+    } catch {
+      // Already closing or closed: nothing more to do with it.
+    }
+    this._onClosed(code, reason);
+  }
+
+  _onClosed(code, reason) {
+    this.ws = null;
+    this.welcomed = false;
+    this.silent = false;
+    this._clearTimer("watchTimer");
+    for (const [, p] of this.pending) {
+      this.opt.clearTimeout(p.timer);
+      p.reject(new Error(`connection closed (${code})`));
+    }
+    this.pending.clear();
+    this._emit("close", { code, reason });
+    if (this.userClosed) this._setState();
+    else this._scheduleRetry();
+  }
+
+  _scheduleRetry() {
+    let delayMs;
+    if (this.shutdownHintMs != null) {
+      // The server announced a restart and already jittered this delay.
+      delayMs = this.shutdownHintMs;
+      this.shutdownHintMs = null;
+    } else {
+      delayMs = backoffDelay(this.attempt, this.opt.initialBackoffMs, this.opt.maxBackoffMs, this.opt.random);
+    }
+    this.attempt += 1;
+    this.retryAt = this.opt.now() + delayMs;
+    this.retryTimer = this.opt.setTimeout(() => this._open(), delayMs);
+    this._emit("retry", { attempt: this.attempt, delayMs });
+    this._setState("disconnected");
+  }
+
+  /**
+   * Checks every half heartbeat how long the connection has been silent.
+   * The server sends a heartbeat whenever it had nothing else to send for
+   * `hb_ms`, so silence means a stalled network or a dead peer. Before the
+   * welcome this doubles as the connect timeout.
+   */
+  _armWatchdog() {
+    this._clearTimer("watchTimer");
+    this.watchTimer = this.opt.setTimeout(() => {
+      this.watchTimer = null;
+      const silence = this.opt.now() - this.lastMessageAt;
+      if (silence >= this.hbMs * this.opt.deadAfterHeartbeats) {
+        this._drop(`no message for ${silence} ms`);
+        return;
+      }
+      if (!this.silent && silence >= this.hbMs * this.opt.staleAfterHeartbeats) {
+        this.silent = true;
+        this._setState(`no message for ${silence} ms`);
+      }
+      this._armWatchdog();
+    }, this.hbMs / 2);
+  }
+
+  // --- requests ------------------------------------------------------------
+
+  _request(msg) {
+    if (!this.welcomed) return Promise.reject(new Error("not connected"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = this.opt.setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`no reply to ${msg.type} within ${this.opt.requestTimeoutMs} ms`));
+      }, this.opt.requestTimeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.ws.send(JSON.stringify({ ...msg, id }));
+    });
+  }
+
+  _settle(m, ok) {
+    const p = m.id != null && this.pending.get(m.id);
+    if (!p) return false;
+    this.pending.delete(m.id);
+    this.opt.clearTimeout(p.timer);
+    if (ok) p.resolve(m);
+    else p.reject(Object.assign(new Error(`error ${m.code}: ${m.msg}`), { code: m.code }));
+    return true;
+  }
+
+  /** Sends every wanted subscription, one `subscribe` per distinct option set. */
+  _resubscribe() {
+    const groups = new Map();
+    for (const [sym, opts] of this.subs) {
+      const key = JSON.stringify(opts);
+      if (!groups.has(key)) groups.set(key, { opts, symbols: [] });
+      groups.get(key).symbols.push(sym);
+    }
+    for (const { opts, symbols } of groups.values()) {
+      this._request({ type: "subscribe", symbols, ...opts }).catch((e) => {
+        this._emit("error", { code: e.code ?? 0, msg: `resubscribe failed: ${e.message}` });
+      });
+    }
+  }
+
+  // --- messages ------------------------------------------------------------
+
+  _onFrame(data) {
+    const receivedAt = this.opt.now();
+    this.lastMessageAt = receivedAt;
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this._emit("error", { code: 0, msg: "a frame that is not JSON" });
+      return;
+    }
+    if (!Array.isArray(frame)) frame = [frame];
+    if (this.silent) {
+      this.silent = false;
+      this._setState("messages again");
+    }
+    for (const m of frame) {
+      if (m.type !== "welcome") {
+        if (m.cseq !== this.lastCseq + 1) {
+          this._emit("gap", { expected: this.lastCseq + 1, got: m.cseq });
+          this._drop(`cseq gap: expected ${this.lastCseq + 1}, got ${m.cseq}`);
+          return;
+        }
+        this.lastCseq = m.cseq;
+      }
+      this._handle(m, receivedAt);
+      if (this.ws === null) return; // a handler gave up on this socket
+    }
+    this._emit("frame", { messages: frame.length, receivedAt });
+  }
+
+  _handle(m, receivedAt) {
+    switch (m.type) {
+      case "welcome":
+        if (this.epoch !== null && m.epoch !== this.epoch) {
+          // A new numbering run: the seq we remember mean nothing any more.
+          this.lastSeq.clear();
+        }
+        this.epoch = m.epoch;
+        this.hbMs = m.hb_ms > 0 ? m.hb_ms : 1000;
+        this.welcomed = true;
+        this.everWelcomed = true;
+        this.attempt = 0;
+        this._emit("welcome", m);
+        this._resubscribe();
+        this._setState();
+        break;
+      case "status":
+        this.feed = m.feed;
+        this._emit("status", m);
+        this._setState();
+        break;
+      case "subscribed":
+        for (const s of m.subs) {
+          const key = `${s.ch}:${s.sym}`;
+          if (!this.active.has(key)) {
+            const last = this.lastSeq.get(key);
+            if (last !== undefined && s.seq > last) {
+              this._emit("missed", { ch: s.ch, sym: s.sym, count: s.seq - last });
+            }
+            this.lastSeq.set(key, s.seq);
+            this.active.add(key);
+          }
+        }
+        for (const r of m.rejected) {
+          // A refused name would be refused again on every reconnect.
+          this.subs.delete(r.sym);
+          this._emit("rejected", r);
+        }
+        this._settle(m, true);
+        break;
+      case "snapshot":
+      case "q":
+      case "t":
+        this._data(m, receivedAt);
+        break;
+      case "overflow": {
+        const key = `${m.ch}:${m.sym}`;
+        const last = this.lastSeq.get(key);
+        if (last !== undefined && m.from_seq !== last + 1) {
+          this._emit("seqgap", { ch: m.ch, sym: m.sym, expected: last + 1, got: m.from_seq });
+        }
+        this.lastSeq.set(key, m.to_seq);
+        this._emit("overflow", m);
+        break;
+      }
+      case "unsubscribed":
+        for (const ch of m.channels) {
+          for (const key of [...this.lastSeq.keys()]) {
+            const [kch, sym] = key.split(/:(.*)/s);
+            if (kch === ch && (m.symbols.includes("*") || m.symbols.includes(sym))) {
+              this.lastSeq.delete(key);
+              this.active.delete(key);
+            }
+          }
+        }
+        this._settle(m, true);
+        this._emit("unsubscribed", m);
+        break;
+      case "pong":
+      case "symbols":
+        this._settle(m, true);
+        break;
+      case "error":
+        if (!this._settle(m, false)) this._emit("error", m);
+        break;
+      case "shutdown":
+        this.shutdownHintMs = m.reconnect_after_ms;
+        this._emit("shutdown", m);
+        break;
+      case "slow":
+        this._emit("slow", m);
+        break;
+      default:
+        // heartbeat (its arrival already fed the watchdog) and types added
+        // to v1 later, which a client must ignore.
+        break;
+    }
+  }
+
+  /** A snapshot, quote or trade: ordered per stream, checked, then emitted. */
+  _data(m, receivedAt) {
+    const snapshot = m.type === "snapshot";
+    const ch = snapshot ? m.ch : CHANNEL_OF[m.type];
+    const key = `${ch}:${m.sym}`;
+    const last = this.lastSeq.get(key);
+    if (last !== undefined) {
+      // A snapshot may repeat the position `subscribed` announced; an update
+      // must be newer than everything applied, or it would overwrite newer
+      // data (the snapshot-then-update guarantee, enforced on our side too).
+      if (snapshot ? m.seq < last : m.seq <= last) return;
+      const expected = last + (m.cf ?? 1);
+      if (!snapshot && m.seq !== expected) {
+        this._emit("seqgap", { ch, sym: m.sym, expected, got: m.seq });
+      }
+    }
+    this.lastSeq.set(key, m.seq);
+    this.active.add(key);
+    // The parsed message is ours: annotate it rather than copy it (thousands per second).
+    m.ch = ch;
+    m.snapshot = snapshot;
+    m.receivedAt = receivedAt;
+    this._emit(ch === "quotes" ? "quote" : "trade", m);
+  }
+
+  // --- state ---------------------------------------------------------------
+
+  _setState(reason) {
+    let state;
+    if (this.userClosed) state = State.CLOSED;
+    else if (!this.welcomed) state = this.everWelcomed ? State.RECONNECTING : State.CONNECTING;
+    else if (this.silent || this.feed === "stale") state = State.STALE;
+    else if (this.feed === "replay_done") state = State.REPLAY_DONE;
+    else state = State.LIVE;
+    // A new retry time is news too: pages show a countdown.
+    if (state === this.state && this.retryAt === this.shownRetryAt) return;
+    const previous = this.state;
+    this.state = state;
+    this.shownRetryAt = this.retryAt;
+    this._emit("state", { state, previous, reason, retryAt: this.retryAt });
+  }
+
+  _clearTimer(name) {
+    if (this[name] !== null) {
+      this.opt.clearTimeout(this[name]);
+      this[name] = null;
+    }
+  }
+
+  _emit(type, payload) {
+    const set = this.listeners.get(type);
+    if (set) for (const fn of set) fn(payload);
+  }
+}
