@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Updates queued per session in mode "all" before they are dropped and reported as overflow.
     #[arg(long, default_value_t = 8192)]
     pub all_queue: usize,
+    /// SO_SNDBUF of client sockets in bytes; 0 leaves it to the kernel's autotuning.
+    #[arg(long, default_value_t = 131072)]
+    pub send_buffer: usize,
     /// Close a session (4008) whose oldest unwritten frame has waited this long (ms) for its socket.
     #[arg(long, default_value_t = 5000)]
     pub lag_limit_ms: u64,
@@ -114,6 +117,14 @@ pub struct Config {
     pub shard: ShardConfig,
     /// Deadline for a client to send its request head.
     pub handshake_timeout: Duration,
+    /// `SO_SNDBUF` of client sockets. The kernel's autotuning lets a
+    /// socket queue megabytes for a reader that is behind, and every byte
+    /// queued there is old news by the time it is read. A bounded send
+    /// buffer makes the socket report "full" early, so the shard conflates
+    /// (`latest`) or reports drops (`all`) instead. 128 KiB (the kernel
+    /// doubles it) still fills a LAN link; raise it for high-latency links.
+    /// `None`: leave it to the kernel.
+    pub send_buffer: Option<usize>,
     /// How long sessions get to close on shutdown (the process exits within
     /// about this plus a few hundred ms).
     pub drain: Duration,
@@ -185,6 +196,7 @@ impl Config {
                 slow_warn: Duration::from_millis((a.lag_limit_ms / 5).max(1)),
                 ..ShardConfig::default()
             },
+            send_buffer: (a.send_buffer > 0).then_some(a.send_buffer),
             handshake_timeout: Duration::from_secs(10),
             drain: Duration::from_millis(1500),
         })

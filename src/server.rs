@@ -100,6 +100,7 @@ pub fn start_with(
         started: Instant::now(),
         handshake_timeout: config.handshake_timeout,
         next_session: std::sync::atomic::AtomicU64::new(0),
+        send_buffer: config.send_buffer,
     });
     let mut shards = Vec::with_capacity(config.shards);
     for (index, m) in metrics.into_iter().enumerate() {

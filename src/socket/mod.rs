@@ -48,6 +48,8 @@ pub struct HttpContext {
     pub started: Instant,
     /// Deadline for the request head (slowloris guard).
     pub handshake_timeout: Duration,
+    /// `SO_SNDBUF` for accepted sockets (None: the kernel's autotuning).
+    pub send_buffer: Option<usize>,
     /// Source of session ids (`s-1`, `s-2`...), unique across shards.
     pub next_session: AtomicU64,
 }
@@ -85,6 +87,9 @@ struct Head {
 /// Serves one accepted socket until it closes.
 pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
     let Ok(()) = conn.set_nonblocking(true) else { return };
+    if let Some(bytes) = ctx.http.send_buffer {
+        let _ = socket2::SockRef::from(&conn).set_send_buffer_size(bytes);
+    }
     let Ok(mut stream) = TcpStream::from_std(conn) else { return };
     let _ = stream.set_nodelay(true);
     let head = match tokio::time::timeout(ctx.http.handshake_timeout, read_head(&mut stream)).await

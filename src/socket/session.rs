@@ -37,14 +37,15 @@ const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 const RECONNECT_AFTER_MS: u64 = 1000;
 
 /// The tungstenite settings for this workload: small reads (clients send
-/// small commands), inbound limits at the protocol's `max_message_bytes`, and
+/// small commands, and tungstenite zero-fills the read buffer on every read
+/// attempt, so its size is paid per wake-up), inbound limits at the protocol's `max_message_bytes`, and
 /// writes gathered up to 64 KiB so that the frames of one wake-up go out in
 /// one system call at the `flush`. The write buffer bound is generous
 /// because the shard never hands over more than one batch at a time: it is
 /// the shard's build-on-ready policy, not this limit, that bounds memory.
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(64 << 20)
         .max_message_size(Some(max_message_bytes))
@@ -61,16 +62,22 @@ pub async fn run(stream: TcpStream, rest: Vec<u8>, format: Format, ctx: ConnCont
     let (slot, ctl) = ctx.shard.borrow_mut().open_session(format, uid);
     let hb = ctx.shard.borrow().config().hb;
     let shard = ctx.shard.clone();
-    let reader = read_half(stream, ctx.shard.clone(), slot);
+    // The reader is a task of its own: waking the writer for every batch
+    // must not poll the reader too (each tungstenite read attempt zeroes its
+    // read buffer).
+    let mut reader = tokio::task::spawn_local(read_half(stream, ctx.shard.clone(), slot));
     let writer = write_half(sink, ctx.shard.clone(), slot, ctl, hb, ctx.shutdown.clone());
-    tokio::pin!(reader, writer);
+    tokio::pin!(writer);
     tokio::select! {
         // The peer left: the reader asked the writer to stop; let it.
         _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_GRACE, writer).await; }
         // The server closed: wait a little for the peer's close reply.
-        graceful = &mut writer => if graceful {
-            let _ = tokio::time::timeout(CLOSE_GRACE, reader).await;
-        },
+        graceful = &mut writer => {
+            if graceful {
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+            }
+            reader.abort();
+        }
     }
     shard.borrow_mut().close_session(slot);
 }
