@@ -11,9 +11,12 @@
 //! - `http`: the plain HTTP routes on the WebSocket port.
 //! - `cli`: the `tickwire` binary itself (printed URL, signals, exit code).
 //! - `external`: a client outside the Rust stack (Python `websockets`).
+//! - `browser`: the dashboard's protocol client under `node --test`, and the
+//!   page itself in headless chromium (playwright-core).
 
 mod util;
 
+mod browser;
 mod cli;
 mod external;
 mod http;

@@ -133,7 +133,6 @@ function makeRow(sym) {
     symBtn,
     cells,
     shown: {}, // text last written per cell: skip DOM writes that change nothing
-    flip: {}, // alternates the flash animation name so a new flash restarts it
     flash: {}, // cell -> 1 or -1, set by the model, consumed by render()
     bid: undefined,
     ask: undefined,
@@ -250,6 +249,12 @@ function setText(r, col, text) {
   }
 }
 
+/** "up", "down", or "" when the change rounds to zero at the shown precision. */
+function direction(chg, decimals) {
+  if (Math.abs(chg) < 0.5 * 10 ** -decimals) return "";
+  return chg > 0 ? "up" : "down";
+}
+
 function renderRow(r) {
   const d = decimalsFor(r.bid ?? r.last);
   setText(r, "bid", r.bid === undefined ? dash : fmt(r.bid, d));
@@ -264,20 +269,33 @@ function renderRow(r) {
     const chg = p - r.base;
     setText(r, "chg", fmt(chg, d, true));
     setText(r, "pct", `${fmt((chg / r.base) * 100, 2, true)}%`);
-    const dir = Math.abs(chg) < 1e-9 ? "" : chg > 0 ? "up" : "down";
+    const dir = direction(chg, d);
     if (r.shown.dir !== dir) {
       r.shown.dir = dir;
       r.cells.chg.dataset.dir = dir;
       r.cells.pct.dataset.dir = dir;
     }
   }
+  const until = performance.now() + FLASH_MS;
   for (const col in r.flash) {
-    // Two identical animations under different names: switching the name
-    // restarts the flash without a forced reflow.
-    r.flip[col] = !r.flip[col];
-    r.cells[col].className = `${r.flash[col] > 0 ? "fu" : "fd"}${r.flip[col] ? "1" : "2"}`;
+    const td = r.cells[col];
+    td.className = r.flash[col] > 0 ? "fu" : "fd";
+    flashing.set(td, until);
   }
   r.flash = {};
+}
+
+const FLASH_MS = 500;
+/** Cells showing a flash -> when it ends (performance.now() time). */
+const flashing = new Map();
+
+function endFlashes(now) {
+  for (const [td, until] of flashing) {
+    if (until <= now) {
+      td.className = "";
+      flashing.delete(td);
+    }
+  }
 }
 
 function render(now) {
@@ -291,13 +309,16 @@ function render(now) {
     if (r.sym === selected) chartDirty = true;
   }
   dirty.clear();
-  // The chart scrolls with time, so it is redrawn at least 10 times a second while shown.
-  if (selected && (chartDirty || now - lastChartDraw > 100)) {
+  endFlashes(now);
+  // The chart scrolls with time, so it is redrawn 10 times a second while
+  // shown, and up to 20 while its symbol changes: more costs more than it shows.
+  const since = now - lastChartDraw;
+  if (selected && ((chartDirty && since >= 50) || since >= 100)) {
     drawChart();
     lastChartDraw = now;
     chartDirty = false;
   }
-  if (selected) schedule();
+  if (selected || flashing.size) schedule();
 }
 
 // --- the virtual table -----------------------------------------------------------
@@ -333,7 +354,13 @@ function layoutRows() {
   shownRange = key;
   const keep = new Set(want);
   for (const r of rows.values()) {
-    if (r.attached && !keep.has(r)) r.attached = false;
+    if (r.attached && !keep.has(r)) {
+      r.attached = false;
+      for (const col of ["bid", "ask", "last"]) {
+        r.cells[col].className = "";
+        flashing.delete(r.cells[col]);
+      }
+    }
   }
   want.forEach((r, i) => {
     r.tr.setAttribute("aria-rowindex", String(first + i + 2));
@@ -370,7 +397,7 @@ function drawChart() {
   if (p !== undefined && r.base !== undefined) {
     const chg = p - r.base;
     el.chartChg.textContent = `${fmt(chg, d, true)} (${fmt((chg / r.base) * 100, 2, true)}%)`;
-    el.chartChg.dataset.dir = chg > 0 ? "up" : chg < 0 ? "down" : "";
+    el.chartChg.dataset.dir = direction(chg, d);
   }
 }
 
@@ -549,8 +576,9 @@ el.add.addEventListener("keydown", (e) => {
   }
   e.preventDefault();
 });
-el.add.addEventListener("blur", () => setTimeout(closeSuggestions, 150));
-// mousedown, not click: it fires before the input's blur hides the list.
+el.add.addEventListener("blur", closeSuggestions);
+// mousedown, not click, and no default: the input keeps focus, so its blur
+// does not close the list before the choice is taken.
 el.suggestions.addEventListener("mousedown", (e) => {
   const li = e.target.closest("li[data-sym]");
   if (li) {

@@ -3,6 +3,7 @@
 // call to draw(); a few thousand points take well under a millisecond.
 
 const WINDOW_MS = 120_000;
+const MIN_WINDOW_MS = 20_000;
 // Longer silence than this breaks the lines: the page was disconnected or
 // the symbol was not trading, and a flat line would pretend otherwise.
 const GAP_MS = 3_000;
@@ -66,7 +67,11 @@ export class PriceChart {
     ctx.clearRect(0, 0, w, h);
     ctx.font = c.font;
 
-    const t0 = now - WINDOW_MS;
+    // Up to two minutes; less while there is less history, so a freshly
+    // opened page shows a full chart instead of a sliver at the right.
+    const oldest = Math.min(history.quotes[0]?.[0] ?? now, history.trades[0]?.[0] ?? now);
+    const span = Math.min(WINDOW_MS, Math.max(MIN_WINDOW_MS, now - oldest + 1_000));
+    const t0 = now - span;
     const quotes = visible(history.quotes, t0);
     const trades = visible(history.trades, t0);
     let lo = Infinity;
@@ -91,10 +96,10 @@ export class PriceChart {
     const pad = Math.max((hi - lo) * 0.12, hi * 0.0002);
     lo -= pad;
     hi += pad;
-    const x = (t) => ((t - t0) / WINDOW_MS) * plotW;
+    const x = (t) => ((t - t0) / span) * plotW;
     const y = (p) => plotH - ((p - lo) / (hi - lo)) * plotH;
 
-    // Grid: about five price levels at round steps, a time mark every 30 s.
+    // Grid: about five price levels at round steps, and time marks.
     ctx.strokeStyle = c.grid;
     ctx.lineWidth = 1;
     ctx.fillStyle = c.text;
@@ -111,13 +116,15 @@ export class PriceChart {
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "alphabetic";
-    for (let t = Math.ceil(t0 / 30_000) * 30_000; t <= now; t += 30_000) {
+    const tick = span > 60_000 ? 30_000 : span > 30_000 ? 10_000 : 5_000;
+    for (let t = Math.ceil(t0 / tick) * tick; t <= now; t += tick) {
       const xx = Math.round(x(t)) + 0.5;
       ctx.beginPath();
       ctx.moveTo(xx, 0);
       ctx.lineTo(xx, plotH);
       ctx.stroke();
-      ctx.fillText(new Date(t).toLocaleTimeString([], { hour12: false }), xx, h - 4);
+      // A label cut by the plot's edge reads as a different time: leave it out.
+      if (xx > 28 && xx < plotW - 28) ctx.fillText(new Date(t).toLocaleTimeString([], { hour12: false }), xx, h - 4);
     }
 
     // The bid-ask band and the mid line, as steps: a quote holds until the next.

@@ -173,8 +173,8 @@ export class TickwireClient {
     this.retryAt = null;
     this.welcomed = false;
     this.lastCseq = 0;
-    // Streams subscribed on this connection: their seq continues across a
-    // re-subscribe, while other streams are seeded from `subscribed`.
+    // Streams subscribed on this connection (the others, when `subscribed`
+    // names them, were missed while away).
     this.active = new Set();
     this.lastMessageAt = this.opt.now();
     let ws;
@@ -360,14 +360,16 @@ export class TickwireClient {
       case "subscribed":
         for (const s of m.subs) {
           const key = `${s.ch}:${s.sym}`;
-          if (!this.active.has(key)) {
-            const last = this.lastSeq.get(key);
-            if (last !== undefined && s.seq > last) {
-              this._emit("missed", { ch: s.ch, sym: s.sym, count: s.seq - last });
-            }
-            this.lastSeq.set(key, s.seq);
-            this.active.add(key);
+          const last = this.lastSeq.get(key);
+          if (!this.active.has(key) && last !== undefined && s.seq > last) {
+            // Known from an earlier connection of this epoch: the difference
+            // is what happened while we were away.
+            this._emit("missed", { ch: s.ch, sym: s.sym, count: s.seq - last });
           }
+          // `seq` here is the base of the stream's next `cf`, for new and
+          // re-subscribed streams alike.
+          this.lastSeq.set(key, s.seq);
+          this.active.add(key);
         }
         for (const r of m.rejected) {
           // A refused name would be refused again on every reconnect.

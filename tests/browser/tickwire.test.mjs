@@ -1,0 +1,407 @@
+// Unit tests of the dashboard's protocol client (src/dashboard/tickwire.js)
+// against a fake WebSocket and fake timers: no server, no browser, no waiting.
+// Run: node --test tests/browser/*.test.mjs
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { State, TickwireClient, backoffDelay } from "../../src/dashboard/tickwire.js";
+
+/** Timers driven by hand: `advance(ms)` runs whatever falls due, in order. */
+class FakeClock {
+  constructor() {
+    this.t = 1_000_000;
+    this.timers = new Map();
+    this.nextId = 1;
+  }
+  now = () => this.t;
+  setTimeout = (fn, ms) => {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.t + ms, fn });
+    return id;
+  };
+  clearTimeout = (id) => {
+    this.timers.delete(id);
+  };
+  advance(ms) {
+    const end = this.t + ms;
+    for (;;) {
+      let next = null;
+      for (const [id, tm] of this.timers) {
+        if (tm.at <= end && (next === null || tm.at < next[1].at)) next = [id, tm];
+      }
+      if (next === null) break;
+      this.timers.delete(next[0]);
+      this.t = next[1].at;
+      next[1].fn();
+    }
+    this.t = end;
+  }
+}
+
+/** A WebSocket whose "server side" the test plays by hand. */
+class FakeSocket {
+  static all = [];
+  constructor(url, protocol) {
+    this.url = url;
+    this.protocol = protocol;
+    this.sent = [];
+    this.closed = null;
+    this.cseq = 0;
+    FakeSocket.all.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close(code, reason) {
+    this.closed = { code, reason };
+  }
+  /** Delivers one frame; messages after `welcome` get the next cseq unless they carry one. */
+  frame(...msgs) {
+    for (const m of msgs) if (m.type !== "welcome" && m.cseq === undefined) m.cseq = ++this.cseq;
+    this.onmessage({ data: JSON.stringify(msgs) });
+  }
+  welcome(epoch = "e-1", hb_ms = 1000) {
+    this.frame({ type: "welcome", session: "s-1", epoch, hb_ms, time_unit: "ms" });
+    this.frame({ type: "status", feed: "live", t: 1 });
+  }
+  /** Answers the last request of `type` the client sent. */
+  reply(type, msg) {
+    const req = this.sent.findLast((r) => r.type === type);
+    assert.ok(req, `the client sent a ${type}`);
+    this.frame({ ...msg, id: req.id });
+    return req;
+  }
+  serverClose(code = 1006, reason = "") {
+    this.onclose({ code, reason });
+  }
+}
+
+function setup(options = {}) {
+  FakeSocket.all = [];
+  const clock = new FakeClock();
+  const client = new TickwireClient("ws://test/ws?stamps=1", {
+    WebSocket: FakeSocket,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    now: clock.now,
+    random: () => 0.5,
+    ...options,
+  });
+  const events = [];
+  for (const type of ["state", "quote", "trade", "gap", "seqgap", "missed", "rejected", "retry", "error"]) {
+    client.on(type, (e) => events.push([type, e]));
+  }
+  const of = (type) => events.filter(([t]) => t === type).map(([, e]) => e);
+  const states = () => of("state").map((e) => e.state);
+  const socket = () => FakeSocket.all.at(-1);
+  return { clock, client, events, of, states, socket };
+}
+
+const sub = (ch, sym, seq) => ({ ch, sym, seq, mode: "latest", max_hz: null });
+
+test("backoff doubles up to the cap, with jitter in the upper half", () => {
+  assert.equal(backoffDelay(0, 250, 5000, () => 0), 125);
+  assert.equal(backoffDelay(0, 250, 5000, () => 1), 250);
+  assert.equal(backoffDelay(3, 250, 5000, () => 0.5), 1500);
+  for (let a = 0; a < 40; a++) {
+    const d = backoffDelay(a, 250, 5000, Math.random);
+    assert.ok(d >= 125 && d <= 5000, `attempt ${a}: ${d}`);
+  }
+  assert.equal(backoffDelay(30, 250, 5000, () => 1), 5000);
+});
+
+test("contiguous cseq across frames is accepted, a gap reconnects", () => {
+  const { clock, client, of, states, socket } = setup();
+  client.connect();
+  const first = socket();
+  assert.equal(first.protocol, "tickwire.v1.json");
+  first.welcome();
+  first.frame({ type: "heartbeat", t: 2 }, { type: "heartbeat", t: 3 });
+  assert.deepEqual(of("gap"), []);
+  assert.equal(client.state, State.LIVE);
+
+  // cseq 4 is followed by 6: message 5 was lost in transport.
+  first.frame({ type: "heartbeat", t: 4 }, { type: "heartbeat", cseq: 6, t: 5 });
+  assert.deepEqual(of("gap"), [{ expected: 5, got: 6 }]);
+  assert.equal(first.closed.code, 4000, "the client closes the damaged connection");
+  assert.equal(client.state, State.RECONNECTING);
+  assert.deepEqual(states(), [State.CONNECTING, State.LIVE, State.RECONNECTING]);
+
+  // A new connection starts counting from its own welcome again.
+  clock.advance(250);
+  assert.equal(FakeSocket.all.length, 2);
+  socket().welcome();
+  socket().frame({ type: "heartbeat", t: 6 });
+  assert.equal(of("gap").length, 1);
+  assert.equal(client.state, State.LIVE);
+});
+
+test("messages of a dropped socket are ignored", () => {
+  const { clock, client, of, socket } = setup();
+  client.connect();
+  const first = socket();
+  first.welcome();
+  first.frame({ type: "heartbeat", cseq: 9, t: 1 });
+  clock.advance(250);
+  // The old socket's late messages must not reach the new connection's state.
+  first.frame({ type: "heartbeat", cseq: 10, t: 2 });
+  assert.equal(of("gap").length, 1);
+});
+
+test("a snapshot comes first; older or repeated updates never overwrite it", () => {
+  const { client, of, socket } = setup();
+  client.subscribe(["AAPL"], { max_hz: 4 });
+  client.connect();
+  const ws = socket();
+  ws.welcome();
+  // Resubscribed on welcome, with the options given.
+  const req = ws.sent.find((r) => r.type === "subscribe");
+  assert.deepEqual(req.symbols, ["AAPL"]);
+  assert.equal(req.max_hz, 4);
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 41), sub("trades", "AAPL", 4)], rejected: [] });
+
+  ws.frame(
+    { type: "snapshot", ch: "quotes", sym: "AAPL", seq: 41, bp: 1, bs: 1, ap: 2, as: 1, t: 1 },
+    { type: "snapshot", ch: "trades", sym: "AAPL", seq: 4, p: 1.5, s: 100, t: 1 },
+  );
+  ws.frame(
+    { type: "q", sym: "AAPL", seq: 41, bp: 9, bs: 1, ap: 9, as: 1, t: 2 }, // repeats the snapshot: dropped
+    { type: "q", sym: "AAPL", seq: 40, bp: 8, bs: 1, ap: 8, as: 1, t: 2 }, // older: dropped
+    { type: "q", sym: "AAPL", seq: 43, cf: 2, bp: 1.1, bs: 1, ap: 2.1, as: 1, t: 3 }, // conflated, no gap
+    { type: "t", sym: "AAPL", seq: 5, p: 1.6, s: 200, t: 3 },
+  );
+  // An older snapshot (e.g. a late duplicate) cannot move the stream back either.
+  ws.frame({ type: "snapshot", ch: "quotes", sym: "AAPL", seq: 42, bp: 7, bs: 1, ap: 7, as: 1, t: 1 });
+
+  const quotes = of("quote").map((q) => [q.seq, q.snapshot, q.bp]);
+  assert.deepEqual(quotes, [
+    [41, true, 1],
+    [43, false, 1.1],
+  ]);
+  assert.deepEqual(of("trade").map((t) => [t.seq, t.snapshot, t.ch]), [
+    [4, true, "trades"],
+    [5, false, "trades"],
+  ]);
+  assert.deepEqual(of("seqgap"), []);
+  assert.equal(typeof of("quote")[0].receivedAt, "number");
+
+  // A jump that cf does not explain is reported, and the newer value still applies.
+  ws.frame({ type: "q", sym: "AAPL", seq: 50, cf: 2, bp: 1.2, bs: 1, ap: 2.2, as: 1, t: 4 });
+  assert.deepEqual(of("seqgap"), [{ ch: "quotes", sym: "AAPL", expected: 45, got: 50 }]);
+  assert.equal(of("quote").at(-1).seq, 50);
+});
+
+test("re-subscribing: subscribed.seq is the base of the next cf", () => {
+  const { client, of, socket } = setup();
+  client.subscribe(["AAPL"], { channels: ["quotes"], max_hz: 1 });
+  client.connect();
+  const ws = socket();
+  ws.welcome();
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 40)], rejected: [] });
+  ws.frame({ type: "q", sym: "AAPL", seq: 41, bp: 1, bs: 1, ap: 2, as: 1, t: 1 });
+  // New options; the server says the stream continues from 45.
+  client.subscribe(["AAPL"], { channels: ["quotes"], max_hz: 4 });
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 45)], rejected: [] });
+  ws.frame({ type: "q", sym: "AAPL", seq: 47, cf: 2, bp: 1, bs: 1, ap: 2, as: 1, t: 2 });
+  assert.deepEqual(of("seqgap"), []);
+  assert.deepEqual(of("missed"), [], "nothing was missed on a live connection");
+  assert.deepEqual(of("quote").map((q) => q.seq), [41, 47]);
+});
+
+test("overflow explains a gap in mode all; a jump without one is reported", () => {
+  const { client, of, socket } = setup();
+  client.subscribe(["MSFT"], { mode: "all", channels: ["quotes"] });
+  client.connect();
+  const ws = socket();
+  ws.welcome();
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("quotes", "MSFT", 10)], rejected: [] });
+  ws.frame({ type: "q", sym: "MSFT", seq: 11, bp: 1, bs: 1, ap: 2, as: 1, t: 1 });
+  ws.frame({ type: "overflow", ch: "quotes", sym: "MSFT", lost: 5, from_seq: 12, to_seq: 16 });
+  ws.frame({ type: "q", sym: "MSFT", seq: 17, bp: 1, bs: 1, ap: 2, as: 1, t: 2 });
+  assert.deepEqual(of("seqgap"), []);
+  ws.frame({ type: "q", sym: "MSFT", seq: 19, bp: 1, bs: 1, ap: 2, as: 1, t: 3 });
+  assert.deepEqual(of("seqgap"), [{ ch: "quotes", sym: "MSFT", expected: 18, got: 19 }]);
+});
+
+test("reconnect: jittered backoff grows, resets after a welcome, and resubscribes", () => {
+  const { clock, client, of, states, socket } = setup();
+  client.subscribe(["SPY", "QQQ"], { max_hz: 10 });
+  client.connect();
+  assert.equal(client.state, State.CONNECTING);
+  socket().welcome();
+  assert.equal(client.state, State.LIVE);
+
+  socket().serverClose(1006);
+  assert.equal(client.state, State.RECONNECTING);
+  // random() = 0.5: 3/4 of 250, 500, 1000 ms.
+  assert.deepEqual(of("retry").map((r) => r.delayMs), [187.5]);
+  assert.equal(of("state").at(-1).retryAt, clock.now() + 187.5);
+
+  clock.advance(187);
+  assert.equal(FakeSocket.all.length, 1, "no attempt before the delay");
+  clock.advance(1);
+  assert.equal(FakeSocket.all.length, 2);
+  socket().serverClose(1006); // refused: the server is still down
+  clock.advance(375);
+  assert.equal(FakeSocket.all.length, 3);
+  socket().serverClose(1006);
+  assert.deepEqual(of("retry").map((r) => r.delayMs), [187.5, 375, 750]);
+  clock.advance(750);
+  assert.equal(client.state, State.RECONNECTING);
+
+  const ws = socket();
+  ws.welcome();
+  assert.equal(client.state, State.LIVE);
+  const req = ws.sent.find((r) => r.type === "subscribe");
+  assert.deepEqual(req.symbols, ["SPY", "QQQ"]);
+  assert.equal(req.max_hz, 10);
+
+  // Live again: the next failure starts from the smallest delay.
+  ws.serverClose(1006);
+  assert.equal(of("retry").at(-1).delayMs, 187.5);
+  assert.deepEqual([...new Set(states())], [State.CONNECTING, State.LIVE, State.RECONNECTING]);
+
+  client.close();
+  assert.equal(client.state, State.CLOSED);
+  clock.advance(60_000);
+  assert.equal(FakeSocket.all.length, 4, "no reconnect after close()");
+});
+
+test("shutdown's reconnect_after_ms replaces the backoff once", () => {
+  const { clock, client, of, socket } = setup();
+  client.connect();
+  socket().welcome();
+  socket().frame({ type: "shutdown", reconnect_after_ms: 1500 });
+  socket().serverClose(1001, "server shutting down");
+  assert.deepEqual(of("retry").map((r) => r.delayMs), [1500]);
+  clock.advance(1499);
+  assert.equal(FakeSocket.all.length, 1);
+  clock.advance(1);
+  assert.equal(FakeSocket.all.length, 2);
+  socket().serverClose(1006);
+  assert.equal(of("retry").at(-1).delayMs, 375, "back to the backoff (attempt 1)");
+});
+
+test("stale: the feed says so, or the connection goes silent", () => {
+  const { clock, client, states, socket } = setup();
+  client.connect();
+  const ws = socket();
+  ws.welcome("e-1", 1000);
+  ws.frame({ type: "status", feed: "stale", t: 2 });
+  assert.equal(client.state, State.STALE);
+  ws.frame({ type: "status", feed: "live", t: 3 });
+  assert.equal(client.state, State.LIVE);
+  ws.frame({ type: "status", feed: "replay_done", t: 4 });
+  assert.equal(client.state, State.REPLAY_DONE);
+  ws.frame({ type: "status", feed: "live", t: 5 });
+
+  // Heartbeats keep it live...
+  for (let i = 0; i < 5; i++) {
+    clock.advance(1000);
+    ws.frame({ type: "heartbeat", t: 6 + i });
+  }
+  assert.equal(client.state, State.LIVE);
+  // ...silence for 2.5 intervals makes it stale, a message makes it live again...
+  clock.advance(2500);
+  assert.equal(client.state, State.STALE);
+  ws.frame({ type: "heartbeat", t: 20 });
+  assert.equal(client.state, State.LIVE);
+  // ...and 5 silent intervals drop the connection.
+  clock.advance(5000);
+  assert.equal(ws.closed.code, 4000);
+  assert.equal(client.state, State.RECONNECTING);
+  assert.deepEqual(states(), [
+    State.CONNECTING, State.LIVE, State.STALE, State.LIVE, State.REPLAY_DONE, State.LIVE,
+    State.STALE, State.LIVE, State.STALE, State.RECONNECTING,
+  ]);
+});
+
+test("a connection attempt that never gets a welcome times out", () => {
+  const { clock, client, socket } = setup();
+  client.connect();
+  const ws = socket();
+  clock.advance(5000);
+  assert.ok(ws.closed, "the hanging attempt was abandoned");
+  assert.equal(client.state, State.CONNECTING, "never live yet: still connecting");
+  clock.advance(250);
+  assert.equal(FakeSocket.all.length, 2);
+});
+
+test("same epoch: missed updates are counted; new epoch: old seq are forgotten", () => {
+  const { clock, client, of, socket } = setup();
+  client.subscribe(["AAPL"], { channels: ["quotes"] });
+  client.connect();
+  socket().welcome("e-1");
+  socket().reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 41)], rejected: [] });
+  socket().frame({ type: "q", sym: "AAPL", seq: 42, bp: 1, bs: 1, ap: 2, as: 1, t: 1 });
+
+  socket().serverClose(1006);
+  clock.advance(250);
+  socket().welcome("e-1");
+  socket().reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 50)], rejected: [] });
+  assert.deepEqual(of("missed"), [{ ch: "quotes", sym: "AAPL", count: 8 }]);
+
+  // Restarted server: seq starts again from 1 and must not be taken as old.
+  socket().serverClose(1006);
+  clock.advance(250);
+  socket().welcome("e-2");
+  socket().reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 3)], rejected: [] });
+  socket().frame({ type: "snapshot", ch: "quotes", sym: "AAPL", seq: 3, bp: 1, bs: 1, ap: 2, as: 1, t: 1 });
+  socket().frame({ type: "q", sym: "AAPL", seq: 4, bp: 1, bs: 1, ap: 2, as: 1, t: 1 });
+  assert.equal(of("missed").length, 1);
+  assert.deepEqual(of("quote").map((q) => q.seq), [42, 3, 4]);
+  assert.deepEqual(of("seqgap"), []);
+});
+
+test("requests resolve by id; rejected symbols are not resubscribed", async () => {
+  const { clock, client, of, socket } = setup();
+  client.subscribe(["AAPL", "NOPE"]);
+  client.connect();
+  const ws = socket();
+  ws.welcome();
+  ws.reply("subscribe", {
+    type: "subscribed",
+    subs: [sub("quotes", "AAPL", 1), sub("trades", "AAPL", 1)],
+    rejected: [{ sym: "NOPE", code: 404, msg: "unknown symbol" }],
+  });
+  assert.deepEqual(of("rejected").map((r) => r.sym), ["NOPE"]);
+  assert.deepEqual([...client.subs.keys()], ["AAPL"]);
+
+  const listed = client.list("MS");
+  assert.deepEqual(ws.reply("list", { type: "symbols", symbols: ["MSFT", "MSTR"] }).prefix, "MS");
+  assert.deepEqual(await listed, ["MSFT", "MSTR"]);
+
+  const pinged = client.ping();
+  clock.advance(3);
+  ws.reply("ping", { type: "pong", t: 123 });
+  assert.deepEqual(await pinged, { rttMs: 3, serverTime: 123 });
+
+  const bad = client.list("x");
+  ws.reply("list", { type: "error", code: 400, msg: "malformed", temporary: false });
+  await assert.rejects(bad, /error 400/);
+
+  const unanswered = client.list("y");
+  clock.advance(5000);
+  await assert.rejects(unanswered, /no reply/);
+
+  const cut = client.list("z");
+  ws.serverClose(1006);
+  await assert.rejects(cut, /connection closed/);
+  await assert.rejects(client.list("z"), /not connected/);
+});
+
+test("unsubscribe forgets the streams and is not resubscribed", () => {
+  const { clock, client, socket } = setup();
+  client.subscribe(["AAPL", "MSFT"]);
+  client.connect();
+  socket().welcome();
+  socket().reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 5), sub("quotes", "MSFT", 6)], rejected: [] });
+  client.unsubscribe(["MSFT"]);
+  socket().reply("unsubscribe", { type: "unsubscribed", symbols: ["MSFT"], channels: ["quotes", "trades"] });
+  assert.deepEqual([...client.lastSeq.keys()], ["quotes:AAPL"]);
+  socket().serverClose(1006);
+  clock.advance(250);
+  socket().welcome();
+  assert.deepEqual(socket().sent.find((r) => r.type === "subscribe").symbols, ["AAPL"]);
+});
