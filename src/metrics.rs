@@ -80,7 +80,7 @@ impl ShardCounters {
 }
 
 /// Highest latency the histograms track (60 s in ns); larger values saturate.
-const MAX_LATENCY_NS: u64 = 60_000_000_000;
+pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
 /// Creates an empty latency histogram (ns, 3 significant digits).
 pub fn new_histogram() -> Histogram<u64> {

@@ -65,3 +65,42 @@ async fn an_oversized_request_head_is_refused() {
         String::from_utf8_lossy(&buf)
     );
 }
+
+#[tokio::test]
+async fn latency_histogram_counts_every_update_sent() {
+    use serde_json::json;
+    let ts = manual_server(|_| {});
+    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    ts.flush();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = crate::util::Client::connect(ts.addr, "").await;
+        c.subscribe(json!({"symbols": ["AAPL"], "mode": "all", "snapshot": false})).await;
+        clients.push(c);
+    }
+    for i in 0..50 {
+        ts.feed.quote("AAPL", 1.0 + f64::from(i) * 0.01, 1, 1.2, 1);
+    }
+    ts.flush();
+    for c in &mut clients {
+        c.until(|m| m["seq"] == 51).await;
+    }
+    let value = |body: &str, name: &str| -> u64 {
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap()
+    };
+    // The histogram is merged every 100 ms; wait for it (bounded).
+    let deadline = tokio::time::Instant::now() + crate::util::TIMEOUT;
+    loop {
+        let (_, body) = ts.get("/metrics").await;
+        let (sent, counted) = (
+            value(&body, "tickwire_updates_out_total"),
+            value(&body, "tickwire_ingest_to_send_seconds_count"),
+        );
+        // One latency sample per update sent, though shared tails record them in bulk.
+        if sent == 150 && counted == sent {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "sent {sent}, counted {counted}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -175,6 +175,12 @@ pub fn write_snapshot_head(buf: &mut Vec<u8>, tick: &Tick, cseq: u64) {
 /// A JSON string literal for text that may need escaping.
 pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
+    // Fast path: symbol names and most texts need no escaping.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => buf.extend_from_slice(b"\\\""),
