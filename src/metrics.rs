@@ -63,6 +63,8 @@ pub struct ShardCounters {
     pub slow_disconnects: AtomicU64,
     /// HTTP requests answered without upgrading.
     pub http_requests: AtomicU64,
+    /// Sessions dropped because the peer answered no ping for two intervals.
+    pub dead_peers: AtomicU64,
 }
 
 impl ShardCounters {
@@ -212,6 +214,12 @@ pub fn render(market: &Market, shards: &[std::sync::Arc<ShardMetrics>]) -> Strin
         "counter",
         "Plain HTTP requests answered.",
         sum(|c| &c.http_requests),
+    );
+    metric(
+        "tickwire_dead_peers_total",
+        "counter",
+        "Sessions dropped because the peer answered no ping for two heartbeat intervals.",
+        sum(|c| &c.dead_peers),
     );
 
     let mut merged = new_histogram();

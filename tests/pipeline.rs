@@ -262,6 +262,7 @@ async fn a_client_that_never_reads_is_isolated_and_closed() {
     let grown = rss_bytes().saturating_sub(rss_before);
     assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
     assert_eq!(metric(&ts, "tickwire_connections").await, 1);
+    assert_eq!(metric(&ts, "tickwire_dead_peers_total").await, 1);
 }
 
 #[tokio::test]
@@ -309,4 +310,41 @@ async fn ring_overruns_resync_from_the_latest_value_table() {
         metric(&ts, "tickwire_ring_overruns_total").await > 0,
         "the test must really overrun the ring"
     );
+}
+
+#[tokio::test]
+async fn a_peer_that_answers_no_ping_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ts = manual_server(|c| c.shard.hb = Duration::from_millis(100));
+    // A raw socket: completes the upgrade, then never answers anything.
+    let mut dead = tokio::net::TcpStream::connect(ts.addr).await.unwrap();
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    dead.write_all(upgrade.as_bytes()).await.unwrap();
+    // A live client that reads (and so answers pings) all along.
+    let mut alive = Client::connect(ts.addr, "").await;
+    let started = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            n = dead.read(&mut buf) => {
+                // EOF or reset: the server dropped the silent peer.
+                if n.map_or(true, |n| n == 0) {
+                    break;
+                }
+            }
+            m = alive.next() => { assert_ne!(m["type"], "shutdown"); }
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "silent peer not dropped");
+    }
+    // Two 100 ms intervals without an answer, give or take scheduling.
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "dropped too early: {:?}",
+        started.elapsed()
+    );
+    // The live client is still served.
+    assert_eq!(alive.request(json!({"type": "ping"}), 1).await["type"], "pong");
+    assert_eq!(metric(&ts, "tickwire_connections").await, 1);
+    assert_eq!(metric(&ts, "tickwire_dead_peers_total").await, 1);
 }

@@ -89,6 +89,7 @@ where
 {
     let mut parser = Parser::default();
     while let Some(msg) = stream.next().await {
+        shard.borrow_mut().peer_alive(slot);
         match msg {
             Ok(Message::Text(text)) => {
                 let mut s = shard.borrow_mut();
@@ -162,8 +163,22 @@ where
     K: Sink<Message, Error = WsError> + Unpin,
 {
     let mut last_sent = tokio::time::Instant::now();
+    let mut next_ping = last_sent + hb;
     let mut shutting_down = *shutdown.borrow();
     loop {
+        // Liveness: a WebSocket ping every `hb`; a peer that has sent
+        // nothing (not even the pong) for two intervals is gone.
+        let now = tokio::time::Instant::now();
+        if now >= next_ping {
+            if shard.borrow_mut().ping_overdue(slot, now.into_std(), 2 * hb) {
+                DeadPeer { slot }.emit();
+                return false;
+            }
+            if sink.feed(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                return false;
+            }
+            next_ping = now + hb;
+        }
         if shutting_down {
             let jitter = u64::from(slot) * 37 % 1000;
             shard.borrow_mut().shutdown_session(slot, RECONNECT_AFTER_MS + jitter);
@@ -200,10 +215,15 @@ where
             return false;
         }
         if out.frames.is_empty() {
+            // A ping fed above goes out with the next frame or now.
+            if sink.flush().await.is_err() {
+                return false;
+            }
             let idle = tokio::time::sleep_until(last_sent + hb);
             tokio::select! {
                 _ = ctl.wake.notified() => {}
                 _ = idle => shard.borrow_mut().heartbeat(slot),
+                _ = tokio::time::sleep_until(next_ping) => {}
                 changed = shutdown.changed(), if !shutting_down => {
                     shutting_down = changed.is_err() || *shutdown.borrow();
                 }
@@ -238,6 +258,17 @@ where
         }
         shard.borrow_mut().write_done(slot, n, bytes);
         last_sent = tokio::time::Instant::now();
+    }
+}
+
+/// A peer that answered no ping for two heartbeat intervals was dropped.
+struct DeadPeer {
+    slot: u32,
+}
+
+impl DeadPeer {
+    fn emit(self) {
+        tracing::debug!(slot = self.slot, "peer answered no ping for two intervals; dropped");
     }
 }
 

@@ -185,6 +185,8 @@ pub struct Session {
     pub rate_window: Instant,
     /// Messages received in the current window.
     pub rate_count: u32,
+    /// When the oldest ping that nothing has answered since was sent.
+    pub ping_outstanding: Option<Instant>,
 }
 
 impl Session {
@@ -213,6 +215,7 @@ impl Session {
             ctl,
             rate_window: Instant::now(),
             rate_count: 0,
+            ping_outstanding: None,
         }
     }
 

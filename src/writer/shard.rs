@@ -701,6 +701,32 @@ impl Shard {
         }
     }
 
+    /// The peer sent something (any frame, a pong included): it is alive.
+    pub fn peer_alive(&mut self, slot: u32) {
+        if let Some(s) = self.session(slot) {
+            s.ping_outstanding = None;
+        }
+    }
+
+    /// Called before each ping: true when a ping sent more than `limit` ago
+    /// is still unanswered (the peer is gone). Otherwise records the ping.
+    pub fn ping_overdue(&mut self, slot: u32, now: Instant, limit: Duration) -> bool {
+        let Some(s) = self.session(slot) else { return true };
+        match s.ping_outstanding {
+            Some(since) => {
+                let dead = now.saturating_duration_since(since) >= limit;
+                if dead {
+                    ShardCounters::add(&self.metrics.counters.dead_peers, 1);
+                }
+                dead
+            }
+            None => {
+                s.ping_outstanding = Some(now);
+                false
+            }
+        }
+    }
+
     /// The close the server asked for, if any.
     pub fn close_request(&self, slot: u32) -> Option<CloseRequest> {
         self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.close)
