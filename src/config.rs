@@ -3,10 +3,12 @@
 //! set.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::feed::replay::{ReplayConfig, Speed};
 use crate::feed::synthetic::SyntheticConfig;
 use crate::writer::shard::ShardConfig;
 
@@ -66,7 +68,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 65536)]
     pub max_symbols: usize,
     /// Updates queued per session in mode "all" before they are dropped and reported as overflow.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 4096)]
     pub all_queue: usize,
     /// SO_SNDBUF of client sockets in bytes; 0 leaves it to the kernel's autotuning.
     #[arg(long, default_value_t = 131072)]
@@ -74,6 +76,16 @@ pub struct ServeArgs {
     /// Close a session (4008) whose oldest unwritten frame has waited this long (ms) for its socket.
     #[arg(long, default_value_t = 5000)]
     pub lag_limit_ms: u64,
+    /// Serve a recorded feed from FILE instead of the synthetic feed (JSON
+    /// lines, optionally gzip-compressed; the format is detected from the content).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Replay pace: a factor of the recorded pace (2 = twice as fast), or `max` for no pacing.
+    #[arg(long, default_value = "1", requires = "replay")]
+    pub speed: String,
+    /// Hold the replay until the first subscription arrives.
+    #[arg(long, requires = "replay")]
+    pub wait_for_subscriber: bool,
 }
 
 impl Default for ServeArgs {
@@ -98,6 +110,15 @@ fn invalid(flag: &'static str, msg: impl Into<String>) -> ConfigError {
     ConfigError { flag, msg: msg.into() }
 }
 
+/// The feed source of a server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceChoice {
+    /// The seeded random walk of [`Config::synthetic`] (the default).
+    Synthetic,
+    /// A recorded feed (`--replay FILE`).
+    Replay(ReplayConfig),
+}
+
 /// Validated settings of a server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -105,6 +126,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Number of writer shards.
     pub shards: usize,
+    /// Which feed source the server runs.
+    pub source: SourceChoice,
     /// The synthetic feed, when it is the source.
     pub synthetic: SyntheticConfig,
     /// Ring capacity (power of two). 65,536 ticks is 4 MiB and a third of a
@@ -175,9 +198,18 @@ impl Config {
         if a.all_queue == 0 {
             return Err(invalid("all-queue", "must be > 0"));
         }
+        let source = match &a.replay {
+            None => SourceChoice::Synthetic,
+            Some(path) => SourceChoice::Replay(ReplayConfig {
+                path: path.clone(),
+                speed: a.speed.parse::<Speed>().map_err(|e| invalid("speed", e))?,
+                wait_for_subscriber: a.wait_for_subscriber,
+            }),
+        };
         Ok(Config {
             listen,
             shards,
+            source,
             synthetic: SyntheticConfig {
                 symbols: a.symbols,
                 rate: a.rate,
@@ -223,5 +255,32 @@ mod tests {
         assert_eq!(Config::from_args(&a).unwrap_err().flag, "rate");
         let a = ServeArgs { listen: "nope".into(), ..ServeArgs::default() };
         assert_eq!(Config::from_args(&a).unwrap_err().flag, "listen");
+        let a =
+            ServeArgs { replay: Some("f.jsonl".into()), speed: "0".into(), ..ServeArgs::default() };
+        assert_eq!(Config::from_args(&a).unwrap_err().flag, "speed");
+    }
+
+    #[test]
+    fn replay_flags() {
+        // The synthetic feed is the default source.
+        assert_eq!(Config::default().source, SourceChoice::Synthetic);
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.source).ok(),
+            Err(_) => None,
+        };
+        let c = parse(&["tickwire", "serve", "--replay", "x.jsonl", "--speed", "max"]);
+        assert_eq!(
+            c,
+            Some(SourceChoice::Replay(ReplayConfig {
+                path: "x.jsonl".into(),
+                speed: Speed::Max,
+                wait_for_subscriber: false
+            }))
+        );
+        let c = parse(&["tickwire", "serve", "--replay", "x", "--wait-for-subscriber"]);
+        let Some(SourceChoice::Replay(r)) = c else { panic!("{c:?}") };
+        assert_eq!((r.speed, r.wait_for_subscriber), (Speed::Factor(1.0), true));
+        // Replay options need --replay.
+        assert_eq!(parse(&["tickwire", "serve", "--speed", "2"]), None);
     }
 }

@@ -17,7 +17,8 @@
 //!
 //! - [`tick`]: the data model (`Tick`, `Price`, `SymbolId`, `SymbolTable`).
 //! - [`feed`]: STAGE 1, the feed thread and its sources ([`feed::synthetic`],
-//!   [`feed::manual`]).
+//!   [`feed::manual`], and [`feed::replay`] of recorded files such as
+//!   [`feed::jsonl`]).
 //! - [`ring`]: STAGE 2, the lock-free broadcast ring and the latest-value
 //!   table (seqlocks over atomics; the crate has no `unsafe`).
 //! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,

@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, SourceChoice};
 use crate::feed::manual::{ManualFeedHandle, manual};
+use crate::feed::replay::Replay;
 use crate::feed::synthetic::Synthetic;
 use crate::feed::{FeedSource, Market, Wakers, spawn_ingest};
 use crate::metrics::ShardMetrics;
@@ -55,14 +56,25 @@ pub struct Server {
     shards: Vec<ShardHandle>,
 }
 
-/// Starts a server fed by the synthetic feed of `config`.
+/// Starts a server fed by the source of `config`: the synthetic feed, or a
+/// replay of a recorded file (an unreadable file or an unknown format is a
+/// [`StartError::Source`] that names the file).
 pub fn start(config: &Config) -> Result<Server, StartError> {
-    let synthetic = config.synthetic;
-    start_with(config, move |table| {
-        Synthetic::new(synthetic, table)
-            .map(|s| Box::new(s) as Box<dyn FeedSource>)
-            .map_err(|e| StartError::Source(e.to_string()))
-    })
+    match &config.source {
+        SourceChoice::Synthetic => {
+            let synthetic = config.synthetic;
+            start_with(config, move |table| {
+                Synthetic::new(synthetic, table)
+                    .map(|s| Box::new(s) as Box<dyn FeedSource>)
+                    .map_err(|e| StartError::Source(e.to_string()))
+            })
+        }
+        SourceChoice::Replay(replay) => start_with(config, |table| {
+            Replay::open(replay, table)
+                .map(|r| Box::new(r) as Box<dyn FeedSource>)
+                .map_err(|e| StartError::Source(e.to_string()))
+        }),
+    }
 }
 
 /// Starts a server fed by a [`crate::feed::manual`] feed; the handle pushes ticks.

@@ -11,6 +11,7 @@
 //! - `http`: the plain HTTP routes on the WebSocket port.
 //! - `cli`: the `tickwire` binary itself (printed URL, signals, exit code).
 //! - `external`: a client outside the Rust stack (Python `websockets`).
+//! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism.
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 
@@ -22,3 +23,4 @@ mod external;
 mod http;
 mod pipeline;
 mod protocol;
+mod replay;

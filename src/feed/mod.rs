@@ -14,7 +14,9 @@
 //! the ring, so any tick a reader lost is reflected in the table by the time
 //! the reader sees a later ring position.
 
+pub mod jsonl;
 pub mod manual;
+pub mod replay;
 pub mod symbols;
 pub mod synthetic;
 
@@ -84,6 +86,19 @@ pub trait FeedSource: Send + 'static {
     /// Appends the ticks that are due now to `out` (at most a few thousand
     /// per call, so that the feed thread publishes in batches).
     fn poll(&mut self, out: &mut Vec<Tick>) -> Poll;
+
+    /// Records the source skipped since the last call (garbage in a file);
+    /// the feed thread adds them to `tickwire_feed_bad_records_total` after
+    /// every poll.
+    fn take_skipped(&mut self) -> u64 {
+        0
+    }
+
+    /// Whether the feed thread should hold the source (not poll it) until a
+    /// session has subscribed (`--wait-for-subscriber`).
+    fn hold_for_subscriber(&self) -> bool {
+        false
+    }
 }
 
 /// What the feed thread shares with the writer shards, besides the ring.
@@ -103,6 +118,9 @@ pub struct Market {
     pub epoch: String,
     /// Ingest counters.
     pub metrics: FeedMetrics,
+    /// Set by a writer shard once it has handled a `subscribe`: releases a
+    /// source held by [`FeedSource::hold_for_subscriber`].
+    pub subscribed: AtomicBool,
 }
 
 impl Market {
@@ -117,6 +135,7 @@ impl Market {
             state_gen: AtomicU64::new(0),
             epoch,
             metrics: FeedMetrics::default(),
+            subscribed: AtomicBool::new(false),
         }
     }
 
@@ -166,6 +185,9 @@ impl Wakers {
 /// Longest the feed thread sleeps between polls, so it notices shutdown.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
+/// How often a held source checks for the first subscription.
+const HOLD_POLL: Duration = Duration::from_millis(2);
+
 /// Starts the feed thread. It runs until `stop` is set.
 pub fn spawn_ingest(
     mut source: Box<dyn FeedSource>,
@@ -177,9 +199,19 @@ pub fn spawn_ingest(
     std::thread::Builder::new().name("tickwire-feed".into()).spawn(move || {
         let mut batch: Vec<Tick> = Vec::with_capacity(4096);
         let mut seqs: Vec<u64> = vec![0; market.latest.capacity()];
+        if source.hold_for_subscriber() {
+            while !stop.load(Ordering::Acquire) && !market.subscribed.load(Ordering::Acquire) {
+                std::thread::park_timeout(HOLD_POLL);
+            }
+        }
         while !stop.load(Ordering::Acquire) {
             batch.clear();
-            match source.poll(&mut batch) {
+            let polled = source.poll(&mut batch);
+            let skipped = source.take_skipped();
+            if skipped > 0 {
+                market.metrics.bad_records.fetch_add(skipped, Ordering::Relaxed);
+            }
+            match polled {
                 Poll::Ready => {
                     if !batch.is_empty() {
                         market.set_state(FeedState::Live);

@@ -164,8 +164,12 @@ async fn pump(
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
     loop {
         batch.clear();
+        // Feed state first, ring second: see `Shard::feed_state`.
+        let seen = shard.borrow().feed_state();
+        let mut drained = false;
         let got = match reader.read_batch(&mut batch, BATCH) {
             ReadOutcome::Items(n) => {
+                drained = n < BATCH;
                 let mut s = shard.borrow_mut();
                 for t in &batch {
                     s.dispatch(t);
@@ -182,10 +186,12 @@ async fn pump(
         };
         let next_throttle = {
             let mut s = shard.borrow_mut();
-            s.check_feed_state();
             let now = Instant::now();
             let next = s.run_throttle(now.into_std());
             s.end_of_batch();
+            if drained {
+                s.check_feed_state(seen);
+            }
             if now >= housekeeping {
                 s.check_slow(now.into_std());
                 s.publish_metrics();

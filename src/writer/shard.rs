@@ -61,7 +61,7 @@ impl Default for ShardConfig {
             max_symbols: 1000,
             msgs_in_per_s: 50,
             max_message_bytes: 65536,
-            queue_cap: 8192,
+            queue_cap: 4096,
             slow_warn: Duration::from_secs(1),
             lag_limit: Duration::from_secs(5),
             max_queued_bytes: 4 << 20,
@@ -213,6 +213,11 @@ pub struct Outgoing {
     /// Close after writing them.
     pub close: Option<CloseRequest>,
 }
+
+/// Budget of one data frame. A session with more pending gets it in
+/// several frames, one per completed write: this bounds the bytes a session
+/// holds (our frame, tungstenite's write buffer) whatever its backlog.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// Most snapshot messages per frame.
 const SNAPSHOTS_PER_FRAME: usize = 256;
@@ -505,15 +510,17 @@ impl Shard {
             return false;
         }
         let format = s.format;
-        let mut buf: Vec<u8> = Vec::with_capacity(64 + 160 * (s.queue.len() + s.dirty.len()));
+        let pending = s.queue.len() + s.dirty.len();
+        let mut buf: Vec<u8> = Vec::with_capacity((64 + 160 * pending).min(MAX_FRAME_BYTES + 512));
         buf.push(b'[');
         let mut msgs = 0u64;
         let mut updates = 0u64;
         let mut conflated = 0u64;
         let mut overflows = 0u64;
         let mut lost_total = 0u64;
-        // Mode all: every queued update, in order.
-        while let Some(q) = s.queue.pop_front() {
+        // Mode all: queued updates, in order, up to the frame budget.
+        while buf.len() < MAX_FRAME_BYTES {
+            let Some(q) = s.queue.pop_front() else { break };
             let e = &mut s.entries[q.entry as usize];
             if !e.live || q.tick.seq <= e.sent_seq {
                 continue;
@@ -528,8 +535,10 @@ impl Shard {
             msgs += 1;
             updates += 1;
         }
-        // Mode all: losses, after the updates queued before them.
-        for idx in std::mem::take(&mut s.lost_entries) {
+        // Mode all: losses, after every update queued before them.
+        let lost_entries =
+            if s.queue.is_empty() { std::mem::take(&mut s.lost_entries) } else { Vec::new() };
+        for idx in lost_entries {
             let e = &mut s.entries[idx as usize];
             if !e.live || e.lost == 0 {
                 continue;
@@ -559,6 +568,9 @@ impl Shard {
             let e = &mut s.entries[idx as usize];
             if !e.live || !e.dirty {
                 return false;
+            }
+            if buf.len() >= MAX_FRAME_BYTES {
+                return true; // the next frame takes it
             }
             let tick = last[stream_index(e.sym, e.ch)];
             if tick.seq <= e.sent_seq {
@@ -744,15 +756,35 @@ impl Shard {
 
     // ----- periodic duties ---------------------------------------------------
 
-    /// Sends `status` to every session when the feed state changed.
-    pub fn check_feed_state(&mut self) {
-        let (state, gen_) = self.market.state();
+    /// The feed state now. The pump looks at it *before* reading the ring
+    /// and applies it with [`Shard::check_feed_state`] once the ring is
+    /// drained, so every tick published before a state change (the last
+    /// ticks of a replay before `replay_done`) reaches sessions before the
+    /// `status` that announces it.
+    pub fn feed_state(&self) -> (FeedState, u64) {
+        self.market.state()
+    }
+
+    /// Sends `status` to every session when the feed state `seen` is new,
+    /// after whatever data the session still has pending (so the `status`
+    /// never overtakes an update published before the change).
+    pub fn check_feed_state(&mut self, seen: (FeedState, u64)) {
+        let (state, gen_) = seen;
         if gen_ == self.state_gen {
             return;
         }
         self.state_gen = gen_;
+        let now = Instant::now();
         let mut sent = 0;
-        for s in self.sessions.iter_mut().flatten() {
+        for slot in 0..self.sessions.len() as u32 {
+            let pending = self.session(slot).is_some_and(|s| s.has_data() && s.close.is_none());
+            if pending {
+                // As many frames as the backlog needs (each sends at least one
+                // message, so this ends); state changes are rare.
+                self.cache.begin_if_stale();
+                while self.build_data_frame(slot, now) {}
+            }
+            let Some(s) = self.session(slot) else { continue };
             push_status(s, state);
             s.ctl.wake.notify_one();
             sent += 1;
@@ -848,7 +880,8 @@ impl Shard {
     pub fn handle(&mut self, slot: u32, req: Request) {
         match req {
             Request::Subscribe { id, symbols, channels, mode, max_hz, snapshot } => {
-                self.subscribe(slot, id, &symbols, channels, mode, max_hz, snapshot)
+                self.subscribe(slot, id, &symbols, channels, mode, max_hz, snapshot);
+                self.market.subscribed.store(true, std::sync::atomic::Ordering::Release);
             }
             Request::Unsubscribe { id, symbols, channels } => {
                 self.unsubscribe(slot, id, &symbols, channels)

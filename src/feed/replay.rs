@@ -1,0 +1,371 @@
+//! Replay of a recorded feed: a [`Replay`] source paces the records of a
+//! [`RecordReader`] by their source timestamps.
+//!
+//! # Pacing
+//!
+//! Record `k` with source time `t_k` is due at `start + (t_k - t_0) / speed`,
+//! an *absolute* offset from the start of the replay (the first poll, or the
+//! first subscription with `--wait-for-subscriber`), so scheduling error
+//! never accumulates over a long file. A record whose time is earlier than
+//! the one before it (an out-of-order file) is due at once. `--speed max`
+//! does not pace at all: records are handed over in batches as fast as the
+//! feed thread publishes them. The ring never waits for a writer shard (see
+//! [`crate::feed`]), so a subscriber that cannot keep up with a `max` replay
+//! gets `overflow` in `mode:"all"`, as with any fast feed.
+//!
+//! # Source time
+//!
+//! Replayed ticks are re-stamped: `t` is the wall-clock time the tick was
+//! *due* on the schedule above (like the synthetic feed, so latency measured
+//! from `t` is free of coordinated omission), and with `--speed max` the time
+//! it was read. The file's own timestamps only drive the schedule.
+//!
+//! # Determinism
+//!
+//! The reader yields the same ticks in the same order on every run, and the
+//! feed thread numbers each (channel, symbol) stream from 1, so the same
+//! file gives the same `seq` and values every time (`t` differs: it is the
+//! wall clock).
+//!
+//! # End of file
+//!
+//! At the end the source answers [`Poll::Done`]: sessions get `status`
+//! `replay_done` and the server keeps serving the last values. `--loop` is
+//! not implemented yet: restarting needs a new `epoch` and a way to tell
+//! connected sessions that numbering restarted.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::jsonl::JsonLines;
+use super::{FeedSource, Poll};
+use crate::tick::{SymbolTable, Tick, now_ns};
+
+/// Most ticks handed over per poll.
+const MAX_BATCH: usize = 2048;
+
+/// A record that could not be used: where and why. Skipped and counted
+/// (`tickwire_feed_bad_records_total`), never fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skip {
+    /// Position of the record: the line number for text formats.
+    pub at: u64,
+    /// What was wrong with it.
+    pub why: &'static str,
+}
+
+/// A reader of one recorded-feed format, yielding normalized ticks in file
+/// order (symbols interned in the table it was built with; `seq` and
+/// `ingest_ns` left at 0; `src_ns` the record's own time).
+pub trait RecordReader: Send {
+    /// The next record; `None` at the end of the file.
+    fn next(&mut self) -> Option<Result<Tick, Skip>>;
+
+    /// Starts again from the first record.
+    fn rewind(&mut self) -> io::Result<()>;
+}
+
+/// Formats a replay file can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line (`feeds/README.md`).
+    JsonLines,
+}
+
+/// Why a replay file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The content is none of the known formats.
+    #[error(
+        "{path}: unknown feed format ({what}); expected JSON lines, optionally gzip-compressed"
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        what: String,
+    },
+}
+
+/// Gzip's magic bytes.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Opens `path` for buffered reading, decompressing it when it starts with
+/// the gzip magic bytes (whatever its name).
+pub fn open_input(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
+    let head = file.fill_buf()?;
+    if head.starts_with(&GZIP_MAGIC) {
+        let gz = flate2::bufread::MultiGzDecoder::new(file);
+        Ok(Box::new(BufReader::with_capacity(1 << 16, gz)))
+    } else {
+        Ok(Box::new(file))
+    }
+}
+
+/// Detects the format of `path` from its (decompressed) content: the first
+/// non-blank byte `{` means JSON lines.
+pub fn detect(path: &Path) -> Result<Format, OpenError> {
+    let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
+    let mut input = open_input(path).map_err(io_err)?;
+    let mut head = Vec::with_capacity(4096);
+    (&mut input).take(4096).read_to_end(&mut head).map_err(io_err)?;
+    match head.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(Format::JsonLines),
+        Some(&b) => Err(OpenError::UnknownFormat {
+            path: path.to_path_buf(),
+            what: format!("starts with byte 0x{b:02x}"),
+        }),
+        None => Err(OpenError::UnknownFormat {
+            path: path.to_path_buf(),
+            what: "empty or blank".into(),
+        }),
+    }
+}
+
+/// Opens a reader for `path`, in the format its content shows.
+pub fn open_reader(
+    path: &Path,
+    table: &Arc<SymbolTable>,
+) -> Result<Box<dyn RecordReader>, OpenError> {
+    match detect(path)? {
+        Format::JsonLines => JsonLines::open(path, table.clone())
+            .map(|r| Box::new(r) as Box<dyn RecordReader>)
+            .map_err(|source| OpenError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
+/// How fast to replay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// This many times the recorded pace (> 0).
+    Factor(f64),
+    /// No pacing: as fast as the feed thread publishes.
+    Max,
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Speed, String> {
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Speed::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(Speed::Factor(x)),
+            _ => Err(format!("{s:?} is neither a number > 0 nor \"max\"")),
+        }
+    }
+}
+
+/// Options of a replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayConfig {
+    /// The recorded feed.
+    pub path: PathBuf,
+    /// Pace.
+    pub speed: Speed,
+    /// Hold the replay until a session subscribes. The file is read once
+    /// ahead to learn its symbols, so subscriptions by name work before the
+    /// first tick.
+    pub wait_for_subscriber: bool,
+}
+
+/// The replay source.
+pub struct Replay {
+    reader: Box<dyn RecordReader>,
+    speed: Speed,
+    hold: bool,
+    /// Monotonic and wall-clock start, set on the first poll.
+    start: Option<(Instant, u64)>,
+    /// Source time of the first record.
+    t0: Option<u64>,
+    /// A record read but not yet due.
+    pending: Option<Tick>,
+    /// Records skipped since the feed thread last asked.
+    skipped: u64,
+    ended: bool,
+}
+
+impl Replay {
+    /// Opens the file of `config` and builds the source.
+    pub fn open(config: &ReplayConfig, table: &Arc<SymbolTable>) -> Result<Replay, OpenError> {
+        let reader = open_reader(&config.path, table)?;
+        Replay::new(reader, config.speed, config.wait_for_subscriber)
+            .map_err(|source| OpenError::Io { path: config.path.clone(), source })
+    }
+
+    /// A replay of `reader`. With `hold`, the file is read through once
+    /// first (interning every symbol) and rewound.
+    pub fn new(mut reader: Box<dyn RecordReader>, speed: Speed, hold: bool) -> io::Result<Replay> {
+        if hold {
+            while reader.next().is_some() {}
+            reader.rewind()?;
+        }
+        Ok(Replay {
+            reader,
+            speed,
+            hold,
+            start: None,
+            t0: None,
+            pending: None,
+            skipped: 0,
+            ended: false,
+        })
+    }
+
+    /// The next usable record, counting skips.
+    fn next_record(&mut self) -> Option<Tick> {
+        if let Some(t) = self.pending.take() {
+            return Some(t);
+        }
+        while !self.ended {
+            match self.reader.next() {
+                Some(Ok(t)) => return Some(t),
+                Some(Err(skip)) => {
+                    tracing::debug!(at = skip.at, why = skip.why, "skipped a feed record");
+                    self.skipped += 1;
+                }
+                None => self.ended = true,
+            }
+        }
+        None
+    }
+}
+
+impl FeedSource for Replay {
+    fn poll(&mut self, out: &mut Vec<Tick>) -> Poll {
+        let now = Instant::now();
+        let (start, start_ns) = *self.start.get_or_insert_with(|| (now, now_ns()));
+        let read_ns = if self.speed == Speed::Max { now_ns() } else { 0 };
+        while out.len() < MAX_BATCH {
+            let Some(mut tick) = self.next_record() else {
+                return if out.is_empty() { Poll::Done } else { Poll::Ready };
+            };
+            match self.speed {
+                Speed::Max => tick.src_ns = read_ns,
+                Speed::Factor(speed) => {
+                    let t0 = *self.t0.get_or_insert(tick.src_ns);
+                    let offset = (tick.src_ns.saturating_sub(t0) as f64 / speed) as u64;
+                    let due = start + Duration::from_nanos(offset);
+                    if due > now {
+                        self.pending = Some(tick);
+                        return if out.is_empty() { Poll::WaitUntil(due) } else { Poll::Ready };
+                    }
+                    tick.src_ns = start_ns + offset;
+                }
+            }
+            out.push(tick);
+        }
+        Poll::Ready
+    }
+
+    fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
+    }
+
+    fn hold_for_subscriber(&self) -> bool {
+        self.hold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::{Price, SymbolId};
+
+    /// A reader over ticks in memory.
+    struct Vec_ {
+        ticks: Vec<Result<Tick, Skip>>,
+        at: usize,
+    }
+
+    impl RecordReader for Vec_ {
+        fn next(&mut self) -> Option<Result<Tick, Skip>> {
+            let r = self.ticks.get(self.at).copied();
+            self.at += 1;
+            r
+        }
+        fn rewind(&mut self) -> io::Result<()> {
+            self.at = 0;
+            Ok(())
+        }
+    }
+
+    fn trade(t: u64) -> Result<Tick, Skip> {
+        Ok(Tick::trade(SymbolId(0), t, Price(1), 1))
+    }
+
+    #[test]
+    fn speed_parses() {
+        assert_eq!("max".parse::<Speed>(), Ok(Speed::Max));
+        assert_eq!("2.5".parse::<Speed>(), Ok(Speed::Factor(2.5)));
+        for bad in ["0", "-1", "nan", "inf", "fast"] {
+            assert!(bad.parse::<Speed>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_speed_hands_everything_over_then_done() {
+        let ticks = vec![trade(5), Err(Skip { at: 2, why: "x" }), trade(1), trade(9)];
+        let mut r = Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Max, false).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(r.poll(&mut out), Poll::Ready);
+        // File order, skips counted once.
+        assert_eq!(out.len(), 3);
+        assert_eq!(r.take_skipped(), 1);
+        assert_eq!(r.take_skipped(), 0);
+        out.clear();
+        assert_eq!(r.poll(&mut out), Poll::Done);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn paced_schedule_is_absolute() {
+        // Records 0, 1 s and 2 s apart at speed 1000: due at +0, +1 ms, +2 ms.
+        let ticks = vec![trade(10_000_000_000), trade(11_000_000_000), trade(12_000_000_000)];
+        let mut r =
+            Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Factor(1000.0), false).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(r.poll(&mut out), Poll::Ready);
+        assert_eq!(out.len(), 1);
+        let (start, start_ns) = r.start.unwrap();
+        // The next record is due exactly 1 ms after the start, not after "now".
+        let mut waits = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut batch = Vec::new();
+        loop {
+            // As the feed thread does: a fresh batch per poll.
+            batch.clear();
+            let polled = r.poll(&mut batch);
+            out.append(&mut batch);
+            match polled {
+                Poll::WaitUntil(at) => {
+                    let expect = if out.len() == 1 { 1 } else { 2 };
+                    assert_eq!(at, start + Duration::from_millis(expect));
+                    waits += 1;
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                }
+                Poll::Ready => {}
+                Poll::Done => break,
+                other => panic!("{other:?}"),
+            }
+            assert!(Instant::now() < deadline);
+        }
+        assert!(waits >= 2);
+        // Re-stamped to the due time on the wall clock.
+        let stamps: Vec<u64> = out.iter().map(|t| t.src_ns - start_ns).collect();
+        assert_eq!(stamps, [0, 1_000_000, 2_000_000]);
+    }
+}

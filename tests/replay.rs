@@ -1,0 +1,235 @@
+//! Replay of recorded feeds (`--replay FILE`): every tick of a file arrives,
+//! in order, numbered from 1 per stream, with the file's values; then
+//! `status` `replay_done`. Garbage lines are skipped and counted; pacing
+//! follows the file's timestamps; the same file gives the same stream on
+//! every run, compressed or not.
+//!
+//! Expected values come from reading the file with `serde_json`, not with
+//! tickwire's own parser.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use tickwire::config::SourceChoice;
+use tickwire::feed::replay::{ReplayConfig, Speed};
+use tickwire::server::StartError;
+use tickwire::{Config, Server};
+
+use crate::util::{Client, http_get, test_config};
+
+/// The sample file shipped in `feeds/`.
+fn feed(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("feeds").join(name)
+}
+
+/// A file under the temp dir, unique to this process and `name`.
+fn temp_file(name: &str, content: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tickwire-{}-{name}", std::process::id()));
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn replay_config(path: &Path, speed: Speed) -> Config {
+    Config {
+        source: SourceChoice::Replay(ReplayConfig {
+            path: path.to_path_buf(),
+            speed,
+            wait_for_subscriber: true,
+        }),
+        ..test_config()
+    }
+}
+
+/// Starts a replay server that holds the file until the first subscription.
+fn replay_server(path: &Path, speed: Speed) -> Server {
+    tickwire::start(&replay_config(path, speed)).expect("replay server starts")
+}
+
+/// The updates a file should produce, as the server sends them: type,
+/// symbol, per-stream seq and the value fields, in file order. Lines that
+/// are not a valid record are left out.
+fn expected(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut seqs: HashMap<(String, String), u64> = HashMap::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let kind = v["type"].as_str().unwrap_or_default().to_string();
+        let fields: &[&str] = match kind.as_str() {
+            "q" => &["bp", "bs", "ap", "as"],
+            "t" => &["p", "s"],
+            _ => continue,
+        };
+        let sym = v["sym"].as_str().unwrap().to_string();
+        let seq = seqs.entry((kind.clone(), sym.clone())).or_default();
+        *seq += 1;
+        let mut m = json!({"type": kind, "sym": sym, "seq": *seq});
+        for f in fields {
+            m[*f] = v[*f].clone();
+        }
+        out.push(m);
+    }
+    out
+}
+
+/// The fields of a received update that `expected` lists.
+fn comparable(m: &Value) -> Value {
+    let fields: &[&str] = if m["type"] == "q" { &["bp", "bs", "ap", "as"] } else { &["p", "s"] };
+    let mut out = json!({"type": m["type"], "sym": m["sym"], "seq": m["seq"]});
+    for f in fields {
+        out[*f] = m[*f].clone();
+    }
+    out
+}
+
+/// Subscribes to everything in mode all and reads until `replay_done`;
+/// returns every update received (whole messages).
+async fn collect(server: &Server, query: &str) -> Vec<Value> {
+    let mut c = Client::connect(server.local_addr(), query).await;
+    let status = c.next().await;
+    assert_eq!(status["feed"], "live", "{status}");
+    let r = c.subscribe(json!({"symbols": ["*"], "mode": "all"})).await;
+    // The replay was held: every stream is still at position 0 (and the file
+    // was read ahead, so every symbol is already known).
+    let subs = r["subs"].as_array().unwrap();
+    assert!(!subs.is_empty(), "{r}");
+    assert!(subs.iter().all(|s| s["seq"] == 0), "{r}");
+    let mut updates = Vec::new();
+    loop {
+        let m = c.next().await;
+        match m["type"].as_str().unwrap() {
+            "q" | "t" => updates.push(m),
+            "status" => {
+                assert_eq!(m["feed"], "replay_done", "{m}");
+                break;
+            }
+            "heartbeat" => {}
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    updates
+}
+
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[tokio::test]
+async fn replay_delivers_every_tick_in_order_then_replay_done() {
+    let path = feed("sample.jsonl");
+    let server = replay_server(&path, Speed::Max);
+    let got = collect(&server, "").await;
+    let want = expected(&path);
+    assert_eq!(want.len(), 400, "the sample has 400 ticks");
+    // Every tick, in file order, seq contiguous from 1 per stream, values as written.
+    let got: Vec<Value> = got.iter().map(comparable).collect();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "tick {i}");
+    }
+    let (_, body) = http_get(server.local_addr(), "/metrics").await;
+    assert_eq!(metric(&body, "tickwire_ticks_in_total"), 400);
+    assert_eq!(metric(&body, "tickwire_feed_bad_records_total"), 0);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn garbage_lines_are_skipped_and_counted() {
+    let path = feed("bad.jsonl");
+    let server = replay_server(&path, Speed::Max);
+    let got: Vec<Value> = collect(&server, "").await.iter().map(comparable).collect();
+    // The five valid lines arrive; the nine bad ones (see feeds/README.md)
+    // are skipped without stopping the feed, and the blank line is ignored.
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(
+        got[0],
+        json!({"type":"q","sym":"AAPL","seq":1,"bp":192.31,"bs":200,"ap":192.33,"as":100})
+    );
+    assert_eq!(got[1], json!({"type":"t","sym":"AAPL","seq":1,"p":192.32,"s":50}));
+    // 0.30000000000000004 is 0.3 at 4 decimals.
+    assert_eq!(
+        got[2],
+        json!({"type":"q","sym":"MSFT","seq":1,"bp":0.1,"bs":100,"ap":0.3,"as":300})
+    );
+    // 410.12345 rounds half away from zero as written.
+    assert_eq!(got[3], json!({"type":"t","sym":"MSFT","seq":1,"p":410.1235,"s":7}));
+    assert_eq!(got[4], json!({"type":"t","sym":"AAPL","seq":2,"p":192.34,"s":100}));
+    let (_, body) = http_get(server.local_addr(), "/metrics").await;
+    assert_eq!(metric(&body, "tickwire_feed_bad_records_total"), 9);
+    assert_eq!(metric(&body, "tickwire_ticks_in_total"), 5);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn paced_replay_follows_the_file_scaled_by_speed() {
+    // 41 trades 50 ms apart: 2 s of source time, 200 ms at --speed 10.
+    let t0: u64 = 1_764_167_400_000_000_000;
+    let step: u64 = 50_000_000;
+    let mut text = String::new();
+    for k in 0..41u64 {
+        let t = t0 + k * step;
+        text.push_str(&format!(
+            "{{\"type\":\"t\",\"sym\":\"PACE\",\"t\":{t},\"p\":{}.5,\"s\":{}}}\n",
+            100 + k,
+            k + 1
+        ));
+    }
+    let path = temp_file("paced.jsonl", text.as_bytes());
+    let server = replay_server(&path, Speed::Factor(10.0));
+    let got = collect(&server, "stamps=1&time_unit=us").await;
+    server.shutdown();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(got.len(), 41);
+    let t: Vec<i64> = got.iter().map(|m| m["t"].as_i64().unwrap()).collect();
+    let ti: Vec<i64> = got.iter().map(|m| m["ti"].as_i64().unwrap()).collect();
+    // `t` is re-stamped to the due time: exactly the file's offsets / 10
+    // (5 ms apart, give or take the truncation to µs).
+    for k in 1..t.len() {
+        let gap = t[k] - t[k - 1];
+        assert!((4_999..=5_001).contains(&gap), "t gap {k}: {gap} µs");
+    }
+    // Each tick was published at or after its due time, and not much later.
+    for k in 0..t.len() {
+        let late = ti[k] - t[k];
+        assert!((-1_000..150_000).contains(&late), "tick {k} published {late} µs after due");
+    }
+    // The whole replay took about 2 s / 10 of wall time (generous bounds).
+    let span = ti[40] - ti[0];
+    assert!((190_000..1_000_000).contains(&span), "replay span {span} µs");
+}
+
+#[tokio::test]
+async fn same_file_same_stream_compressed_or_not() {
+    let path = feed("sample.jsonl");
+    let server = replay_server(&path, Speed::Max);
+    let first: Vec<Value> = collect(&server, "").await.iter().map(comparable).collect();
+    server.shutdown();
+    // The same file gzip-compressed, under a name that does not say so.
+    let raw = std::fs::read(&path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let gz_path = temp_file("sample.feed", &gz.finish().unwrap());
+    let server = replay_server(&gz_path, Speed::Max);
+    let second: Vec<Value> = collect(&server, "").await.iter().map(comparable).collect();
+    server.shutdown();
+    let _ = std::fs::remove_file(&gz_path);
+    // Same seq and values, tick for tick.
+    assert_eq!(first.len(), 400);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn unknown_format_is_a_startup_error_naming_the_file() {
+    let path = temp_file("notafeed.bin", b"\x00\x01binary garbage");
+    let err = tickwire::start(&replay_config(&path, Speed::Max)).err().expect("start fails");
+    let msg = err.to_string();
+    assert!(matches!(err, StartError::Source(_)), "{msg}");
+    assert!(msg.contains(&*path.to_string_lossy()) && msg.contains("unknown feed format"), "{msg}");
+    let _ = std::fs::remove_file(&path);
+    let missing = Path::new("/nonexistent/feed.jsonl");
+    let err = tickwire::start(&replay_config(missing, Speed::Max)).err().expect("start fails");
+    assert!(err.to_string().contains("/nonexistent/feed.jsonl"), "{err}");
+}
