@@ -33,6 +33,26 @@ use shard::{Shard, ShardConfig};
 /// Most ticks dispatched before the shard encodes and yields.
 pub const BATCH: usize = 1024;
 
+/// Per-session share of the time between two flushes of a busy shard.
+///
+/// Every flush costs each dirty session a frame: a wake-up, a frame header
+/// and a `write` system call, several microseconds whatever the frame holds.
+/// An idle shard flushes at once (the first update after a quiet spell pays
+/// no delay), but a busy one waits `sessions x FRAME_SHARE` since its last
+/// flush, so the frame rate stays near one per `FRAME_SHARE` per shard and
+/// the cost per message falls as updates share frames. A frame costs about
+/// 4-5 us here (BENCHMARKS.md), so 8 us per session keeps frames to about
+/// half a core; 50 sessions wait at most 0.4 ms.
+const FRAME_SHARE: Duration = Duration::from_micros(8);
+
+/// Longest a busy shard holds a flush back, however many sessions it has.
+const MAX_FLUSH_GAP: Duration = Duration::from_millis(10);
+
+/// Time a busy shard with `sessions` sessions leaves between two flushes.
+fn flush_gap(sessions: usize) -> Duration {
+    (FRAME_SHARE * sessions as u32).min(MAX_FLUSH_GAP)
+}
+
 /// How often slow clients are checked and latency merged into the metrics.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -162,6 +182,7 @@ async fn pump(
 ) {
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
+    let mut last_flush = Instant::now();
     loop {
         batch.clear();
         // Feed state first, ring second: see `Shard::feed_state`.
@@ -184,11 +205,20 @@ async fn pump(
                 1
             }
         };
-        let next_throttle = {
+        let (next_throttle, flush_at) = {
             let mut s = shard.borrow_mut();
             let now = Instant::now();
             let next = s.run_throttle(now.into_std());
-            s.end_of_batch();
+            let mut flush_at = None;
+            if s.has_dirty() {
+                let due = last_flush + flush_gap(s.session_count());
+                if now >= due {
+                    s.end_of_batch();
+                    last_flush = now;
+                } else {
+                    flush_at = Some(due);
+                }
+            }
             if drained {
                 s.check_feed_state(seen);
             }
@@ -197,14 +227,18 @@ async fn pump(
                 s.publish_metrics();
                 housekeeping = now + HOUSEKEEPING;
             }
-            next
+            (next, flush_at)
         };
         if got > 0 {
             // Let the socket tasks write what this batch produced.
             tokio::task::yield_now().await;
             continue;
         }
-        let until = next_throttle.map_or(housekeeping, |t| Instant::from_std(t).min(housekeeping));
+        let mut until =
+            next_throttle.map_or(housekeeping, |t| Instant::from_std(t).min(housekeeping));
+        if let Some(at) = flush_at {
+            until = until.min(at);
+        }
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep_until(until) => {}

@@ -285,7 +285,12 @@ impl Shard {
 
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
-        self.sessions.iter().filter(|s| s.is_some()).count()
+        self.sessions.len() - self.free_slots.len()
+    }
+
+    /// Whether some session got data since the last end of batch.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     fn session(&mut self, slot: u32) -> Option<&mut Session> {
