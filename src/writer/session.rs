@@ -187,6 +187,14 @@ pub struct Session {
     pub rate_count: u32,
     /// When the oldest ping that nothing has answered since was sent.
     pub ping_outstanding: Option<Instant>,
+    /// When the socket last accepted a write that carried market data.
+    pub last_write: Option<Instant>,
+    /// Data frames built so far.
+    pub data_frames: u64,
+    /// `data_frames` when the socket task last took the outbox.
+    pub data_frames_taken: u64,
+    /// `data_frames` covered by completed writes.
+    pub data_frames_written: u64,
 }
 
 impl Session {
@@ -216,6 +224,10 @@ impl Session {
             rate_window: Instant::now(),
             rate_count: 0,
             ping_outstanding: None,
+            last_write: None,
+            data_frames: 0,
+            data_frames_taken: 0,
+            data_frames_written: 0,
         }
     }
 

@@ -621,6 +621,7 @@ impl Shard {
         ShardCounters::add(&m.overflows, overflows);
         ShardCounters::add(&m.overflow_lost, lost_total);
         s.push_frame(buf);
+        s.data_frames += 1;
         true
     }
 
@@ -663,6 +664,7 @@ impl Shard {
             };
         };
         let frames: Vec<Bytes> = s.outbox.drain(..).collect();
+        s.data_frames_taken = s.data_frames;
         if !frames.is_empty() {
             s.busy_since = Some(now);
         }
@@ -676,6 +678,10 @@ impl Shard {
         ShardCounters::add(&m.bytes_out, bytes as u64);
         if let Some(s) = self.session(slot) {
             s.busy_since = None;
+            if s.data_frames_taken > s.data_frames_written {
+                s.data_frames_written = s.data_frames_taken;
+                s.last_write = Some(Instant::now());
+            }
             s.slow_warned = false;
             s.queued_bytes = s.outbox.iter().map(Bytes::len).sum();
         }
@@ -726,10 +732,21 @@ impl Shard {
     }
 
     /// Called before each ping: true when a ping sent more than `limit` ago
-    /// is still unanswered (the peer is gone). Otherwise records the ping.
+    /// is still unanswered and no write has completed since (the peer is
+    /// gone). Otherwise records the ping.
+    ///
+    /// A peer that is behind on a busy stream may not read our ping for a
+    /// while, but its TCP stack still takes our market data: that peer is
+    /// alive, and if it stops taking it the slow-client policy deals with
+    /// it. (Heartbeats and pings alone do not count: a hung peer's kernel
+    /// takes those for ever.)
     pub fn ping_overdue(&mut self, slot: u32, now: Instant, limit: Duration) -> bool {
         let Some(s) = self.session(slot) else { return true };
         match s.ping_outstanding {
+            Some(since) if s.last_write.is_some_and(|w| w > since) => {
+                s.ping_outstanding = Some(now);
+                false
+            }
             Some(since) => {
                 let dead = now.saturating_duration_since(since) >= limit;
                 if dead {
