@@ -70,6 +70,12 @@ pub struct ServeArgs {
     /// Updates queued per session in mode "all" before they are dropped and reported as overflow.
     #[arg(long, default_value_t = 4096)]
     pub all_queue: usize,
+    /// Most connections the server holds; more are answered 503 before the upgrade.
+    #[arg(long, default_value_t = 10000)]
+    pub max_connections: usize,
+    /// Most connections from one client IP address; more are answered 503.
+    #[arg(long, default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
     /// SO_SNDBUF of client sockets in bytes; 0 leaves it to the kernel's autotuning.
     #[arg(long, default_value_t = 131072)]
     pub send_buffer: usize,
@@ -140,6 +146,13 @@ pub struct Config {
     pub shard: ShardConfig,
     /// Deadline for a client to send its request head.
     pub handshake_timeout: Duration,
+    /// Most connections in total (10,000: about 1 GB at the measured ~0.1-0.9
+    /// MB per subscribed connection) and per client IP (1,000: one host
+    /// cannot take the whole server; a load test from one address needs
+    /// more).
+    pub max_connections: usize,
+    /// See `max_connections`.
+    pub max_connections_per_ip: usize,
     /// `SO_SNDBUF` of client sockets. The kernel's autotuning lets a
     /// socket queue megabytes for a reader that is behind, and every byte
     /// queued there is old news by the time it is read. A bounded send
@@ -229,6 +242,8 @@ impl Config {
                 ..ShardConfig::default()
             },
             send_buffer: (a.send_buffer > 0).then_some(a.send_buffer),
+            max_connections: a.max_connections.max(1),
+            max_connections_per_ip: a.max_connections_per_ip.max(1),
             handshake_timeout: Duration::from_secs(10),
             drain: Duration::from_millis(1500),
         })

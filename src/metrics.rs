@@ -108,7 +108,11 @@ impl Default for ShardMetrics {
 }
 
 /// Renders every metric in the Prometheus text exposition format.
-pub fn render(market: &Market, shards: &[std::sync::Arc<ShardMetrics>]) -> String {
+pub fn render(
+    market: &Market,
+    shards: &[std::sync::Arc<ShardMetrics>],
+    refused_connections: u64,
+) -> String {
     let mut out = String::with_capacity(4096);
     let sum = |f: fn(&ShardCounters) -> &AtomicU64| -> u64 {
         shards.iter().map(|s| f(&s.counters).load(Ordering::Relaxed)).sum()
@@ -214,6 +218,12 @@ pub fn render(market: &Market, shards: &[std::sync::Arc<ShardMetrics>]) -> Strin
         "counter",
         "Plain HTTP requests answered.",
         sum(|c| &c.http_requests),
+    );
+    metric(
+        "tickwire_connections_refused_total",
+        "counter",
+        "Connections refused with 503 by the connection limits.",
+        refused_connections,
     );
     metric(
         "tickwire_dead_peers_total",

@@ -23,6 +23,7 @@ use crate::feed::{FeedSource, Market, Wakers, spawn_ingest};
 use crate::metrics::ShardMetrics;
 use crate::ring::ring;
 use crate::socket::HttpContext;
+use crate::socket::limits::{ConnLimits, Permit, Refusal};
 use crate::tick::{SymbolTable, Tick};
 use crate::writer::{ShardHandle, ShardSetup, spawn_shard};
 
@@ -104,6 +105,7 @@ pub fn start_with(
     let (producer, readers) = ring::<Tick>(config.ring_capacity);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    let limits = ConnLimits::new(config.max_connections, config.max_connections_per_ip);
     let metrics: Vec<Arc<ShardMetrics>> =
         (0..config.shards).map(|_| Arc::new(ShardMetrics::default())).collect();
     let http = Arc::new(HttpContext {
@@ -113,6 +115,7 @@ pub fn start_with(
         handshake_timeout: config.handshake_timeout,
         next_session: std::sync::atomic::AtomicU64::new(0),
         send_buffer: config.send_buffer,
+        limits: limits.clone(),
     });
     let mut shards = Vec::with_capacity(config.shards);
     for (index, m) in metrics.into_iter().enumerate() {
@@ -130,7 +133,7 @@ pub fn start_with(
     let stop_feed = Arc::new(AtomicBool::new(false));
     let feed = spawn_ingest(source, producer, market.clone(), wakers, stop_feed.clone())?;
     let conns: Vec<_> = shards.iter().map(|s| s.conns.clone()).collect();
-    let acceptor = spawn_acceptor(listener, conns, shutdown_rx)?;
+    let acceptor = spawn_acceptor(listener, conns, limits, shutdown_rx)?;
     Ok(Server {
         addr,
         market,
@@ -179,11 +182,27 @@ impl Drop for Server {
     }
 }
 
-/// The acceptor thread: accepts sockets and deals them to the shards in
-/// turn.
+/// Answers a connection over the limits with 503, before any upgrade.
+async fn refuse(mut stream: tokio::net::TcpStream, refusal: Refusal) {
+    use tokio::io::AsyncWriteExt;
+    let body = refusal.message();
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(resp.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+}
+
+/// The acceptor thread: accepts sockets, applies the connection limits and
+/// deals the admitted ones to the shards in turn.
 fn spawn_acceptor(
     listener: std::net::TcpListener,
-    shards: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+    shards: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Permit)>>,
+    limits: Arc<ConnLimits>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("tickwire-accept".into()).spawn(move || {
@@ -200,11 +219,16 @@ fn spawn_acceptor(
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, _peer)) => {
-                            let Ok(std_stream) = stream.into_std() else { continue };
-                            let _ = shards[next % shards.len()].send(std_stream);
-                            next = next.wrapping_add(1);
-                        }
+                        Ok((stream, peer)) => match limits.admit(peer.ip()) {
+                            Ok(permit) => {
+                                let Ok(std_stream) = stream.into_std() else { continue };
+                                let _ = shards[next % shards.len()].send((std_stream, permit));
+                                next = next.wrapping_add(1);
+                            }
+                            Err(refusal) => {
+                                tokio::spawn(refuse(stream, refusal));
+                            }
+                        },
                         Err(e) => {
                             // Out of file descriptors and the like: back off briefly.
                             tracing::warn!(error = %e, "accept failed");

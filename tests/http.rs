@@ -104,3 +104,32 @@ async fn latency_histogram_counts_every_update_sent() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn connections_over_the_per_ip_limit_get_503() {
+    let ts = manual_server(|c| c.max_connections_per_ip = 2);
+    let a = crate::util::Client::connect(ts.addr, "").await;
+    let _b = crate::util::Client::connect(ts.addr, "").await;
+    // A third connection from the same address is refused before the upgrade...
+    let (status, body) = ts.get("/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("connection limit"));
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws", ts.addr)).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    drop(a);
+    // Closing one gives its slot back (the close completes on the shard).
+    let deadline = tokio::time::Instant::now() + crate::util::TIMEOUT;
+    loop {
+        let (status, body) = ts.get("/metrics").await;
+        if status == 200 {
+            let refused = body.lines().find_map(|l| {
+                l.strip_prefix("tickwire_connections_refused_total ")?.parse::<u64>().ok()
+            });
+            // The two above, plus any of these polls that came too early.
+            assert!(refused.is_some_and(|n| n >= 2), "{refused:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never released");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -19,6 +19,7 @@
 //! header size limit live in one place. Plain HTTP answers close the
 //! connection (`Connection: close`); nothing here needs keep-alive.
 
+pub mod limits;
 pub mod protocol;
 pub mod session;
 
@@ -48,6 +49,8 @@ pub struct HttpContext {
     pub started: Instant,
     /// Deadline for the request head (slowloris guard).
     pub handshake_timeout: Duration,
+    /// Connection limits (refusals are counted there).
+    pub limits: Arc<limits::ConnLimits>,
     /// `SO_SNDBUF` for accepted sockets (None: the kernel's autotuning).
     pub send_buffer: Option<usize>,
     /// Source of session ids (`s-1`, `s-2`...), unique across shards.
@@ -128,7 +131,8 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
         }
         "/metrics" => {
             count_http(&ctx);
-            let body = crate::metrics::render(&ctx.http.market, &ctx.http.shards);
+            let refused = ctx.http.limits.refused.load(std::sync::atomic::Ordering::Relaxed);
+            let body = crate::metrics::render(&ctx.http.market, &ctx.http.shards, refused);
             let _ =
                 respond(&mut stream, 200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
                     .await;

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{ShardCounters, ShardMetrics};
 use crate::ring::{ReadOutcome, RingReader};
+use crate::socket::limits::Permit;
 use crate::socket::{self, HttpContext};
 use crate::tick::Tick;
 use shard::{Shard, ShardConfig};
@@ -59,7 +60,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// The acceptor's side of a shard.
 pub struct ShardHandle {
     /// Sends accepted sockets to the shard.
-    pub conns: mpsc::UnboundedSender<std::net::TcpStream>,
+    pub conns: mpsc::UnboundedSender<(std::net::TcpStream, Permit)>,
     /// Wakes the shard's pump (the feed thread holds a clone).
     pub notify: Arc<Notify>,
     thread: JoinHandle<()>,
@@ -141,7 +142,7 @@ pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<ShardHandle> {
 async fn run_shard(
     setup: ShardSetup,
     wake: Arc<Notify>,
-    mut conn_rx: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    mut conn_rx: mpsc::UnboundedReceiver<(std::net::TcpStream, Permit)>,
 ) {
     let ShardSetup { index: _, reader, config, metrics, http, mut shutdown, drain } = setup;
     let shard = Rc::new(RefCell::new(Shard::new(http.market.clone(), config, metrics)));
@@ -150,7 +151,7 @@ async fn run_shard(
     loop {
         tokio::select! {
             conn = conn_rx.recv() => {
-                let Some(conn) = conn else { break };
+                let Some((conn, permit)) = conn else { break };
                 let guard = tracker.enter();
                 let ctx = socket::ConnContext {
                     shard: shard.clone(),
@@ -159,6 +160,7 @@ async fn run_shard(
                 };
                 tokio::task::spawn_local(async move {
                     socket::serve(conn, ctx).await;
+                    drop(permit);
                     drop(guard);
                 });
             }
