@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// Updates queued per session in mode "all" before they are dropped and reported as overflow.
     #[arg(long, default_value_t = 4096)]
     pub all_queue: usize,
+    /// Refuse `["*"]` subscriptions (403): clients must name their symbols.
+    #[arg(long)]
+    pub no_wildcard: bool,
     /// Most connections the server holds; more are answered 503 before the upgrade.
     #[arg(long, default_value_t = 10000)]
     pub max_connections: usize,
@@ -236,6 +239,7 @@ impl Config {
                 max_symbols: a.max_subscriptions,
                 msgs_in_per_s: a.msgs_in_per_s,
                 max_message_bytes: a.max_message_bytes,
+                allow_wildcard: !a.no_wildcard,
                 queue_cap: a.all_queue,
                 lag_limit: Duration::from_millis(a.lag_limit_ms.max(1)),
                 slow_warn: Duration::from_millis((a.lag_limit_ms / 5).max(1)),

@@ -21,9 +21,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 /// The unit tests take well under a second.
 const UNIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// The browser script caps itself at 60 s and kills its servers; this is the
+/// The browser script caps itself at 100 s and kills its servers; this is the
 /// backstop if node itself hangs.
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Runs `cmd` in the crate root; panics with its output unless it exits 0
 /// within `timeout`. Returns its stdout.

@@ -523,3 +523,27 @@ async fn switching_latest_to_all_never_jumps_seq_silently() {
         }
     }
 }
+
+#[tokio::test]
+async fn sustained_flooding_closes_with_1008() {
+    let ts = manual_server(|c| c.shard.msgs_in_per_s = 5);
+    let mut c = Client::connect(ts.addr, "").await;
+    for _ in 0..20 {
+        c.send(json!({"type": "ping"})).await;
+    }
+    // Three times the limit within a second is abuse, not a burst.
+    assert_eq!(c.closed().await, Some(1008));
+}
+
+#[tokio::test]
+async fn wildcard_can_be_refused() {
+    let ts = manual_server(|c| c.shard.allow_wildcard = false);
+    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    ts.flush();
+    let mut c = Client::connect(ts.addr, "").await;
+    let r = c.subscribe(json!({"symbols": ["*", "AAPL"], "snapshot": false})).await;
+    // The wildcard is refused with 403; the named symbol is still subscribed.
+    assert_eq!(r["rejected"][0]["sym"], "*");
+    assert_eq!(r["rejected"][0]["code"], 403);
+    assert_eq!(r["subs"].as_array().unwrap().len(), 2);
+}

@@ -52,6 +52,8 @@ pub struct ShardConfig {
     pub lag_limit: Duration,
     /// A session with this many bytes waiting is closed.
     pub max_queued_bytes: usize,
+    /// Whether `["*"]` subscriptions are allowed (refused with 403 when not).
+    pub allow_wildcard: bool,
 }
 
 impl Default for ShardConfig {
@@ -65,6 +67,7 @@ impl Default for ShardConfig {
             slow_warn: Duration::from_secs(1),
             lag_limit: Duration::from_secs(5),
             max_queued_bytes: 4 << 20,
+            allow_wildcard: true,
         }
     }
 }
@@ -867,6 +870,16 @@ impl Shard {
             s.rate_count = 0;
         }
         s.rate_count += 1;
+        // Sustained abuse: three times the limit within one window closes
+        // the connection with 1008 (policy violation) after the 429s.
+        if s.rate_count == limit.saturating_mul(3) {
+            s.close.get_or_insert(CloseRequest {
+                code: 1008,
+                reason: "rate limit abuse",
+                abort: false,
+            });
+            s.ctl.wake.notify_one();
+        }
         s.rate_count <= limit
     }
 
@@ -1050,7 +1063,15 @@ impl Shard {
         let mut accepted: Vec<(u32, bool)> = Vec::new();
         let mut rejected: Vec<(String, u16, &'static str)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let wildcard = symbols.iter().any(|s| s == "*");
+        let mut wildcard = symbols.iter().any(|s| s == "*");
+        if wildcard && !self.config.allow_wildcard {
+            rejected.push((
+                "*".into(),
+                403,
+                "subscriptions to [\"*\"] are not allowed on this server",
+            ));
+            wildcard = false;
+        }
         if wildcard {
             let Some(s) = self.session(slot) else { return };
             for ch in channels.iter() {

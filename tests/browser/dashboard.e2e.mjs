@@ -20,8 +20,8 @@ import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
 const CHROMIUM = "/usr/bin/chromium";
-const TOTAL_MS = 60_000;
-const STEP_MS = 10_000;
+const TOTAL_MS = 100_000;
+const STEP_MS = 20_000;
 const BIN = process.env.TICKWIRE_BIN;
 const SHOT = process.env.SCREENSHOT ?? "target/dashboard.png";
 
