@@ -85,16 +85,13 @@ async fn latency_histogram_counts_every_update_sent() {
     for c in &mut clients {
         c.until(|m| m["seq"] == 51).await;
     }
-    let value = |body: &str, name: &str| -> u64 {
-        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap()
-    };
     // The histogram is merged every 100 ms; wait for it (bounded).
     let deadline = tokio::time::Instant::now() + crate::util::TIMEOUT;
     loop {
         let (_, body) = ts.get("/metrics").await;
         let (sent, counted) = (
-            value(&body, "tickwire_updates_out_total"),
-            value(&body, "tickwire_ingest_to_send_seconds_count"),
+            crate::util::metric(&body, "tickwire_updates_out_total"),
+            crate::util::metric(&body, "tickwire_ingest_to_send_seconds_count"),
         );
         // One latency sample per update sent, though shared tails record them in bulk.
         if sent == 150 && counted == sent {
@@ -122,11 +119,9 @@ async fn connections_over_the_per_ip_limit_get_503() {
     loop {
         let (status, body) = ts.get("/metrics").await;
         if status == 200 {
-            let refused = body.lines().find_map(|l| {
-                l.strip_prefix("tickwire_connections_refused_total ")?.parse::<u64>().ok()
-            });
+            let refused = crate::util::metric(&body, "tickwire_connections_refused_total");
             // The two above, plus any of these polls that came too early.
-            assert!(refused.is_some_and(|n| n >= 2), "{refused:?}");
+            assert!(refused >= 2, "{refused}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "slot never released");

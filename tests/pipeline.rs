@@ -190,16 +190,7 @@ fn slow_disconnects_blocking(addr: std::net::SocketAddr) -> u64 {
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix("tickwire_slow_disconnects_total ")?.parse().ok())
-        .expect("metric present")
-}
-
-async fn metric(ts: &crate::util::TestServer, name: &str) -> u64 {
-    let (_, body) = ts.get("/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
+    crate::util::metric(&body, "tickwire_slow_disconnects_total")
 }
 
 #[tokio::test]
@@ -264,7 +255,7 @@ async fn a_client_that_never_reads_is_isolated_and_closed() {
     // The closed session's resources are released (bounded wait: the close
     // completes on the shard right after the policy fires).
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while metric(&ts, "tickwire_connections").await != 1 {
+    while ts.metric("tickwire_connections").await != 1 {
         assert!(tokio::time::Instant::now() < deadline, "stuck session not released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -312,7 +303,7 @@ async fn ring_overruns_resync_from_the_latest_value_table() {
     let overflowed = account_all_mode(&mut all, start, &positions(&exp)).await;
     assert!(overflowed, "an overrun in mode all must show as overflow");
     assert!(
-        metric(&ts, "tickwire_ring_overruns_total").await > 0,
+        ts.metric("tickwire_ring_overruns_total").await > 0,
         "the test must really overrun the ring"
     );
 }
@@ -325,10 +316,11 @@ async fn a_peer_that_answers_no_ping_is_dropped() {
     let mut dead = tokio::net::TcpStream::connect(ts.addr).await.unwrap();
     let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // Time counts from the dead peer's upgrade, not from the other client's.
+    let started = tokio::time::Instant::now();
     dead.write_all(upgrade.as_bytes()).await.unwrap();
     // A live client that reads (and so answers pings) all along.
     let mut alive = Client::connect(ts.addr, "").await;
-    let started = tokio::time::Instant::now();
     let mut buf = vec![0u8; 4096];
     loop {
         tokio::select! {
@@ -350,6 +342,6 @@ async fn a_peer_that_answers_no_ping_is_dropped() {
     );
     // The live client is still served.
     assert_eq!(alive.request(json!({"type": "ping"}), 1).await["type"], "pong");
-    assert_eq!(metric(&ts, "tickwire_connections").await, 1);
-    assert_eq!(metric(&ts, "tickwire_dead_peers_total").await, 1);
+    assert_eq!(ts.metric("tickwire_connections").await, 1);
+    assert_eq!(ts.metric("tickwire_dead_peers_total").await, 1);
 }

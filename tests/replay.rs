@@ -16,7 +16,7 @@ use tickwire::feed::replay::{ReplayConfig, Speed};
 use tickwire::server::StartError;
 use tickwire::{Config, Server};
 
-use crate::util::{Client, http_get, test_config};
+use crate::util::{Client, http_get, metric, test_config};
 
 /// The sample file shipped in `feeds/`.
 fn feed(name: &str) -> PathBuf {
@@ -109,12 +109,6 @@ async fn collect(server: &Server, query: &str) -> Vec<Value> {
         }
     }
     updates
-}
-
-fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 #[tokio::test]

@@ -32,6 +32,11 @@ impl TestServer {
         assert!(self.feed.flush(TIMEOUT), "feed did not publish in time");
     }
 
+    /// The current value of an unlabelled metric.
+    pub async fn metric(&self, name: &str) -> u64 {
+        metric(&self.get("/metrics").await.1, name)
+    }
+
     /// GET `path`, returning (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path).await
@@ -50,6 +55,13 @@ pub fn manual_server(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let (server, feed) = tickwire::start_manual(&config).expect("server starts");
     let addr = server.local_addr();
     TestServer { server, feed, addr }
+}
+
+/// The value of an unlabelled metric in a `/metrics` body.
+pub fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// A minimal HTTP/1.1 GET over a raw socket.

@@ -251,10 +251,6 @@ pub struct Shard {
     state_gen: u64,
 }
 
-fn counters(m: &ShardMetrics) -> &ShardCounters {
-    &m.counters
-}
-
 impl Shard {
     /// An empty shard.
     pub fn new(market: Arc<Market>, config: ShardConfig, metrics: Arc<ShardMetrics>) -> Shard {
@@ -283,7 +279,7 @@ impl Shard {
 
     /// The shard's counters.
     pub fn counters(&self) -> &ShardCounters {
-        counters(&self.metrics)
+        &self.metrics.counters
     }
 
     /// Number of open sessions.
