@@ -27,7 +27,8 @@ fn shard_with(sessions: usize, mode: Mode) -> (Shard, Vec<u32>) {
     }
     let market = Arc::new(Market::new(table));
     let config = ShardConfig { queue_cap: 1 << 20, ..ShardConfig::default() };
-    let mut shard = Shard::new(market, config, Arc::new(ShardMetrics::default()));
+    let reader = tickwire::ring::ring::<Tick>(2).1.reader();
+    let mut shard = Shard::new(market, reader, config, Arc::new(ShardMetrics::default()));
     let mut slots = Vec::new();
     for uid in 0..sessions {
         let (slot, _ctl) = shard.open_session(Format::default(), uid as u64 + 1);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::feed::replay::{ReplayConfig, Speed};
+use crate::feed::replay::{ReplayConfig, Speed, Window, parse_time_of_day};
 use crate::feed::synthetic::SyntheticConfig;
 use crate::writer::shard::ShardConfig;
 
@@ -95,6 +95,20 @@ pub struct ServeArgs {
     /// Hold the replay until the first subscription arrives.
     #[arg(long, requires = "replay")]
     pub wait_for_subscriber: bool,
+    /// Start the replay over at the end of the file, under a new epoch
+    /// (sessions are asked to reconnect: `shutdown`, close 1012).
+    #[arg(long = "loop", requires = "replay")]
+    pub looped: bool,
+    /// Replay only from this time of day of the file (HH:MM:SS[.fff]).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub from: Option<String>,
+    /// Replay only up to this time of day of the file (HH:MM:SS[.fff]).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub to: Option<String>,
+    /// Ingest a live feed of JSON lines from an upstream TCP server at
+    /// HOST:PORT (reconnects with capped, jittered backoff).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "replay")]
+    pub tcp_feed: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -126,6 +140,8 @@ pub enum SourceChoice {
     Synthetic,
     /// A recorded feed (`--replay FILE`).
     Replay(ReplayConfig),
+    /// A live feed of JSON lines from an upstream (`--tcp-feed HOST:PORT`).
+    Tcp(String),
 }
 
 /// Validated settings of a server.
@@ -216,11 +232,36 @@ impl Config {
         }
         let source = match &a.replay {
             None => SourceChoice::Synthetic,
-            Some(path) => SourceChoice::Replay(ReplayConfig {
-                path: path.clone(),
-                speed: a.speed.parse::<Speed>().map_err(|e| invalid("speed", e))?,
-                wait_for_subscriber: a.wait_for_subscriber,
-            }),
+            Some(path) => {
+                let time = |flag, v: &Option<String>| {
+                    v.as_deref().map(parse_time_of_day).transpose().map_err(|e| invalid(flag, e))
+                };
+                let window = Window { from: time("from", &a.from)?, to: time("to", &a.to)? };
+                if let (Some(f), Some(t)) = (window.from, window.to)
+                    && f > t
+                {
+                    return Err(invalid("to", "must not be earlier than --from"));
+                }
+                SourceChoice::Replay(ReplayConfig {
+                    path: path.clone(),
+                    speed: a.speed.parse::<Speed>().map_err(|e| invalid("speed", e))?,
+                    wait_for_subscriber: a.wait_for_subscriber,
+                    looped: a.looped,
+                    window,
+                })
+            }
+        };
+        let source = match &a.tcp_feed {
+            None => source,
+            Some(addr) => {
+                if addr
+                    .rsplit_once(':')
+                    .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                {
+                    return Err(invalid("tcp-feed", format!("{addr:?} is not HOST:PORT")));
+                }
+                SourceChoice::Tcp(addr.clone())
+            }
         };
         Ok(Config {
             listen,
@@ -293,7 +334,9 @@ mod tests {
             Some(SourceChoice::Replay(ReplayConfig {
                 path: "x.jsonl".into(),
                 speed: Speed::Max,
-                wait_for_subscriber: false
+                wait_for_subscriber: false,
+                looped: false,
+                window: Window::default(),
             }))
         );
         let c = parse(&["tickwire", "serve", "--replay", "x", "--wait-for-subscriber"]);
@@ -301,5 +344,44 @@ mod tests {
         assert_eq!((r.speed, r.wait_for_subscriber), (Speed::Factor(1.0), true));
         // Replay options need --replay.
         assert_eq!(parse(&["tickwire", "serve", "--speed", "2"]), None);
+        assert_eq!(parse(&["tickwire", "serve", "--loop"]), None);
+        let c = parse(&[
+            "tickwire",
+            "serve",
+            "--replay",
+            "x",
+            "--loop",
+            "--from",
+            "09:30",
+            "--to",
+            "09:31:00.5",
+        ]);
+        let Some(SourceChoice::Replay(r)) = c else { panic!("{c:?}") };
+        assert!(r.looped);
+        assert_eq!(r.window.from, Some(34_200_000_000_000));
+        assert_eq!(r.window.to, Some(34_260_500_000_000));
+        // An empty window and a bad time are refused.
+        assert_eq!(
+            parse(&["tickwire", "serve", "--replay", "x", "--from", "10:00", "--to", "09:00"]),
+            None
+        );
+        assert_eq!(parse(&["tickwire", "serve", "--replay", "x", "--from", "25:00"]), None);
+    }
+
+    #[test]
+    fn tcp_feed_flag() {
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.source).map_err(|e| e.flag),
+            Err(_) => Err("clap"),
+        };
+        assert_eq!(
+            parse(&["tickwire", "serve", "--tcp-feed", "127.0.0.1:9000"]),
+            Ok(SourceChoice::Tcp("127.0.0.1:9000".into()))
+        );
+        assert_eq!(parse(&["tickwire", "serve", "--tcp-feed", "nohost"]), Err("tcp-feed"));
+        assert_eq!(
+            parse(&["tickwire", "serve", "--tcp-feed", "h:1", "--replay", "x"]),
+            Err("clap")
+        );
     }
 }

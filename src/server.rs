@@ -19,6 +19,7 @@ use crate::config::{Config, SourceChoice};
 use crate::feed::manual::{ManualFeedHandle, manual};
 use crate::feed::replay::Replay;
 use crate::feed::synthetic::Synthetic;
+use crate::feed::tcp::{self, TcpConfig, TcpFeed};
 use crate::feed::{FeedSource, Market, Wakers, spawn_ingest};
 use crate::metrics::ShardMetrics;
 use crate::ring::ring;
@@ -75,6 +76,15 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
                 .map(|r| Box::new(r) as Box<dyn FeedSource>)
                 .map_err(|e| StartError::Source(e.to_string()))
         }),
+        SourceChoice::Tcp(addr) => {
+            // Stale within one heartbeat interval of silence, read wait included.
+            let hb = config.shard.hb;
+            let tcp = TcpConfig {
+                stale_after: hb.saturating_sub(2 * tcp::READ_WAIT).max(hb / 2),
+                ..TcpConfig::new(addr.clone())
+            };
+            start_with(config, move |table| Ok(Box::new(TcpFeed::new(tcp, table.clone()))))
+        }
     }
 }
 

@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use tickwire::config::SourceChoice;
-use tickwire::feed::replay::{ReplayConfig, Speed};
+use tickwire::feed::replay::{ReplayConfig, Speed, Window};
 use tickwire::server::StartError;
 use tickwire::{Config, Server};
 
 use crate::util::{Client, http_get, metric, test_config};
+
+/// Longest a replay test waits for the end of a (small) file.
+const REPLAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The sample file shipped in `feeds/`.
 fn feed(name: &str) -> PathBuf {
@@ -36,6 +39,8 @@ fn replay_config(path: &Path, speed: Speed) -> Config {
             path: path.to_path_buf(),
             speed,
             wait_for_subscriber: true,
+            looped: false,
+            window: Window::default(),
         }),
         ..test_config()
     }
@@ -96,7 +101,9 @@ async fn collect(server: &Server, query: &str) -> Vec<Value> {
     assert!(!subs.is_empty(), "{r}");
     assert!(subs.iter().all(|s| s["seq"] == 0), "{r}");
     let mut updates = Vec::new();
+    let deadline = tokio::time::Instant::now() + REPLAY_TIMEOUT;
     loop {
+        assert!(tokio::time::Instant::now() < deadline, "no replay_done in time");
         let m = c.next().await;
         match m["type"].as_str().unwrap() {
             "q" | "t" => updates.push(m),
@@ -226,4 +233,102 @@ fn unknown_format_is_a_startup_error_naming_the_file() {
     let missing = Path::new("/nonexistent/feed.jsonl");
     let err = tickwire::start(&replay_config(missing, Speed::Max)).err().expect("start fails");
     assert!(err.to_string().contains("/nonexistent/feed.jsonl"), "{err}");
+}
+
+/// Reads the updates of one pass of a looping replay, up to the `shutdown`
+/// that ends the epoch, and checks the close code.
+async fn one_pass(c: &mut Client) -> Vec<Value> {
+    let mut updates = Vec::new();
+    let deadline = tokio::time::Instant::now() + REPLAY_TIMEOUT;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no shutdown in time");
+        let m = c.next().await;
+        match m["type"].as_str().unwrap() {
+            "t" | "q" | "snapshot" => updates.push(m),
+            "heartbeat" | "status" => {}
+            "shutdown" => {
+                let after = m["reconnect_after_ms"].as_u64().unwrap();
+                assert!(after < 1000, "{m}");
+                break;
+            }
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    // 1012: service restart, reconnect for the new numbering.
+    assert_eq!(c.closed().await, Some(1012));
+    updates
+}
+
+#[tokio::test]
+async fn loop_restarts_under_a_new_epoch_and_sessions_reconnect() {
+    // Three trades 10 ms apart, looping at real pace.
+    let t0: u64 = 1_764_167_400_000_000_000;
+    let text: String = (0..3u64)
+        .map(|k| {
+            format!(
+                "{{\"type\":\"t\",\"sym\":\"LOOP\",\"t\":{},\"p\":1{k},\"s\":{k}}}\n",
+                t0 + k * 10_000_000
+            )
+        })
+        .collect();
+    let path = temp_file("loop.jsonl", text.as_bytes());
+    let mut config = replay_config(&path, Speed::Factor(1.0));
+    if let SourceChoice::Replay(r) = &mut config.source {
+        r.looped = true;
+    }
+    let server = tickwire::start(&config).unwrap();
+    let mut first = Client::connect(server.local_addr(), "").await;
+    first.subscribe(json!({"symbols": ["LOOP"], "mode": "all"})).await;
+    // The whole first pass arrives before the epoch ends.
+    let got = one_pass(&mut first).await;
+    let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3], "{got:?}");
+    let prices: Vec<f64> = got.iter().map(|m| m["p"].as_f64().unwrap()).collect();
+    assert_eq!(prices, [10.0, 11.0, 12.0]);
+    // A client that reconnects is in a new epoch, numbered from 1 again,
+    // and is told again when that pass ends.
+    let mut epochs = vec![first.welcome["epoch"].clone()];
+    for _ in 0..2 {
+        let mut c = Client::connect(server.local_addr(), "").await;
+        assert!(!epochs.contains(&c.welcome["epoch"]), "{} in {epochs:?}", c.welcome);
+        epochs.push(c.welcome["epoch"].clone());
+        c.subscribe(json!({"symbols": ["LOOP"], "mode": "all"})).await;
+        let got = one_pass(&mut c).await;
+        // Joined mid-pass: a snapshot maybe, then contiguous seqs up to 3.
+        let seqs: Vec<u64> = got.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+        assert!(seqs.last().is_none_or(|&s| s == 3), "{got:?}");
+    }
+    server.shutdown();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn from_and_to_select_a_time_window() {
+    // Trades at 09:29:59, 09:30:00 ... 09:30:04 UTC on some day.
+    let day: u64 = 20_418 * 86_400_000_000_000;
+    let at = |s: u64| day + (9 * 3600 + 29 * 60 + 59 + s) * 1_000_000_000;
+    let text: String = (0..6u64)
+        .map(|k| {
+            format!(
+                "{{\"type\":\"t\",\"sym\":\"WIN\",\"t\":{},\"p\":{},\"s\":1}}\n",
+                at(k),
+                100 + k
+            )
+        })
+        .collect();
+    let path = temp_file("window.jsonl", text.as_bytes());
+    let mut config = replay_config(&path, Speed::Max);
+    if let SourceChoice::Replay(r) = &mut config.source {
+        r.window = Window { from: Some(34_200_000_000_000), to: Some(34_202_000_000_000) };
+    }
+    let server = tickwire::start(&config).unwrap();
+    let got = collect(&server, "").await;
+    let prices: Vec<f64> = got.iter().map(|m| m["p"].as_f64().unwrap()).collect();
+    // 09:30:00 to 09:30:02 inclusive.
+    assert_eq!(prices, [101.0, 102.0, 103.0]);
+    let (_, body) = http_get(server.local_addr(), "/metrics").await;
+    assert_eq!(metric(&body, "tickwire_feed_bad_records_total"), 0);
+    server.shutdown();
+    let _ = std::fs::remove_file(&path);
 }

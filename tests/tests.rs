@@ -11,7 +11,9 @@
 //! - `http`: the plain HTTP routes on the WebSocket port.
 //! - `cli`: the `tickwire` binary itself (printed URL, signals, exit code).
 //! - `external`: a client outside the Rust stack (Python `websockets`).
-//! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism.
+//! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism,
+//!   `--loop` epochs, `--from`/`--to`.
+//! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live.
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 
@@ -21,6 +23,7 @@ mod browser;
 mod cli;
 mod external;
 mod http;
+mod live;
 mod pipeline;
 mod protocol;
 mod replay;

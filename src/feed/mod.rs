@@ -19,9 +19,10 @@ pub mod manual;
 pub mod replay;
 pub mod symbols;
 pub mod synthetic;
+pub mod tcp;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,10 @@ pub enum Poll {
     /// The source is finished for good (a replay without `--loop`). The
     /// server keeps serving the last values.
     Done,
+    /// The source starts over (a replay with `--loop` reached its end and
+    /// rewound): sequence numbering restarts under a new `epoch`. See
+    /// [`Market::epoch`] for what sessions see.
+    Restart,
 }
 
 /// The feed's health as sessions see it in `status` messages.
@@ -114,8 +119,15 @@ pub struct Market {
     /// Bumped on every state change, so shards notice a change even when the
     /// state flips and flips back between two of their looks.
     state_gen: AtomicU64,
-    /// Names this run of sequence numbers (protocol `epoch`).
-    pub epoch: String,
+    /// Names the current run of sequence numbers: the protocol's `epoch`
+    /// is `e-<this number>`. It only grows.
+    epoch: AtomicU64,
+    /// Ring position of the first tick of the current epoch: older positions
+    /// belong to an earlier epoch. Written before [`Market::epoch`] changes.
+    epoch_start: AtomicU64,
+    /// Writer shards that have closed their sessions of the earlier epoch
+    /// (see [`Market::ack_epoch`]).
+    epoch_acks: AtomicUsize,
     /// Ingest counters.
     pub metrics: FeedMetrics,
     /// Set by a writer shard once it has handled a `subscribe`: releases a
@@ -127,13 +139,14 @@ impl Market {
     /// A market for up to `symbols.capacity()` symbols.
     pub fn new(symbols: Arc<SymbolTable>) -> Market {
         let latest = LatestTable::new(symbols.capacity() * 2);
-        let epoch = format!("e-{}", now_ns() / 1_000_000);
         Market {
             symbols,
             latest,
             state: AtomicU8::new(FeedState::Live as u8),
             state_gen: AtomicU64::new(0),
-            epoch,
+            epoch: AtomicU64::new(now_ns() / 1_000_000),
+            epoch_start: AtomicU64::new(0),
+            epoch_acks: AtomicUsize::new(0),
             metrics: FeedMetrics::default(),
             subscribed: AtomicBool::new(false),
         }
@@ -155,10 +168,53 @@ impl Market {
         }
     }
 
-    /// Newest tick of a (channel, symbol) stream, if it has one.
+    /// Newest tick of a (channel, symbol) stream in the current epoch, if it
+    /// has one.
     pub fn latest(&self, sym: SymbolId, ch: Channel) -> Option<Tick> {
-        self.latest.load(crate::tick::stream_index(sym, ch))
+        // A restart leaves a tick with `seq` 0 where a value was: "none yet".
+        self.latest.load(crate::tick::stream_index(sym, ch)).filter(|t| t.seq > 0)
     }
+
+    /// The current epoch number (the protocol's `epoch` is
+    /// [`epoch_name`]`(n)`) and the ring position where it starts.
+    ///
+    /// # Epoch restarts
+    ///
+    /// When a source answers [`Poll::Restart`] the feed thread has published
+    /// every tick of the old epoch. It then forgets the latest values,
+    /// records the ring position, bumps the number and waits (bounded) until
+    /// every writer shard has acknowledged with [`Market::ack_epoch`] before
+    /// it publishes the new epoch's first tick. A shard that sees a new
+    /// number closes every session it holds (`shutdown`, then close 1012:
+    /// their `seq` numbering is over) and skips the old epoch's ticks still
+    /// in the ring; sessions that connect afterwards get the new epoch in
+    /// `welcome`.
+    pub fn epoch(&self) -> (u64, u64) {
+        let n = self.epoch.load(Ordering::Acquire);
+        (n, self.epoch_start.load(Ordering::Relaxed))
+    }
+
+    /// A writer shard has left epoch `n` behind (see [`Market::epoch`]).
+    pub fn ack_epoch(&self, n: u64) {
+        if self.epoch.load(Ordering::Acquire) == n {
+            self.epoch_acks.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Starts a new epoch at ring position `start` (feed thread only).
+    fn begin_epoch(&self, start: u64) -> u64 {
+        let old = self.epoch.load(Ordering::Relaxed);
+        let n = (now_ns() / 1_000_000).max(old + 1);
+        self.epoch_acks.store(0, Ordering::Relaxed);
+        self.epoch_start.store(start, Ordering::Relaxed);
+        self.epoch.store(n, Ordering::Release);
+        n
+    }
+}
+
+/// The protocol name of epoch number `n`.
+pub fn epoch_name(n: u64) -> String {
+    format!("e-{n}")
 }
 
 /// Wakes the writer shards after the feed thread publishes.
@@ -171,6 +227,16 @@ impl Wakers {
     /// Wakers for the given shard notifiers.
     pub fn new(shards: Vec<Arc<Notify>>) -> Wakers {
         Wakers { shards }
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether there are no shards.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
     }
 
     /// Wakes every shard (a stored permit if the shard is busy, so no wake-up
@@ -187,6 +253,11 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 
 /// How often a held source checks for the first subscription.
 const HOLD_POLL: Duration = Duration::from_millis(2);
+
+/// Longest the feed thread waits for the writer shards to acknowledge a new
+/// epoch before it publishes anyway (a shard is never that busy unless the
+/// machine is stalled).
+const EPOCH_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Starts the feed thread. It runs until `stop` is set.
 pub fn spawn_ingest(
@@ -230,6 +301,10 @@ pub fn spawn_ingest(
                         wakers.wake_all();
                     }
                 }
+                Poll::Restart => {
+                    restart(&mut seqs, &ring, &market, &wakers, &stop);
+                    market.set_state(FeedState::Live);
+                }
                 Poll::Done => {
                     if market.set_state(FeedState::ReplayDone) {
                         wakers.wake_all();
@@ -241,6 +316,36 @@ pub fn spawn_ingest(
             }
         }
     })
+}
+
+/// Ends the epoch: forgets the latest values and the sequence numbers,
+/// starts a new epoch and waits for the shards (see [`Market::epoch`]).
+fn restart(
+    seqs: &mut [u64],
+    ring: &RingProducer<Tick>,
+    market: &Market,
+    wakers: &Wakers,
+    stop: &AtomicBool,
+) {
+    for (stream, seq) in seqs.iter_mut().enumerate() {
+        if *seq > 0 {
+            // `seq` 0 reads as "no value" (see `Market::latest`); the body is
+            // irrelevant.
+            let sym = SymbolId((stream / 2) as u32);
+            market.latest.store(stream, Tick::trade(sym, 0, crate::tick::Price(0), 0));
+            *seq = 0;
+        }
+    }
+    let n = market.begin_epoch(ring.position());
+    tracing::info!(epoch = %epoch_name(n), "feed restarted: new epoch");
+    wakers.wake_all();
+    let deadline = Instant::now() + EPOCH_ACK_WAIT;
+    while market.epoch_acks.load(Ordering::Acquire) < wakers.len() {
+        if stop.load(Ordering::Acquire) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
 }
 
 /// Numbers, stamps, stores and publishes one batch.

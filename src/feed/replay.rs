@@ -30,9 +30,16 @@
 //! # End of file
 //!
 //! At the end the source answers [`Poll::Done`]: sessions get `status`
-//! `replay_done` and the server keeps serving the last values. `--loop` is
-//! not implemented yet: restarting needs a new `epoch` and a way to tell
-//! connected sessions that numbering restarted.
+//! `replay_done` and the server keeps serving the last values. With
+//! `--loop` the reader rewinds and the source answers [`Poll::Restart`]: the
+//! feed thread starts a new epoch (numbering from 1 again) and connected
+//! sessions are told to reconnect (see [`crate::feed::Market::epoch`]).
+//!
+//! # Window
+//!
+//! `--from` and `--to` select a time-of-day window of the file ([`Window`]):
+//! earlier records are skipped, and the file ends at the first record after
+//! `--to` (recorded feeds are in time order).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -180,6 +187,65 @@ pub struct ReplayConfig {
     /// ahead to learn its symbols, so subscriptions by name work before the
     /// first tick.
     pub wait_for_subscriber: bool,
+    /// Start over at the end of the file, under a new epoch.
+    pub looped: bool,
+    /// Only the records in this time-of-day window.
+    pub window: Window,
+}
+
+/// A time-of-day window of a replay (`--from`, `--to`), in nanoseconds since
+/// midnight of the file's clock: UTC for JSON lines and captures, the
+/// exchange's own clock for ITCH (whose timestamps are ns since midnight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Window {
+    /// Records before this time of day are skipped (not counted as bad).
+    pub from: Option<u64>,
+    /// The replay ends at the first record after this time of day.
+    pub to: Option<u64>,
+}
+
+/// Nanoseconds in a day.
+const DAY_NS: u64 = 86_400_000_000_000;
+
+impl Window {
+    /// Where `src_ns` falls: before the window, in it, or after it.
+    fn place(&self, src_ns: u64) -> std::cmp::Ordering {
+        let tod = src_ns % DAY_NS;
+        if self.from.is_some_and(|f| tod < f) {
+            std::cmp::Ordering::Less
+        } else if self.to.is_some_and(|t| tod > t) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    }
+}
+
+/// Parses a time of day `HH:MM:SS[.fffffffff]` (or `HH:MM`) into
+/// nanoseconds since midnight.
+pub fn parse_time_of_day(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a time of day HH:MM:SS[.fff]");
+    let (hms, frac) = s.split_once('.').unwrap_or((s, ""));
+    let parts: Vec<&str> = hms.split(':').collect();
+    if !(2..=3).contains(&parts.len())
+        || parts.iter().any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+        || frac.len() > 9
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || (s.contains('.') && (frac.is_empty() || parts.len() != 3))
+    {
+        return Err(bad());
+    }
+    let n = |i: usize| parts.get(i).map_or(Ok(0), |p| p.parse::<u64>()).map_err(|_| bad());
+    let (h, m, sec) = (n(0)?, n(1)?, n(2)?);
+    if h > 23 || m > 59 || sec > 59 {
+        return Err(bad());
+    }
+    let frac_ns = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u64>().map_err(|_| bad())? * 10u64.pow(9 - frac.len() as u32)
+    };
+    Ok(((h * 60 + m) * 60 + sec) * 1_000_000_000 + frac_ns)
 }
 
 /// The replay source.
@@ -187,6 +253,8 @@ pub struct Replay {
     reader: Box<dyn RecordReader>,
     speed: Speed,
     hold: bool,
+    looped: bool,
+    window: Window,
     /// Monotonic and wall-clock start, set on the first poll.
     start: Option<(Instant, u64)>,
     /// Source time of the first record.
@@ -202,12 +270,15 @@ impl Replay {
     /// Opens the file of `config` and builds the source.
     pub fn open(config: &ReplayConfig, table: &Arc<SymbolTable>) -> Result<Replay, OpenError> {
         let reader = open_reader(&config.path, table)?;
-        Replay::new(reader, config.speed, config.wait_for_subscriber)
-            .map_err(|source| OpenError::Io { path: config.path.clone(), source })
+        let mut replay = Replay::new(reader, config.speed, config.wait_for_subscriber)
+            .map_err(|source| OpenError::Io { path: config.path.clone(), source })?;
+        replay.looped = config.looped;
+        replay.window = config.window;
+        Ok(replay)
     }
 
-    /// A replay of `reader`. With `hold`, the file is read through once
-    /// first (interning every symbol) and rewound.
+    /// A replay of `reader` (no loop, no window). With `hold`, the file is
+    /// read through once first (interning every symbol) and rewound.
     pub fn new(mut reader: Box<dyn RecordReader>, speed: Speed, hold: bool) -> io::Result<Replay> {
         if hold {
             while reader.next().is_some() {}
@@ -217,6 +288,8 @@ impl Replay {
             reader,
             speed,
             hold,
+            looped: false,
+            window: Window::default(),
             start: None,
             t0: None,
             pending: None,
@@ -232,7 +305,11 @@ impl Replay {
         }
         while !self.ended {
             match self.reader.next() {
-                Some(Ok(t)) => return Some(t),
+                Some(Ok(t)) => match self.window.place(t.src_ns) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => return Some(t),
+                    std::cmp::Ordering::Greater => self.ended = true,
+                },
                 Some(Err(skip)) => {
                     tracing::debug!(at = skip.at, why = skip.why, "skipped a feed record");
                     self.skipped += 1;
@@ -251,7 +328,21 @@ impl FeedSource for Replay {
         let read_ns = if self.speed == Speed::Max { now_ns() } else { 0 };
         while out.len() < MAX_BATCH {
             let Some(mut tick) = self.next_record() else {
-                return if out.is_empty() { Poll::Done } else { Poll::Ready };
+                if !out.is_empty() {
+                    return Poll::Ready;
+                }
+                if !self.looped {
+                    return Poll::Done;
+                }
+                // Start over: a new schedule from now, a new epoch.
+                if let Err(e) = self.reader.rewind() {
+                    tracing::error!(error = %e, "cannot rewind the replay; it ends here");
+                    return Poll::Done;
+                }
+                self.ended = false;
+                self.start = None;
+                self.t0 = None;
+                return Poll::Restart;
             };
             match self.speed {
                 Speed::Max => tick.src_ns = read_ns,
@@ -313,6 +404,45 @@ mod tests {
         assert_eq!("2.5".parse::<Speed>(), Ok(Speed::Factor(2.5)));
         for bad in ["0", "-1", "nan", "inf", "fast"] {
             assert!(bad.parse::<Speed>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_of_day_parses() {
+        assert_eq!(parse_time_of_day("00:00"), Ok(0));
+        assert_eq!(parse_time_of_day("09:30:00"), Ok(34_200_000_000_000));
+        assert_eq!(parse_time_of_day("09:30:00.25"), Ok(34_200_250_000_000));
+        assert_eq!(parse_time_of_day("23:59:59.999999999"), Ok(DAY_NS - 1));
+        for bad in ["", "9:30", "09:30:", "24:00", "09:60", "09:30.5", "09:30:00.", "a:b:c"] {
+            assert!(parse_time_of_day(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn window_skips_before_and_ends_after() {
+        let sec = 1_000_000_000;
+        // A day boundary in the Unix times changes nothing: time of day counts.
+        let day = 20_000 * DAY_NS;
+        let ticks = (0..10).map(|i| trade(day + i * sec)).collect();
+        let mut r = Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Max, false).unwrap();
+        r.window = Window { from: Some(3 * sec), to: Some(5 * sec) };
+        let mut out = Vec::new();
+        assert_eq!(r.poll(&mut out), Poll::Ready);
+        assert_eq!(out.len(), 3);
+        assert_eq!(r.take_skipped(), 0, "records outside the window are not bad");
+        assert_eq!(r.poll(&mut Vec::new()), Poll::Done);
+    }
+
+    #[test]
+    fn loop_restarts_after_the_last_record() {
+        let ticks = vec![trade(1), trade(2)];
+        let mut r = Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Max, false).unwrap();
+        r.looped = true;
+        for _ in 0..3 {
+            let mut out = Vec::new();
+            assert_eq!(r.poll(&mut out), Poll::Ready);
+            assert_eq!(out.len(), 2);
+            assert_eq!(r.poll(&mut Vec::new()), Poll::Restart);
         }
     }
 

@@ -145,9 +145,9 @@ async fn run_shard(
     mut conn_rx: mpsc::UnboundedReceiver<(std::net::TcpStream, Permit)>,
 ) {
     let ShardSetup { index: _, reader, config, metrics, http, mut shutdown, drain } = setup;
-    let shard = Rc::new(RefCell::new(Shard::new(http.market.clone(), config, metrics)));
+    let shard = Rc::new(RefCell::new(Shard::new(http.market.clone(), reader, config, metrics)));
     let tracker = Rc::new(ConnTracker::default());
-    let pump = tokio::task::spawn_local(pump(shard.clone(), reader, wake, shutdown.clone()));
+    let pump = tokio::task::spawn_local(pump(shard.clone(), wake, shutdown.clone()));
     loop {
         tokio::select! {
             conn = conn_rx.recv() => {
@@ -176,12 +176,7 @@ async fn run_shard(
 }
 
 /// The pump: ring -> dispatch -> end of batch -> yield.
-async fn pump(
-    shard: Rc<RefCell<Shard>>,
-    mut reader: RingReader<Tick>,
-    wake: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
     let mut last_flush = Instant::now();
@@ -189,8 +184,10 @@ async fn pump(
         batch.clear();
         // Feed state first, ring second: see `Shard::feed_state`.
         let seen = shard.borrow().feed_state();
+        shard.borrow_mut().sync_epoch();
         let mut drained = false;
-        let got = match reader.read_batch(&mut batch, BATCH) {
+        let outcome = shard.borrow_mut().read_ring(&mut batch, BATCH);
+        let got = match outcome {
             ReadOutcome::Items(n) => {
                 drained = n < BATCH;
                 let mut s = shard.borrow_mut();

@@ -26,8 +26,9 @@ use hdrhistogram::Histogram;
 
 use super::encode::{self, Format, Obj};
 use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts, min_interval};
-use crate::feed::{FeedState, Market};
+use crate::feed::{FeedState, Market, epoch_name};
 use crate::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
+use crate::ring::{ReadOutcome, RingReader};
 use crate::socket::protocol::{Channels, Mode, Request};
 use crate::tick::{Channel, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
 
@@ -222,6 +223,19 @@ pub struct Outgoing {
 /// holds (our frame, tungstenite's write buffer) whatever its backlog.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// The close after `shutdown` when the server stops.
+const SHUTDOWN_CLOSE: CloseRequest =
+    CloseRequest { code: 1001, reason: "server shutting down", abort: false };
+
+/// The close after `shutdown` when the feed restarted under a new epoch
+/// (1012: service restart; reconnect for the new numbering).
+const EPOCH_CLOSE: CloseRequest =
+    CloseRequest { code: 1012, reason: "feed restarted: new epoch", abort: false };
+
+/// Base of the jittered `reconnect_after_ms` after an epoch restart: the
+/// server is up, so clients may come back at once.
+const EPOCH_RECONNECT_AFTER_MS: u64 = 100;
+
 /// Most snapshot messages per frame.
 const SNAPSHOTS_PER_FRAME: usize = 256;
 
@@ -249,12 +263,22 @@ pub struct Shard {
     throttle: BinaryHeap<Reverse<(Instant, u32, u64)>>,
     /// Last feed-state generation told to sessions.
     state_gen: u64,
+    /// This shard's cursor into the feed's ring.
+    reader: RingReader<Tick>,
+    /// The feed epoch this shard's sessions belong to.
+    epoch: u64,
 }
 
 impl Shard {
-    /// An empty shard.
-    pub fn new(market: Arc<Market>, config: ShardConfig, metrics: Arc<ShardMetrics>) -> Shard {
+    /// An empty shard reading the ring with `reader`.
+    pub fn new(
+        market: Arc<Market>,
+        reader: RingReader<Tick>,
+        config: ShardConfig,
+        metrics: Arc<ShardMetrics>,
+    ) -> Shard {
         let state_gen = market.state().1;
+        let epoch = market.epoch().0;
         Shard {
             market,
             config,
@@ -269,7 +293,59 @@ impl Shard {
             cache: EncodeCache::new(),
             throttle: BinaryHeap::new(),
             state_gen,
+            reader,
+            epoch,
         }
+    }
+
+    /// Catches up with a feed restart (see [`Market::epoch`]). The old
+    /// epoch's ticks still in the ring go to the sessions they belong to,
+    /// each session's backlog is framed, and every session then gets
+    /// `shutdown` and close 1012; finally the feed thread is told. Called
+    /// before anything that could hand a session data (a new session, every
+    /// pump round), so no session ever mixes two epochs.
+    pub fn sync_epoch(&mut self) {
+        let (epoch, start) = self.market.epoch();
+        if epoch == self.epoch {
+            return;
+        }
+        // The feed thread publishes nothing new before our acknowledgement,
+        // so everything up to `start` is the old epoch's.
+        let mut batch = Vec::with_capacity(1024);
+        while self.reader.position() < start {
+            batch.clear();
+            let max = (start - self.reader.position()).min(1024) as usize;
+            match self.reader.read_batch(&mut batch, max) {
+                ReadOutcome::Items(0) => break,
+                ReadOutcome::Items(_) => batch.iter().for_each(|t| self.dispatch(t)),
+                ReadOutcome::Overrun { lost } => {
+                    // The latest values are already forgotten: what the old
+                    // sessions lost here is lost (they are closing anyway).
+                    ShardCounters::add(&self.counters().ring_overruns, 1);
+                    ShardCounters::add(&self.counters().ring_lost, lost);
+                }
+            }
+        }
+        self.epoch = epoch;
+        let now = Instant::now();
+        self.cache.begin_if_stale();
+        for slot in 0..self.sessions.len() as u32 {
+            let pending = self.session(slot).is_some_and(|s| s.has_data() && s.close.is_none());
+            if pending {
+                while self.build_data_frame(slot, now) {}
+            }
+            let jitter = u64::from(slot) * 37 % 500;
+            self.end_session(slot, EPOCH_RECONNECT_AFTER_MS + jitter, EPOCH_CLOSE);
+        }
+        // Nothing of the old epoch may reach the new sessions.
+        self.dirty.clear();
+        self.last.iter_mut().for_each(|t| t.seq = 0);
+        self.market.ack_epoch(epoch);
+    }
+
+    /// Reads the next ticks of the ring (see [`RingReader::read_batch`]).
+    pub fn read_ring(&mut self, out: &mut Vec<Tick>, max: usize) -> ReadOutcome {
+        self.reader.read_batch(out, max)
     }
 
     /// The shard's settings.
@@ -301,6 +377,7 @@ impl Shard {
     /// Registers a new connection (`uid` unique for the server's life) and
     /// queues its `welcome` and first `status`.
     pub fn open_session(&mut self, format: Format, uid: u64) -> (u32, Rc<Ctl>) {
+        self.sync_epoch();
         let ctl = Rc::new(Ctl::default());
         let mut session = Session::new(uid, format, ctl.clone());
         let c = &self.config;
@@ -311,7 +388,7 @@ impl Shard {
             .str("server", concat!("tickwire/", env!("CARGO_PKG_VERSION")))
             .str("time_unit", format.time_unit.name())
             .u64("hb_ms", c.hb.as_millis() as u64)
-            .str("epoch", &self.market.epoch)
+            .str("epoch", &epoch_name(self.epoch))
             .with("limits", |b| {
                 Obj::object(b)
                     .u64("symbols", c.max_symbols as u64)
@@ -704,6 +781,11 @@ impl Shard {
 
     /// Queues `shutdown` and a close with 1001 (server going away).
     pub fn shutdown_session(&mut self, slot: u32, reconnect_after_ms: u64) {
+        self.end_session(slot, reconnect_after_ms, SHUTDOWN_CLOSE);
+    }
+
+    /// Queues `shutdown` and then `close`.
+    fn end_session(&mut self, slot: u32, reconnect_after_ms: u64, close: CloseRequest) {
         if let Some(s) = self.session(slot) {
             if s.close.is_some() {
                 return;
@@ -717,9 +799,9 @@ impl Shard {
                 .finish();
             buf.push(b']');
             s.push_frame(buf);
-            s.close =
-                Some(CloseRequest { code: 1001, reason: "server shutting down", abort: false });
+            s.close = Some(close);
             s.ctl.wake.notify_one();
+            ShardCounters::add(&self.metrics.counters.messages_out, 1);
         }
     }
 
