@@ -28,15 +28,10 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-/// Flags of `tickwire serve`, as typed.
+/// Flags that choose and shape the feed source, as typed (shared by
+/// `serve` and `record`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the bound URL is printed).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// Writer shards (threads); default: one per core.
-    #[arg(long)]
-    pub shards: Option<usize>,
+pub struct SourceArgs {
     /// Synthetic feed: number of symbols.
     #[arg(long, default_value_t = 500)]
     pub symbols: usize,
@@ -49,6 +44,42 @@ pub struct ServeArgs {
     /// Synthetic feed: run the first 100 ms of every second at this many times the rate.
     #[arg(long)]
     pub burst: Option<f64>,
+    /// Serve a recorded feed from FILE instead of the synthetic feed (JSON
+    /// lines, a capture or NASDAQ ITCH 5.0, optionally gzip-compressed; the
+    /// format is detected from the content).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Replay pace: a factor of the recorded pace (2 = twice as fast), or `max` for no pacing.
+    #[arg(long, default_value = "1", requires = "replay")]
+    pub speed: String,
+    /// Start the replay over at the end of the file, under a new epoch
+    /// (sessions are asked to reconnect: `shutdown`, close 1012).
+    #[arg(long = "loop", requires = "replay")]
+    pub looped: bool,
+    /// Replay only from this time of day of the file (HH:MM:SS[.fff]).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub from: Option<String>,
+    /// Replay only up to this time of day of the file (HH:MM:SS[.fff]).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub to: Option<String>,
+    /// Ingest a live feed of JSON lines from an upstream TCP server at
+    /// HOST:PORT (reconnects with capped, jittered backoff).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "replay")]
+    pub tcp_feed: Option<String>,
+}
+
+/// Flags of `tickwire serve`, as typed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The feed source.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Address to listen on (port 0 picks a free port; the bound URL is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Writer shards (threads); default: one per core.
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub hb_ms: u64,
@@ -85,30 +116,9 @@ pub struct ServeArgs {
     /// Close a session (4008) whose oldest unwritten frame has waited this long (ms) for its socket.
     #[arg(long, default_value_t = 5000)]
     pub lag_limit_ms: u64,
-    /// Serve a recorded feed from FILE instead of the synthetic feed (JSON
-    /// lines, optionally gzip-compressed; the format is detected from the content).
-    #[arg(long, value_name = "FILE")]
-    pub replay: Option<PathBuf>,
-    /// Replay pace: a factor of the recorded pace (2 = twice as fast), or `max` for no pacing.
-    #[arg(long, default_value = "1", requires = "replay")]
-    pub speed: String,
     /// Hold the replay until the first subscription arrives.
     #[arg(long, requires = "replay")]
     pub wait_for_subscriber: bool,
-    /// Start the replay over at the end of the file, under a new epoch
-    /// (sessions are asked to reconnect: `shutdown`, close 1012).
-    #[arg(long = "loop", requires = "replay")]
-    pub looped: bool,
-    /// Replay only from this time of day of the file (HH:MM:SS[.fff]).
-    #[arg(long, value_name = "TIME", requires = "replay")]
-    pub from: Option<String>,
-    /// Replay only up to this time of day of the file (HH:MM:SS[.fff]).
-    #[arg(long, value_name = "TIME", requires = "replay")]
-    pub to: Option<String>,
-    /// Ingest a live feed of JSON lines from an upstream TCP server at
-    /// HOST:PORT (reconnects with capped, jittered backoff).
-    #[arg(long, value_name = "HOST:PORT", conflicts_with = "replay")]
-    pub tcp_feed: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -191,44 +201,26 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Checks the flags and derives the settings.
-    pub fn from_args(a: &ServeArgs) -> Result<Config, ConfigError> {
-        let listen: SocketAddr =
-            a.listen.parse().map_err(|e| invalid("listen", format!("{:?}: {e}", a.listen)))?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let shards = a.shards.unwrap_or(cores);
-        if !(1..=256).contains(&shards) {
-            return Err(invalid("shards", "must be 1..=256"));
-        }
+impl SourceArgs {
+    /// Checks the source flags: the source, and the synthetic feed's
+    /// settings (used when it is the source). `max_symbols` bounds the
+    /// synthetic feed's symbol count.
+    pub fn choice(
+        &self,
+        wait_for_subscriber: bool,
+        max_symbols: usize,
+    ) -> Result<(SourceChoice, SyntheticConfig), ConfigError> {
+        let a = self;
         if !(a.rate.is_finite() && a.rate > 0.0) {
             return Err(invalid("rate", "must be a number > 0"));
         }
-        if a.max_symbols == 0 || a.max_symbols > 1 << 24 {
-            return Err(invalid("max-symbols", "must be 1..=16777216"));
-        }
-        if a.symbols == 0 || a.symbols > a.max_symbols {
-            return Err(invalid("symbols", format!("must be 1..={}", a.max_symbols)));
+        if a.symbols == 0 || a.symbols > max_symbols {
+            return Err(invalid("symbols", format!("must be 1..={}", max_symbols)));
         }
         if let Some(b) = a.burst
             && !(b.is_finite() && b >= 1.0)
         {
             return Err(invalid("burst", "must be a factor >= 1"));
-        }
-        if a.hb_ms == 0 {
-            return Err(invalid("hb-ms", "must be > 0"));
-        }
-        if a.ring_capacity < 2 || a.ring_capacity > 1 << 26 {
-            return Err(invalid("ring-capacity", "must be 2..=67108864"));
-        }
-        if a.max_message_bytes < 256 {
-            return Err(invalid("max-message-bytes", "must be at least 256"));
-        }
-        if a.msgs_in_per_s == 0 {
-            return Err(invalid("msgs-in-per-s", "must be > 0"));
-        }
-        if a.all_queue == 0 {
-            return Err(invalid("all-queue", "must be > 0"));
         }
         let source = match &a.replay {
             None => SourceChoice::Synthetic,
@@ -245,7 +237,7 @@ impl Config {
                 SourceChoice::Replay(ReplayConfig {
                     path: path.clone(),
                     speed: a.speed.parse::<Speed>().map_err(|e| invalid("speed", e))?,
-                    wait_for_subscriber: a.wait_for_subscriber,
+                    wait_for_subscriber: wait_for_subscriber,
                     looped: a.looped,
                     window,
                 })
@@ -263,16 +255,46 @@ impl Config {
                 SourceChoice::Tcp(addr.clone())
             }
         };
+        let synthetic =
+            SyntheticConfig { symbols: a.symbols, rate: a.rate, seed: a.seed, burst: a.burst };
+        Ok((source, synthetic))
+    }
+}
+
+impl Config {
+    /// Checks the flags and derives the settings.
+    pub fn from_args(a: &ServeArgs) -> Result<Config, ConfigError> {
+        let listen: SocketAddr =
+            a.listen.parse().map_err(|e| invalid("listen", format!("{:?}: {e}", a.listen)))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = a.shards.unwrap_or(cores);
+        if !(1..=256).contains(&shards) {
+            return Err(invalid("shards", "must be 1..=256"));
+        }
+        if a.max_symbols == 0 || a.max_symbols > 1 << 24 {
+            return Err(invalid("max-symbols", "must be 1..=16777216"));
+        }
+        if a.hb_ms == 0 {
+            return Err(invalid("hb-ms", "must be > 0"));
+        }
+        if a.ring_capacity < 2 || a.ring_capacity > 1 << 26 {
+            return Err(invalid("ring-capacity", "must be 2..=67108864"));
+        }
+        if a.max_message_bytes < 256 {
+            return Err(invalid("max-message-bytes", "must be at least 256"));
+        }
+        if a.msgs_in_per_s == 0 {
+            return Err(invalid("msgs-in-per-s", "must be > 0"));
+        }
+        if a.all_queue == 0 {
+            return Err(invalid("all-queue", "must be > 0"));
+        }
+        let (source, synthetic) = a.source.choice(a.wait_for_subscriber, a.max_symbols)?;
         Ok(Config {
             listen,
             shards,
             source,
-            synthetic: SyntheticConfig {
-                symbols: a.symbols,
-                rate: a.rate,
-                seed: a.seed,
-                burst: a.burst,
-            },
+            synthetic,
             ring_capacity: a.ring_capacity.next_power_of_two(),
             max_symbols: a.max_symbols,
             shard: ShardConfig {
@@ -310,13 +332,15 @@ mod tests {
 
     #[test]
     fn bad_flags_name_themselves() {
-        let a = ServeArgs { rate: 0.0, ..ServeArgs::default() };
+        let mut a = ServeArgs::default();
+        a.source.rate = 0.0;
         // The error says which flag to fix.
         assert_eq!(Config::from_args(&a).unwrap_err().flag, "rate");
         let a = ServeArgs { listen: "nope".into(), ..ServeArgs::default() };
         assert_eq!(Config::from_args(&a).unwrap_err().flag, "listen");
-        let a =
-            ServeArgs { replay: Some("f.jsonl".into()), speed: "0".into(), ..ServeArgs::default() };
+        let mut a = ServeArgs::default();
+        a.source.replay = Some("f.jsonl".into());
+        a.source.speed = "0".into();
         assert_eq!(Config::from_args(&a).unwrap_err().flag, "speed");
     }
 

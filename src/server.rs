@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::config::{Config, SourceChoice};
 use crate::feed::manual::{ManualFeedHandle, manual};
 use crate::feed::replay::Replay;
-use crate::feed::synthetic::Synthetic;
+use crate::feed::synthetic::{Synthetic, SyntheticConfig};
 use crate::feed::tcp::{self, TcpConfig, TcpFeed};
 use crate::feed::{FeedSource, Market, Wakers, spawn_ingest};
 use crate::metrics::ShardMetrics;
@@ -62,28 +62,34 @@ pub struct Server {
 /// replay of a recorded file (an unreadable file or an unknown format is a
 /// [`StartError::Source`] that names the file).
 pub fn start(config: &Config) -> Result<Server, StartError> {
-    match &config.source {
-        SourceChoice::Synthetic => {
-            let synthetic = config.synthetic;
-            start_with(config, move |table| {
-                Synthetic::new(synthetic, table)
-                    .map(|s| Box::new(s) as Box<dyn FeedSource>)
-                    .map_err(|e| StartError::Source(e.to_string()))
-            })
-        }
-        SourceChoice::Replay(replay) => start_with(config, |table| {
-            Replay::open(replay, table)
-                .map(|r| Box::new(r) as Box<dyn FeedSource>)
-                .map_err(|e| StartError::Source(e.to_string()))
-        }),
+    start_with(config, |table| {
+        build_source(&config.source, config.synthetic, config.shard.hb, table)
+    })
+}
+
+/// Builds the feed source `choice` over `table`: the synthetic feed (with
+/// `synthetic`), a replay, or a live TCP feed (stale after one heartbeat
+/// interval `hb` of silence).
+pub fn build_source(
+    choice: &SourceChoice,
+    synthetic: SyntheticConfig,
+    hb: std::time::Duration,
+    table: &Arc<SymbolTable>,
+) -> Result<Box<dyn FeedSource>, StartError> {
+    match choice {
+        SourceChoice::Synthetic => Synthetic::new(synthetic, table)
+            .map(|s| Box::new(s) as Box<dyn FeedSource>)
+            .map_err(|e| StartError::Source(e.to_string())),
+        SourceChoice::Replay(replay) => Replay::open(replay, table)
+            .map(|r| Box::new(r) as Box<dyn FeedSource>)
+            .map_err(|e| StartError::Source(e.to_string())),
         SourceChoice::Tcp(addr) => {
             // Stale within one heartbeat interval of silence, read wait included.
-            let hb = config.shard.hb;
             let tcp = TcpConfig {
                 stale_after: hb.saturating_sub(2 * tcp::READ_WAIT).max(hb / 2),
                 ..TcpConfig::new(addr.clone())
             };
-            start_with(config, move |table| Ok(Box::new(TcpFeed::new(tcp, table.clone()))))
+            Ok(Box::new(TcpFeed::new(tcp, table.clone())))
         }
     }
 }

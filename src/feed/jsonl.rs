@@ -36,11 +36,12 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value};
 
-use super::replay::{RecordReader, Skip, open_input};
+use super::replay::{RecordReader, Skip, open_input_counted};
 use crate::tick::{Price, SymbolId, SymbolTable, Tick, valid_symbol};
 
 /// Longest line accepted; a longer one is skipped (and the reader
@@ -211,14 +212,18 @@ pub struct JsonLines {
     line_no: u64,
     /// The input failed or ended: report nothing more until a rewind.
     ended: bool,
+    /// Bytes read from the file (see [`open_input_counted`]).
+    read: Arc<AtomicU64>,
 }
 
 impl JsonLines {
     /// Opens `path` (gzip detected from its magic bytes).
     pub fn open(path: &Path, table: Arc<SymbolTable>) -> io::Result<JsonLines> {
+        let (input, read) = open_input_counted(path)?;
         Ok(JsonLines {
             path: path.to_path_buf(),
-            input: open_input(path)?,
+            input,
+            read,
             parser: LineParser::new(table),
             line: Vec::with_capacity(512),
             line_no: 0,
@@ -303,8 +308,12 @@ impl RecordReader for JsonLines {
         None
     }
 
+    fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
     fn rewind(&mut self) -> io::Result<()> {
-        self.input = open_input(&self.path)?;
+        (self.input, self.read) = open_input_counted(&self.path)?;
         self.line_no = 0;
         self.ended = false;
         Ok(())

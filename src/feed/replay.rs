@@ -45,6 +45,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::jsonl::JsonLines;
@@ -73,6 +74,33 @@ pub trait RecordReader: Send {
 
     /// Starts again from the first record.
     fn rewind(&mut self) -> io::Result<()>;
+
+    /// Bytes of the file consumed so far (compressed bytes for a compressed
+    /// file), for progress bars; 0 when the reader cannot tell.
+    fn bytes_read(&self) -> u64 {
+        0
+    }
+
+    /// Format-specific counts for `tickwire inspect` (for ITCH: messages per
+    /// type), as (label, count) pairs.
+    fn details(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+}
+
+/// A reader that counts the bytes read through it into a shared counter.
+#[derive(Debug)]
+pub struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// Formats a replay file can have.
@@ -111,14 +139,23 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Opens `path` for buffered reading, decompressing it when it starts with
 /// the gzip magic bytes (whatever its name).
 pub fn open_input(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
+    open_input_counted(path).map(|(input, _)| input)
+}
+
+/// [`open_input`], plus a counter of the bytes read from the file itself
+/// (compressed bytes for a gzip file), for progress reports.
+pub fn open_input_counted(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, Arc<AtomicU64>)> {
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = Counting { inner: File::open(path)?, count: count.clone() };
+    let mut file = BufReader::with_capacity(1 << 16, counted);
     let head = file.fill_buf()?;
-    if head.starts_with(&GZIP_MAGIC) {
+    let input: Box<dyn BufRead + Send> = if head.starts_with(&GZIP_MAGIC) {
         let gz = flate2::bufread::MultiGzDecoder::new(file);
-        Ok(Box::new(BufReader::with_capacity(1 << 16, gz)))
+        Box::new(BufReader::with_capacity(1 << 16, gz))
     } else {
-        Ok(Box::new(file))
-    }
+        Box::new(file)
+    };
+    Ok((input, count))
 }
 
 /// Detects the format of `path` from its (decompressed) content: the first
