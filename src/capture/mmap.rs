@@ -15,15 +15,15 @@ use memmap2::Mmap;
 pub(crate) fn map(file: &File) -> io::Result<Mmap> {
     // SAFETY: `Mmap::map` is unsafe because the returned `&[u8]` must not
     // change while it is borrowed, and the OS cannot promise that for a file
-    // another process may write or truncate. Invariant we rely on: a capture
-    // being replayed is complete on disk and nobody modifies it: the
-    // recorder writes a *new* file (`CaptureWriter::create` truncates
-    // before writing, never an open reader's file), and tickwire maps only
-    // for reading, privately. Residual risk: another process truncating
-    // the file while it is mapped makes a later access raise SIGBUS (the
-    // replay dies, it does not read garbage silently), and one rewriting
-    // bytes in place can change data that rkyv already validated, which
-    // breaks the `&[u8]` immutability promise. Replaying a file that is
-    // still being recorded is therefore not supported; copy it first.
+    // another process may write or truncate. Invariant we rely on: nobody
+    // writes or truncates a capture while it is being replayed. tickwire
+    // itself maps read-only and privately, and its writer never appends to
+    // an existing capture; but recording onto the very path being replayed
+    // (`CaptureWriter::create` truncates) or any other process editing the
+    // file breaks the invariant. Residual risk: a truncation while mapped
+    // makes a later access raise SIGBUS (the process dies, it does not read
+    // garbage silently); bytes rewritten in place can change data rkyv has
+    // already validated. Replaying a file that is still being recorded is
+    // therefore not supported: copy it first.
     unsafe { Mmap::map(file) }
 }
