@@ -325,7 +325,7 @@ mod tests {
     fn defaults_match_the_design_card() {
         let c = Config::default();
         // `tickwire serve` listens on 127.0.0.1:8080 by default.
-        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.listen, "127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap());
         assert!(c.shards >= 1);
         assert!(c.ring_capacity.is_power_of_two());
     }

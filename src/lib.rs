@@ -35,6 +35,7 @@
 //! [`server::start`] binds and spawns every thread; [`server::Server::shutdown`]
 //! tells every session `shutdown`, closes it with 1001, and joins the threads.
 
+pub mod capture;
 pub mod config;
 pub mod dashboard;
 pub mod feed;
