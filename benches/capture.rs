@@ -42,7 +42,7 @@ const RING: usize = 65_536;
 /// Writes the capture and returns its path; the ticks are a seeded
 /// random walk.
 fn write_capture() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("tickwire-bench-{}.twcap", std::process::id()));
+    let path = std::env::temp_dir().join(format!("tickwire-bench-{}.twc", std::process::id()));
     let table = Arc::new(SymbolTable::new(MAX_SYMBOLS));
     for i in 0..SYMBOLS {
         table.intern(&format!("S{i:04}")).unwrap();

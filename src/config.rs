@@ -26,6 +26,53 @@ pub struct Args {
 pub enum Command {
     /// Serve market data over WebSocket (and HTTP on the same port).
     Serve(ServeArgs),
+    /// Record a feed (synthetic, replayed or live) into a file.
+    Record(RecordArgs),
+    /// Convert a feed file to another format (ITCH, capture or JSON lines
+    /// in; capture or JSON lines out).
+    Convert(ConvertArgs),
+    /// Summarize a feed file: counts by type and symbol, time range, rate,
+    /// skipped records.
+    Inspect(InspectArgs),
+}
+
+/// Flags of `tickwire record`, as typed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecordArgs {
+    /// The file to write: `.twc` for a capture, `.jsonl` (or `.jsonl.gz`)
+    /// for JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output format when the name does not say: `capture` or `jsonl`.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Stop after this long (`500ms`, `10s`, `2m`, `1h`); default: until the
+    /// source ends or SIGINT/SIGTERM.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// The feed source.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Flags of `tickwire convert`, as typed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConvertArgs {
+    /// The input file (format detected from the content).
+    pub input: PathBuf,
+    /// The output file: `.twc` for a capture, `.jsonl` (or `.jsonl.gz`) for
+    /// JSON lines.
+    pub output: PathBuf,
+    /// Output format when the name does not say: `capture` or `jsonl`.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+/// Flags of `tickwire inspect`, as typed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    /// The feed file (format detected from the content).
+    pub file: PathBuf,
 }
 
 /// Flags that choose and shape the feed source, as typed (shared by
@@ -125,6 +172,7 @@ impl Default for ServeArgs {
     fn default() -> Self {
         match Args::parse_from(["tickwire", "serve"]).command {
             Command::Serve(a) => a,
+            _ => unreachable!("parsed a serve command"),
         }
     }
 }
@@ -237,7 +285,7 @@ impl SourceArgs {
                 SourceChoice::Replay(ReplayConfig {
                     path: path.clone(),
                     speed: a.speed.parse::<Speed>().map_err(|e| invalid("speed", e))?,
-                    wait_for_subscriber: wait_for_subscriber,
+                    wait_for_subscriber,
                     looped: a.looped,
                     window,
                 })
@@ -350,7 +398,7 @@ mod tests {
         assert_eq!(Config::default().source, SourceChoice::Synthetic);
         let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
             Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.source).ok(),
-            Err(_) => None,
+            _ => None,
         };
         let c = parse(&["tickwire", "serve", "--replay", "x.jsonl", "--speed", "max"]);
         assert_eq!(
@@ -396,7 +444,7 @@ mod tests {
     fn tcp_feed_flag() {
         let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
             Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.source).map_err(|e| e.flag),
-            Err(_) => Err("clap"),
+            _ => Err("clap"),
         };
         assert_eq!(
             parse(&["tickwire", "serve", "--tcp-feed", "127.0.0.1:9000"]),

@@ -39,6 +39,7 @@ pub mod capture;
 pub mod config;
 pub mod dashboard;
 pub mod feed;
+pub mod files;
 pub mod metrics;
 pub mod ring;
 pub mod server;

@@ -1,9 +1,14 @@
-//! The `tickwire` binary: parse flags, start the server, wait for a signal.
+//! The `tickwire` binary: parse flags, then serve (until a signal), record,
+//! convert or inspect.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use tickwire::config::{Args, Command, Config};
+use tickwire::config::{Args, Command, Config, ConvertArgs, InspectArgs, RecordArgs, ServeArgs};
+use tickwire::files::{self, OutFormat, RecordOptions};
+use tickwire::tick::SymbolTable;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -12,30 +17,116 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let args = Args::parse();
-    match args.command {
-        Command::Serve(serve) => {
-            let config = match Config::from_args(&serve) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("tickwire: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let server = match tickwire::start(&config) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("tickwire: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let addr = server.local_addr();
-            println!("tickwire listening on http://{addr}/ (WebSocket: ws://{addr}/ws)");
-            wait_for_signal();
-            tracing::info!("shutting down");
-            server.shutdown();
+    match Args::parse().command {
+        Command::Serve(a) => serve(&a),
+        Command::Record(a) => record(&a),
+        Command::Convert(a) => convert(&a),
+        Command::Inspect(a) => inspect(&a),
+    }
+}
+
+/// A usage error: exit status 2, as clap's own.
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tickwire: {msg}");
+    ExitCode::from(2)
+}
+
+/// A failure while running.
+fn failed(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tickwire: {msg}");
+    ExitCode::FAILURE
+}
+
+fn serve(a: &ServeArgs) -> ExitCode {
+    let config = match Config::from_args(a) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let server = match tickwire::start(&config) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    let addr = server.local_addr();
+    println!("tickwire listening on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    wait_for_signal();
+    tracing::info!("shutting down");
+    server.shutdown();
+    ExitCode::SUCCESS
+}
+
+fn record(a: &RecordArgs) -> ExitCode {
+    let max_symbols = 1 << 16;
+    let (choice, synthetic) = match a.source.choice(false, max_symbols) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let format = match OutFormat::choose(&a.out, a.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage(format!("invalid --out: {e}")),
+    };
+    let duration = match a.duration.as_deref().map(files::parse_duration).transpose() {
+        Ok(d) => d,
+        Err(e) => return usage(format!("invalid --duration: {e}")),
+    };
+    let table = Arc::new(SymbolTable::new(max_symbols));
+    let hb = std::time::Duration::from_secs(1);
+    let source = match tickwire::server::build_source(&choice, synthetic, hb, &table) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    // SIGINT/SIGTERM end the recording cleanly (the file is finished).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        wait_for_signal();
+        flag.store(true, Ordering::Release);
+    });
+    let options = RecordOptions { out: a.out.clone(), format, duration };
+    match files::record(source, table, &options, &stop) {
+        Ok(r) => {
+            eprintln!(
+                "tickwire: recorded {} ticks to {} ({} source records skipped)",
+                r.ticks,
+                a.out.display(),
+                r.skipped
+            );
             ExitCode::SUCCESS
         }
+        Err(e) => failed(e),
+    }
+}
+
+fn convert(a: &ConvertArgs) -> ExitCode {
+    let format = match OutFormat::choose(&a.output, a.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage(e),
+    };
+    match files::convert(&a.input, &a.output, format) {
+        Ok(c) => {
+            eprintln!(
+                "tickwire: converted {} ({}) to {}: {} ticks, {} records skipped",
+                a.input.display(),
+                c.from.name(),
+                a.output.display(),
+                c.ticks,
+                c.skips.count
+            );
+            for s in &c.skips.first {
+                eprintln!("  skipped at {}: {}", s.at, s.why);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(e),
+    }
+}
+
+fn inspect(a: &InspectArgs) -> ExitCode {
+    match files::inspect(&a.file) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(e),
     }
 }
 

@@ -15,7 +15,7 @@
 //! # Layout (format version 1)
 //!
 //! All integers little-endian. Offsets in bytes from the start of the file
-//! (after gzip decompression for a `.twcap.gz`).
+//! (after gzip decompression for a `.twc.gz`).
 //!
 //! ```text
 //! offset 0   file header, 64 bytes
@@ -110,9 +110,9 @@ use format::{
     KindCounts, MAGIC, Rec, VERSION, align_up,
 };
 
-/// The file extension suggested for captures (`.twcap`, `.twcap.gz` when
+/// The file extension suggested for captures (`.twc`, `.twc.gz` when
 /// compressed). Readers never rely on it: see [`is_capture`].
-pub const EXTENSION: &str = "twcap";
+pub const EXTENSION: &str = "twc";
 
 /// Whether `head` (the first bytes of a file, decompressed) starts like a
 /// capture. Eight bytes are enough to decide.

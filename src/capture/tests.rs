@@ -67,7 +67,7 @@ fn write(path: &Path, table: &Arc<SymbolTable>, ticks: &[Tick], block: usize, fi
 
 /// The bytes of a capture written as [`write`] does.
 fn bytes(ticks_: &[Tick], table: &Arc<SymbolTable>, block: usize, finish: bool) -> Vec<u8> {
-    let path = TempPath::new("bytes.twcap");
+    let path = TempPath::new("bytes.twc");
     write(&path.0, table, ticks_, block, finish);
     std::fs::read(&path.0).unwrap()
 }
@@ -117,7 +117,7 @@ fn round_trip_many_symbols_several_blocks() {
     let wt = table();
     let src = ticks(&wt, 10_000, 300);
     for finish in [true, false] {
-        let path = TempPath::new("rt.twcap");
+        let path = TempPath::new("rt.twc");
         write(&path.0, &wt, &src, 1000, finish);
         let rt = table();
         let mut r = CaptureReader::open(&path.0, rt.clone()).unwrap();
@@ -323,7 +323,7 @@ fn empty_and_unfinished_files() {
     let err = CaptureReader::from_vec(AlignedVec::new(), t.clone()).err().unwrap();
     assert!(err.to_string().contains("empty"), "{err}");
     // A recorder killed before its first tick: a valid, empty capture.
-    let path = TempPath::new("empty.twcap");
+    let path = TempPath::new("empty.twc");
     std::mem::forget(CaptureWriter::create(&path.0, t.clone()).unwrap());
     let mut r = CaptureReader::open(&path.0, t.clone()).unwrap();
     assert_eq!(r.next(), None);
@@ -342,7 +342,7 @@ fn empty_and_unfinished_files() {
 fn a_dropped_writer_keeps_its_last_block() {
     let wt = table();
     let src = ticks(&wt, 7, 2);
-    let path = TempPath::new("drop.twcap");
+    let path = TempPath::new("drop.twc");
     let mut w = CaptureWriter::create(&path.0, wt.clone()).unwrap();
     for t in &src {
         w.push(t).unwrap();
@@ -355,7 +355,7 @@ fn a_dropped_writer_keeps_its_last_block() {
 #[test]
 fn wrong_magic_or_newer_version_is_a_clear_error() {
     let t = table();
-    let path = TempPath::new("bad.twcap");
+    let path = TempPath::new("bad.twc");
     std::fs::write(&path.0, b"{\"type\":\"t\"}\n").unwrap();
     let err = CaptureReader::open(&path.0, t.clone()).err().unwrap();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -387,7 +387,7 @@ fn gzip_compressed_capture_reads_the_same() {
     let wt = table();
     let src = ticks(&wt, 100, 5);
     let raw = bytes(&src, &wt, 16, true);
-    let path = TempPath::new("c.twcap.gz");
+    let path = TempPath::new("c.twc.gz");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&raw).unwrap();
     std::fs::write(&path.0, gz.finish().unwrap()).unwrap();
@@ -398,7 +398,7 @@ fn gzip_compressed_capture_reads_the_same() {
 
 #[test]
 fn a_tick_with_an_unknown_symbol_is_refused() {
-    let path = TempPath::new("unknown.twcap");
+    let path = TempPath::new("unknown.twc");
     let mut w = CaptureWriter::create(&path.0, table()).unwrap();
     let err = w.push(&Tick::trade(SymbolId(3), 1, Price(1), 1)).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use super::jsonl::JsonLines;
 use super::{FeedSource, Poll};
+use crate::capture::CaptureReader;
 use crate::tick::{SymbolTable, Tick, now_ns};
 
 /// Most ticks handed over per poll.
@@ -59,7 +60,8 @@ const MAX_BATCH: usize = 2048;
 /// (`tickwire_feed_bad_records_total`), never fatal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Skip {
-    /// Position of the record: the line number for text formats.
+    /// Position of the record: the line number in JSON lines, the byte
+    /// offset of the block in a capture, the message number in ITCH.
     pub at: u64,
     /// What was wrong with it.
     pub why: &'static str,
@@ -108,6 +110,29 @@ impl<R: Read> Read for Counting<R> {
 pub enum Format {
     /// One JSON object per line (`feeds/README.md`).
     JsonLines,
+    /// tickwire's capture format ([`crate::capture`]).
+    Capture,
+    /// NASDAQ TotalView-ITCH 5.0 ([`crate::feed::itch`]).
+    Itch,
+}
+
+impl Format {
+    /// The format's name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::JsonLines => "JSON lines",
+            Format::Capture => "tickwire capture",
+            Format::Itch => "NASDAQ ITCH 5.0",
+        }
+    }
+
+    /// What [`RecordReader::details`] counts in this format.
+    pub fn details_title(self) -> &'static str {
+        match self {
+            Format::JsonLines | Format::Capture => "details",
+            Format::Itch => "messages by type",
+        }
+    }
 }
 
 /// Why a replay file cannot be used.
@@ -123,7 +148,7 @@ pub enum OpenError {
     },
     /// The content is none of the known formats.
     #[error(
-        "{path}: unknown feed format ({what}); expected JSON lines, optionally gzip-compressed"
+        "{path}: unknown feed format ({what}); expected JSON lines, a tickwire capture or NASDAQ ITCH 5.0, optionally gzip-compressed"
     )]
     UnknownFormat {
         /// The file.
@@ -158,13 +183,17 @@ pub fn open_input_counted(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, A
     Ok((input, count))
 }
 
-/// Detects the format of `path` from its (decompressed) content: the first
-/// non-blank byte `{` means JSON lines.
+/// Detects the format of `path` from its (decompressed) content: the
+/// capture magic bytes mean a capture, a first non-blank byte `{` means
+/// JSON lines.
 pub fn detect(path: &Path) -> Result<Format, OpenError> {
     let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
     let mut input = open_input(path).map_err(io_err)?;
     let mut head = Vec::with_capacity(4096);
     (&mut input).take(4096).read_to_end(&mut head).map_err(io_err)?;
+    if crate::capture::is_capture(&head) {
+        return Ok(Format::Capture);
+    }
     match head.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Ok(Format::JsonLines),
         Some(&b) => Err(OpenError::UnknownFormat {
@@ -183,10 +212,15 @@ pub fn open_reader(
     path: &Path,
     table: &Arc<SymbolTable>,
 ) -> Result<Box<dyn RecordReader>, OpenError> {
+    let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
     match detect(path)? {
         Format::JsonLines => JsonLines::open(path, table.clone())
             .map(|r| Box::new(r) as Box<dyn RecordReader>)
-            .map_err(|source| OpenError::Io { path: path.to_path_buf(), source }),
+            .map_err(io_err),
+        Format::Capture => CaptureReader::open(path, table.clone())
+            .map(|r| Box::new(r) as Box<dyn RecordReader>)
+            .map_err(io_err),
+        Format::Itch => unreachable!("not detected yet"),
     }
 }
 
