@@ -28,7 +28,7 @@
 //! with [`DuplicateOrder`] and keeps the first order.
 
 /// The side of an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     /// A bid (`B`).
     Buy,
