@@ -12,6 +12,11 @@
 //!   `BTreeMap` per side for levels.
 //!
 //! `cargo bench --bench itch`
+//!
+//! Measured 2026-11-26 on the 2-core KVM dev machine (Rust 1.95, criterion
+//! 0.8, other builds running), 1,000,000 messages (`generate(1, 1_000_000)`),
+//! medians: frames_only 312 M msg/s, decode 48.7 M msg/s, decode_and_book
+//! 19.1 M msg/s, baseline_std_book 9.1 M msg/s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;

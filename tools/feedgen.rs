@@ -17,7 +17,7 @@
 //! write the same bytes. `--gzip` compresses the output.
 //!
 //! For ITCH, `--messages` and `--seed` choose the content (see
-//! `tickwire::feed::itch::gen` for what a generated day holds); `--gzip`
+//! `tickwire::feed::itch::generate` for what a generated day holds); `--gzip`
 //! applies too, the other flags do not.
 //!
 //! `--check FILE` reads a feed file with tickwire's own reader on one thread
