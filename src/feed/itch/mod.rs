@@ -1277,6 +1277,45 @@ mod tests {
     }
 
     #[test]
+    fn reader_slow_path_frames_across_the_read_buffer() {
+        let mut r = message(b'R', b' ');
+        r[11..19].copy_from_slice(b"ACME    ");
+        let mut size = 2 + r.len();
+        let mut msgs = vec![r];
+        // Deletes of unknown orders (well formed, no tick) up to just below
+        // the 64 KiB read buffer, so that the next frame crosses its end.
+        while size < (1 << 16) - 30 {
+            msgs.push(with_ref(b'D', 1, &[]));
+            size += 21;
+        }
+        let deletes = msgs.len() as u64 - 1;
+        // A long unknown frame across the boundary: skipped without being stored.
+        msgs.push(vec![b'Z'; 5_000]);
+        // A known type at a wrong length above any spec length.
+        msgs.push(vec![b'A'; 60]);
+        msgs.push(add(1, b'B', 100, 5_000));
+        let mut bytes = framed(&msgs);
+        // The file ends inside a long frame.
+        bytes.extend_from_slice(&framed(&[vec![b'Z'; 3_000]])[..100]);
+        let path = temp_file("slow", &bytes);
+        let mut reader = ItchReader::open(&path, Arc::new(SymbolTable::new(4))).unwrap();
+        let (ticks, skips) = read_all(&mut reader);
+        assert_eq!(ticks.iter().map(|t| t.body).collect::<Vec<_>>(), [quote(5_000, 100, 0, 0)]);
+        let whys: Vec<&str> = skips.iter().map(|s| s.why).collect();
+        assert_eq!(
+            whys,
+            [
+                Bad::UnknownType(b'Z').why(),
+                Bad::Length { kind: b'A', len: 60 }.why(),
+                Bad::Truncated.why()
+            ]
+        );
+        let s = reader.stats();
+        assert_eq!((s.messages(), s.unknown_orders, s.bad_records), (deletes + 2, deletes, 3));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
     fn reader_matches_the_in_memory_normalizer_plain_and_gzipped() {
         let buf = generate(5, 20_000);
         let table = Arc::new(SymbolTable::new(64));
