@@ -11,6 +11,8 @@
 //! - `http`: the plain HTTP routes on the WebSocket port.
 //! - `cli`: the `tickwire` binary itself (printed URL, signals, exit code).
 //! - `external`: a client outside the Rust stack (Python `websockets`).
+//! - `itch`: the ITCH 5.0 decoder against the Python `itchfeed` oracle, and
+//!   the committed `feeds/sample.itch`.
 //! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism,
 //!   `--loop` epochs, `--from`/`--to`.
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live.
@@ -23,6 +25,7 @@ mod browser;
 mod cli;
 mod external;
 mod http;
+mod itch;
 mod live;
 mod pipeline;
 mod protocol;

@@ -1,8 +1,11 @@
 //! tickwire-feedgen: writes a deterministic JSON-lines feed file from the
-//! synthetic feed's random walk, and measures how fast tickwire parses one.
+//! synthetic feed's random walk (or, with `--format itch`, a NASDAQ ITCH 5.0
+//! file from `tickwire::feed::itch::generate`), and measures how fast
+//! tickwire parses one.
 //!
 //! ```text
 //! cargo run --bin tickwire-feedgen -- --out feeds/sample.jsonl
+//! cargo run --bin tickwire-feedgen -- --format itch --messages 9000 --seed 1 --out feeds/sample.itch
 //! cargo run --release --bin tickwire-feedgen -- --out /tmp/big.jsonl --lines 1000000 --symbols 500
 //! cargo run --release --bin tickwire-feedgen -- --check /tmp/big.jsonl
 //! ```
@@ -13,19 +16,25 @@
 //! `--start-ns`, from a second SplitMix64 stream), so the same flags always
 //! write the same bytes. `--gzip` compresses the output.
 //!
+//! For ITCH, `--messages` and `--seed` choose the content (see
+//! `tickwire::feed::itch::generate` for what a generated day holds); `--gzip`
+//! applies too, the other flags do not.
+//!
 //! `--check FILE` reads a feed file with tickwire's own reader on one thread
-//! and prints the number of records, skipped records and the parse rate.
+//! and prints the number of records, skipped records and the parse rate
+//! (`records` are ticks; for ITCH, `lines` counts ticks and bad frames).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tickwire::feed::FeedSource;
-use tickwire::feed::replay::open_reader;
+use tickwire::feed::itch::{ItchReader, looks_like_itch};
+use tickwire::feed::replay::{RecordReader, open_input, open_reader};
 use tickwire::feed::synthetic::{SplitMix64, Synthetic, SyntheticConfig};
 use tickwire::tick::{Body, SymbolTable, Tick};
 
@@ -36,6 +45,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "tickwire-feedgen", version, about, long_about = None)]
 struct Args {
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = OutFormat::Jsonl)]
+    format: OutFormat,
+    /// Number of ITCH messages to write (`--format itch`).
+    #[arg(long, default_value_t = 9_000)]
+    messages: usize,
     /// Output file.
     #[arg(long, required_unless_present = "check")]
     out: Option<PathBuf>,
@@ -63,10 +78,20 @@ struct Args {
     check: Option<PathBuf>,
 }
 
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutFormat {
+    /// JSON lines from the synthetic random walk.
+    Jsonl,
+    /// NASDAQ TotalView-ITCH 5.0, 2-byte length-prefixed messages.
+    Itch,
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match (&args.check, &args.out) {
         (Some(path), _) => check(path),
+        (None, Some(out)) if args.format == OutFormat::Itch => generate_itch(&args, out),
         (None, Some(out)) => generate(&args, out),
         (None, None) => Err("--out or --check is required".into()),
     };
@@ -130,6 +155,24 @@ fn generate(args: &Args, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+fn generate_itch(args: &Args, out: &Path) -> Result<(), String> {
+    let bytes = tickwire::feed::itch::generate(args.seed, args.messages);
+    let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut w: Box<dyn Write> = if args.gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            BufWriter::new(file),
+            flate2::Compression::default(),
+        ))
+    } else {
+        Box::new(BufWriter::new(file))
+    };
+    w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| e.to_string())?;
+    drop(w);
+    let messages = tickwire::feed::itch::Frames::new(&bytes).count();
+    eprintln!("wrote {messages} ITCH messages ({} bytes) to {}", bytes.len(), out.display());
+    Ok(())
+}
+
 fn format_line(out: &mut String, sym: &str, t: u64, tick: &Tick) {
     use std::fmt::Write as _;
     let _ = match tick.body {
@@ -143,8 +186,48 @@ fn format_line(out: &mut String, sym: &str, t: u64, tick: &Tick) {
     };
 }
 
+/// `--check` for an ITCH file: messages (not ticks) per second, decoded and
+/// booked, and what they became.
+fn check_itch(path: &Path, table: Arc<SymbolTable>) -> Result<(), String> {
+    let mut reader = ItchReader::open(path, table.clone()).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let (mut ticks, mut skipped) = (0u64, 0u64);
+    while let Some(r) = reader.next() {
+        match r {
+            Ok(_) => ticks += 1,
+            Err(_) => skipped += 1,
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let stats = reader.stats();
+    let types: String = stats.types().map(|(k, n)| format!(" {}={n}", char::from(k))).collect();
+    println!(
+        "{}: ITCH, {} messages ({skipped} bad), {ticks} ticks ({} quotes, {} trades), {} symbols, {:.3} s, {:.0} messages/s\n  by type:{types}",
+        path.display(),
+        stats.messages(),
+        stats.quotes,
+        stats.trades,
+        table.len(),
+        secs,
+        (stats.messages() + stats.bad_records) as f64 / secs.max(1e-9),
+    );
+    Ok(())
+}
+
+/// Whether the (decompressed) content of `path` is ITCH.
+fn is_itch(path: &Path) -> Result<bool, String> {
+    let mut head = Vec::with_capacity(256);
+    open_input(path)
+        .and_then(|input| input.take(256).read_to_end(&mut head))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(looks_like_itch(&head))
+}
+
 fn check(path: &Path) -> Result<(), String> {
     let table = Arc::new(SymbolTable::new(1 << 20));
+    if is_itch(path)? {
+        return check_itch(path, table);
+    }
     let mut reader = open_reader(path, &table).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let (mut records, mut skipped, mut checksum) = (0u64, 0u64, 0u64);

@@ -14,6 +14,7 @@
 //! the ring, so any tick a reader lost is reflected in the table by the time
 //! the reader sees a later ring position.
 
+pub mod itch;
 pub mod jsonl;
 pub mod manual;
 pub mod replay;
