@@ -455,7 +455,7 @@ fn skip_place(format: Format) -> &'static str {
     match format {
         Format::JsonLines => "line",
         Format::Capture => "byte offset",
-        Format::Itch => "message",
+        Format::Itch => "byte offset",
     }
 }
 

@@ -47,7 +47,7 @@ fn replay_config(path: &Path, speed: Speed) -> Config {
 }
 
 /// Starts a replay server that holds the file until the first subscription.
-fn replay_server(path: &Path, speed: Speed) -> Server {
+pub(crate) fn replay_server(path: &Path, speed: Speed) -> Server {
     tickwire::start(&replay_config(path, speed)).expect("replay server starts")
 }
 
@@ -90,7 +90,7 @@ fn comparable(m: &Value) -> Value {
 
 /// Subscribes to everything in mode all and reads until `replay_done`;
 /// returns every update received (whole messages).
-async fn collect(server: &Server, query: &str) -> Vec<Value> {
+pub(crate) async fn collect(server: &Server, query: &str) -> Vec<Value> {
     let mut c = Client::connect(server.local_addr(), query).await;
     let status = c.next().await;
     assert_eq!(status["feed"], "live", "{status}");

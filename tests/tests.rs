@@ -15,6 +15,8 @@
 //!   the committed `feeds/sample.itch`.
 //! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism,
 //!   `--loop` epochs, `--from`/`--to`.
+//! - `files`: `record`, `convert`, `inspect`; the ITCH -> capture -> JSON lines
+//!   -> capture round trip and a replay of each; a recorder killed mid-write.
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live.
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
@@ -24,6 +26,7 @@ mod util;
 mod browser;
 mod cli;
 mod external;
+mod files;
 mod http;
 mod itch;
 mod live;

@@ -110,6 +110,16 @@ use format::{
     KindCounts, MAGIC, Rec, VERSION, align_up,
 };
 
+/// The creation time written in a new file's header: now, or
+/// `SOURCE_DATE_EPOCH` (seconds) when set, so that regenerated sample files
+/// are identical byte for byte (the reproducible-builds convention).
+fn created_ns() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or_else(now_ns, |secs| secs.saturating_mul(1_000_000_000))
+}
+
 /// The file extension suggested for captures (`.twc`, `.twc.gz` when
 /// compressed). Readers never rely on it: see [`is_capture`].
 pub const EXTENSION: &str = "twc";
@@ -227,7 +237,7 @@ impl CaptureWriter {
             flags: 0,
             footer_at: 0,
             block_ticks: block_ticks as u32,
-            created_ns: now_ns(),
+            created_ns: created_ns(),
         };
         file.write_all(&header.encode())?;
         Ok(CaptureWriter {

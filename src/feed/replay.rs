@@ -48,6 +48,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::itch::{ItchReader, looks_like_itch};
 use super::jsonl::JsonLines;
 use super::{FeedSource, Poll};
 use crate::capture::CaptureReader;
@@ -61,7 +62,8 @@ const MAX_BATCH: usize = 2048;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Skip {
     /// Position of the record: the line number in JSON lines, the byte
-    /// offset of the block in a capture, the message number in ITCH.
+    /// offset of the block in a capture, the byte offset of the frame in
+    /// (decompressed) ITCH.
     pub at: u64,
     /// What was wrong with it.
     pub why: &'static str,
@@ -184,8 +186,9 @@ pub fn open_input_counted(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, A
 }
 
 /// Detects the format of `path` from its (decompressed) content: the
-/// capture magic bytes mean a capture, a first non-blank byte `{` means
-/// JSON lines.
+/// capture magic bytes mean a capture, frames that are valid ITCH 5.0
+/// messages (length prefix and type agree, see [`looks_like_itch`]) mean
+/// ITCH, a first non-blank byte `{` means JSON lines.
 pub fn detect(path: &Path) -> Result<Format, OpenError> {
     let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
     let mut input = open_input(path).map_err(io_err)?;
@@ -193,6 +196,9 @@ pub fn detect(path: &Path) -> Result<Format, OpenError> {
     (&mut input).take(4096).read_to_end(&mut head).map_err(io_err)?;
     if crate::capture::is_capture(&head) {
         return Ok(Format::Capture);
+    }
+    if looks_like_itch(&head) {
+        return Ok(Format::Itch);
     }
     match head.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Ok(Format::JsonLines),
@@ -220,7 +226,9 @@ pub fn open_reader(
         Format::Capture => CaptureReader::open(path, table.clone())
             .map(|r| Box::new(r) as Box<dyn RecordReader>)
             .map_err(io_err),
-        Format::Itch => unreachable!("not detected yet"),
+        Format::Itch => ItchReader::open(path, table.clone())
+            .map(|r| Box::new(r) as Box<dyn RecordReader>)
+            .map_err(io_err),
     }
 }
 

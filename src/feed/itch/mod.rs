@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use self::book::{Bbo, OrderBooks, Side};
-use super::replay::{RecordReader, Skip, open_input};
+use super::replay::{RecordReader, Skip, open_input_counted};
 use crate::tick::{Price, SymbolId, SymbolTable, Tick};
 
 /// Length of a message of `kind` per the ITCH 5.0 specification (type byte
@@ -820,15 +820,19 @@ pub struct ItchReader {
     offset: u64,
     /// The input failed or ended: report nothing more until a rewind.
     ended: bool,
+    /// Bytes read from the file (compressed bytes for a `.gz`).
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ItchReader {
     /// Opens `path` (gzip detected from its magic bytes). Symbols are
     /// interned in `table` as their directory messages are read.
     pub fn open(path: &Path, table: Arc<SymbolTable>) -> io::Result<ItchReader> {
+        let (input, read) = open_input_counted(path)?;
         Ok(ItchReader {
             path: path.to_path_buf(),
-            input: open_input(path)?,
+            input,
+            read,
             norm: Normalizer::new(table),
             pending: Vec::with_capacity(4),
             next: 0,
@@ -945,8 +949,23 @@ impl RecordReader for ItchReader {
         }
     }
 
+    fn bytes_read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn details(&self) -> Vec<(String, u64)> {
+        let st = self.stats();
+        let mut out: Vec<(String, u64)> =
+            st.types().map(|(kind, n)| (format!("{}", kind as char), n)).collect();
+        out.push(("bad records".into(), st.bad_records));
+        out.push(("unknown orders".into(), st.unknown_orders));
+        out.push(("inconsistent".into(), st.inconsistent));
+        out.push(("unnamed ticks".into(), st.unnamed_ticks));
+        out
+    }
+
     fn rewind(&mut self) -> io::Result<()> {
-        self.input = open_input(&self.path)?;
+        (self.input, self.read) = open_input_counted(&self.path)?;
         self.norm.reset();
         self.pending.clear();
         self.next = 0;
