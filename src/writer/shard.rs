@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
+use super::binary;
 use super::encode::{self, Format, Obj};
 use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts, min_interval};
 use crate::feed::{FeedState, Market};
@@ -194,7 +195,11 @@ impl EncodeCache {
             self.filled.push(idx as u32);
         }
         let start = self.arena.len();
-        encode::write_tail(&mut self.arena, tick, name, format, self.to_ns);
+        if format.binary {
+            binary::write_record(&mut self.arena, tick, format, self.to_ns);
+        } else {
+            encode::write_tail(&mut self.arena, tick, name, format, self.to_ns);
+        }
         let len = self.arena.len() - start;
         self.slots[idx] = CacheSlot {
             batch: self.batch,
@@ -205,6 +210,35 @@ impl EncodeCache {
             latency_ns: self.to_ns.saturating_sub(tick.ingest_ns),
         };
         out.extend_from_slice(&self.arena[start..]);
+    }
+
+    /// Appends one update message with `cseq` and `cf` to a data frame:
+    /// JSON head and cached tail (after a comma unless `first`), or the
+    /// cached binary record with its `cf` set (`cseq` is implicit there).
+    ///
+    /// Hot path: a lookup, a memcpy and a few stores when cached.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn update(
+        &mut self,
+        out: &mut Vec<u8>,
+        tick: &Tick,
+        name: &str,
+        format: Format,
+        cseq: u64,
+        cf: u64,
+        first: bool,
+    ) {
+        if format.binary {
+            self.tail(out, tick, name, format);
+            binary::set_cf(out, binary::record_len(format.stamps), cf);
+            return;
+        }
+        if !first {
+            out.push(b',');
+        }
+        encode::write_update_head(out, tick, cseq, cf);
+        self.tail(out, tick, name, format);
     }
 }
 
@@ -381,20 +415,26 @@ impl Shard {
         let wild = self.wild_sessions.clone();
         for slot in wild {
             let Some(s) = self.session(slot) else { continue };
-            let wc = s.wildcard;
+            let (wc, binary) = (s.wildcard, s.format.binary);
+            let mut added = Vec::new();
             for id in known..self.names.len() {
                 for ch in Channel::ALL {
                     if let Some(opts) = wc[ch as usize] {
-                        self.upsert_entry(
+                        added.push(self.upsert_entry(
                             slot,
                             SymbolId(id as u32),
                             ch,
                             opts.mode,
                             opts.max_hz,
                             Origin::NewSymbol,
-                        );
+                        ));
                     }
                 }
+            }
+            // Binary records name symbols by id only: announce the new ones
+            // (an unsolicited `subscribed`, no `id`) before any record of them.
+            if binary && !added.is_empty() {
+                self.reply_subscribed(slot, None, &added, &[], false);
             }
         }
     }
@@ -516,7 +556,7 @@ impl Shard {
         let format = s.format;
         let pending = s.queue.len() + s.dirty.len();
         let mut buf: Vec<u8> = Vec::with_capacity((64 + 160 * pending).min(MAX_FRAME_BYTES + 512));
-        buf.push(b'[');
+        begin_data_frame(&mut buf, format, s.cseq + 1);
         let mut msgs = 0u64;
         let mut updates = 0u64;
         let mut conflated = 0u64;
@@ -530,12 +570,9 @@ impl Shard {
                 continue;
             }
             e.sent_seq = q.tick.seq;
-            if msgs > 0 {
-                buf.push(b',');
-            }
             s.cseq += 1;
-            encode::write_update_head(&mut buf, &q.tick, s.cseq, 1);
-            cache.tail(&mut buf, &q.tick, &names[q.tick.sym.index()], format);
+            let name = &names[q.tick.sym.index()];
+            cache.update(&mut buf, &q.tick, name, format, s.cseq, 1, msgs == 0);
             msgs += 1;
             updates += 1;
         }
@@ -547,18 +584,23 @@ impl Shard {
             if !e.live || e.lost == 0 {
                 continue;
             }
-            if msgs > 0 {
-                buf.push(b',');
-            }
             s.cseq += 1;
-            Obj::new(&mut buf, "overflow")
-                .str("ch", e.ch.name())
-                .str("sym", &names[e.sym.index()])
-                .u64("lost", e.lost)
-                .u64("from_seq", e.lost_from())
-                .u64("to_seq", e.accepted_seq)
-                .u64("cseq", s.cseq)
-                .finish();
+            if format.binary {
+                let (from, to) = (e.lost_from(), e.accepted_seq);
+                binary::write_overflow(&mut buf, e.ch, e.sym, from, to, e.lost, format.stamps);
+            } else {
+                if msgs > 0 {
+                    buf.push(b',');
+                }
+                Obj::new(&mut buf, "overflow")
+                    .str("ch", e.ch.name())
+                    .str("sym", &names[e.sym.index()])
+                    .u64("lost", e.lost)
+                    .u64("from_seq", e.lost_from())
+                    .u64("to_seq", e.accepted_seq)
+                    .u64("cseq", s.cseq)
+                    .finish();
+            }
             lost_total += e.lost;
             e.sent_seq = e.accepted_seq;
             e.lost = 0;
@@ -591,12 +633,8 @@ impl Shard {
             e.sent_seq = tick.seq;
             e.dirty = false;
             e.next_allowed = e.min_interval.map(|d| now + d);
-            if msgs > 0 {
-                buf.push(b',');
-            }
             s.cseq += 1;
-            encode::write_update_head(&mut buf, &tick, s.cseq, cf);
-            cache.tail(&mut buf, &tick, &names[tick.sym.index()], format);
+            cache.update(&mut buf, &tick, &names[tick.sym.index()], format, s.cseq, cf, msgs == 0);
             conflated += cf.saturating_sub(1);
             msgs += 1;
             updates += 1;
@@ -612,7 +650,7 @@ impl Shard {
         if msgs == 0 {
             return false;
         }
-        buf.push(b']');
+        finish_data_frame(&mut buf, format);
         let m = &metrics.counters;
         ShardCounters::add(&m.messages_out, msgs);
         ShardCounters::add(&m.updates_out, updates);
@@ -689,14 +727,18 @@ impl Shard {
     /// Queues a heartbeat (the socket task found nothing sent for `hb`).
     pub fn heartbeat(&mut self, slot: u32) {
         if let Some(s) = self.session(slot) {
-            let mut buf = Vec::with_capacity(64);
-            buf.push(b'[');
+            let mut buf = Vec::with_capacity(96);
             let cseq = s.next_cseq();
-            Obj::new(&mut buf, "heartbeat")
-                .u64("cseq", cseq)
-                .u64("t", s.format.time_unit.from_ns(now_ns()))
-                .finish();
-            buf.push(b']');
+            let t = s.format.time_unit.from_ns(now_ns());
+            if s.format.binary {
+                binary::begin_frame(&mut buf, s.format.stamps, cseq);
+                binary::write_heartbeat(&mut buf, t, s.format.stamps);
+                binary::finish_frame(&mut buf);
+            } else {
+                buf.push(b'[');
+                Obj::new(&mut buf, "heartbeat").u64("cseq", cseq).u64("t", t).finish();
+                buf.push(b']');
+            }
             s.push_frame(buf);
             ShardCounters::add(&self.metrics.counters.messages_out, 1);
         }
@@ -1141,6 +1183,7 @@ impl Shard {
         let mut buf = Vec::with_capacity(128 + accepted.len() * 72);
         buf.push(b'[');
         let cseq = s.next_cseq();
+        let binary = s.format.binary;
         let entries = &mut s.entries;
         Obj::new(&mut buf, "subscribed")
             .opt_u64("id", id)
@@ -1169,6 +1212,7 @@ impl Shard {
                     Obj::object(b)
                         .str("ch", e.ch.name())
                         .str("sym", &names[e.sym.index()])
+                        .opt_u64("id", binary.then_some(u64::from(e.sym.0)))
                         .u64("seq", seq)
                         .str("mode", e.mode.name())
                         .with("max_hz", |b| match e.max_hz {
@@ -1202,19 +1246,25 @@ impl Shard {
         s.lost_entries.retain(|&i| s.entries[i as usize].lost > 0);
         let mut msgs = 1u64;
         let to_ns = now_ns();
+        let format = s.format;
         for chunk in snaps.chunks(SNAPSHOTS_PER_FRAME) {
             let mut buf = Vec::with_capacity(32 + chunk.len() * 160);
-            buf.push(b'[');
+            begin_data_frame(&mut buf, format, s.cseq + 1);
             for (n, t) in chunk.iter().enumerate() {
-                if n > 0 {
-                    buf.push(b',');
-                }
                 let cseq = s.next_cseq();
-                encode::write_snapshot_head(&mut buf, t, cseq);
-                encode::write_tail(&mut buf, t, &names[t.sym.index()], s.format, to_ns);
+                if format.binary {
+                    binary::write_record(&mut buf, t, format, to_ns);
+                    binary::set_snapshot(&mut buf, binary::record_len(format.stamps));
+                } else {
+                    if n > 0 {
+                        buf.push(b',');
+                    }
+                    encode::write_snapshot_head(&mut buf, t, cseq);
+                    encode::write_tail(&mut buf, t, &names[t.sym.index()], format, to_ns);
+                }
                 msgs += 1;
             }
-            buf.push(b']');
+            finish_data_frame(&mut buf, format);
             s.push_frame(buf);
         }
         s.ctl.wake.notify_one();
@@ -1294,6 +1344,25 @@ fn remove_ref(index: &mut [Vec<SubRef>], stream: usize, r: SubRef) {
         && let Some(pos) = list.iter().position(|x| *x == r)
     {
         list.swap_remove(pos);
+    }
+}
+
+/// Starts a data frame whose first message has `first_cseq`: a JSON array,
+/// or a binary header for `tickwire.v1.bin` sessions.
+fn begin_data_frame(buf: &mut Vec<u8>, format: Format, first_cseq: u64) {
+    if format.binary {
+        binary::begin_frame(buf, format.stamps, first_cseq);
+    } else {
+        buf.push(b'[');
+    }
+}
+
+/// Closes a data frame started with [`begin_data_frame`].
+fn finish_data_frame(buf: &mut Vec<u8>, format: Format) {
+    if format.binary {
+        binary::finish_frame(buf);
+    } else {
+        buf.push(b']');
     }
 }
 
