@@ -12,11 +12,14 @@
 //! - `cli`: the `tickwire` binary itself (printed URL, signals, exit code).
 //! - `external`: a client outside the Rust stack (Python `websockets`).
 //! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism.
+//! - `binary`: the binary subprotocol `tickwire.v1.bin` (negotiation, records
+//!   decoded against a JSON session on the same feed, stamps, overflow).
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 
 mod util;
 
+mod binary;
 mod browser;
 mod cli;
 mod external;
