@@ -358,4 +358,35 @@ mod tests {
         assert_eq!(decode_header(&buf[..buf.len() - 1]), Err(DecodeError::BadLength));
         assert_eq!(decode_header(b"[]"), Err(DecodeError::NotBinary));
     }
+
+    /// The bytes of one frame of every kind, pinned: the same hex is decoded
+    /// by the JavaScript client's test (tests/browser/binary.test.mjs), so
+    /// encoder, decoder and docs/PROTOCOL.md cannot drift apart unnoticed.
+    const GOLDEN: &str = "54014800040000000900000000000000010000000700000017040000000000005e24f0be9a0100001c581d0000000000fbffffffffffffff2c0100006400000006000000000000005f24f0be9a0100006024f0be9a01000002010100030000000c000000000000005e24f0be9a01000015270000000000000000000000000000090000000000000000000000000000005f24f0be9a0100006024f0be9a0100000300010003000000140000000000000000000000000000000d0000000000000008000000000000000000000000000000000000000000000000000000000000000000000000000000040000000000000000000000000000004828f0be9a010000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn golden_frame_is_stable() {
+        let f = Format { time_unit: TimeUnit::Ms, stamps: true, binary: true };
+        let (src, ingest, to) =
+            (1_764_140_000_350_000_000, 1_764_140_000_351_000_000, 1_764_140_000_352_000_000);
+        let quote = Tick {
+            seq: 1047,
+            ingest_ns: ingest,
+            ..Tick::quote(SymbolId(7), src, Price(1_923_100), 300, Price(-5), 100)
+        };
+        let trade =
+            Tick { seq: 12, ingest_ns: ingest, ..Tick::trade(SymbolId(3), src, Price(10_005), 9) };
+        let mut buf = Vec::new();
+        begin_frame(&mut buf, true, 9);
+        write_record(&mut buf, &quote, f, to);
+        set_cf(&mut buf, RECORD_LEN_STAMPS, 6);
+        write_record(&mut buf, &trade, f, to);
+        set_snapshot(&mut buf, RECORD_LEN_STAMPS);
+        write_overflow(&mut buf, Channel::Trades, SymbolId(3), 13, 20, 8, true);
+        write_heartbeat(&mut buf, 1_764_140_001_352, true);
+        finish_frame(&mut buf);
+        let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+        // A change here is a wire-format change: update the docs and the JS test.
+        assert_eq!(hex, GOLDEN);
+    }
 }
