@@ -146,11 +146,7 @@ async fn mode_latest_conflates_with_cf_and_ends_on_the_same_values() {
     }
     // The snapshots and the final values are the same on both protocols.
     let snaps = |v: &[Value]| {
-        v.iter()
-            .filter(|m| m["type"] == "snapshot")
-            .cloned()
-            .map(|m| without_cseq(&m))
-            .collect::<Vec<_>>()
+        v.iter().filter(|m| m["type"] == "snapshot").map(without_cseq).collect::<Vec<_>>()
     };
     assert_eq!(snaps(&bin_msgs), snaps(&json_msgs));
     let last_of = |v: &[Value], kind: &str| {
