@@ -13,7 +13,10 @@
 //!
 //! Each update is encoded once per batch and shared: the [`EncodeCache`]
 //! holds the tail of every tick encoded in the current batch (per session
-//! format), and every subscriber's frame copies it behind its own head.
+//! format), and every subscriber's frame copies it behind its own head. On a
+//! `tickwire.v1.bin` session the cached part is the binary record
+//! ([`super::binary`]) and the per-connection part is its `cf` field; the
+//! frame header carries the first `cseq`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
