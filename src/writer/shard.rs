@@ -116,9 +116,11 @@ struct CacheSlot {
 /// message: a tenth of the cost at 100 subscribers.
 pub struct EncodeCache {
     arena: Vec<u8>,
-    slots: Vec<CacheSlot>,
-    /// Slots filled in the current batch, to record their hits.
-    filled: Vec<u32>,
+    /// One table per format (`Format::index`), by stream index: a table
+    /// grows only for the formats sessions actually use.
+    slots: Vec<Vec<CacheSlot>>,
+    /// Slots (format, stream) filled in the current batch, to record their hits.
+    filled: Vec<(u32, u32)>,
     batch: u64,
     /// Send stamp (`to`) of the current batch.
     to_ns: u64,
@@ -134,7 +136,7 @@ impl EncodeCache {
     fn new() -> EncodeCache {
         EncodeCache {
             arena: Vec::with_capacity(1 << 16),
-            slots: Vec::new(),
+            slots: vec![Vec::new(); Format::COUNT],
             filled: Vec::new(),
             batch: 1,
             to_ns: now_ns(),
@@ -158,8 +160,8 @@ impl EncodeCache {
 
     /// Records the latency of every message sent from this batch's tails.
     fn record_hits(&mut self) {
-        for idx in self.filled.drain(..) {
-            let slot = &mut self.slots[idx as usize];
+        for (f, idx) in self.filled.drain(..) {
+            let slot = &mut self.slots[f as usize][idx as usize];
             if slot.hits > 0 {
                 let _ = self
                     .latency
@@ -175,11 +177,12 @@ impl EncodeCache {
     /// Hot path: a table lookup and a memcpy when cached.
     #[inline]
     fn tail(&mut self, out: &mut Vec<u8>, tick: &Tick, name: &str, format: Format) {
-        let idx = tick.stream() * Format::COUNT + format.index();
-        if idx >= self.slots.len() {
-            self.slots.resize(idx + 1, CacheSlot::default());
+        let (f, idx) = (format.index(), tick.stream());
+        let slots = &mut self.slots[f];
+        if idx >= slots.len() {
+            slots.resize(idx + 1, CacheSlot::default());
         }
-        let slot = &mut self.slots[idx];
+        let slot = &mut slots[idx];
         if slot.batch == self.batch {
             if slot.seq == tick.seq {
                 slot.hits += 1;
@@ -195,7 +198,7 @@ impl EncodeCache {
                     .record_n(slot.latency_ns.min(MAX_LATENCY_NS), u64::from(slot.hits));
             }
         } else {
-            self.filled.push(idx as u32);
+            self.filled.push((f as u32, idx as u32));
         }
         let start = self.arena.len();
         if format.binary {
@@ -204,7 +207,7 @@ impl EncodeCache {
             encode::write_tail(&mut self.arena, tick, name, format, self.to_ns);
         }
         let len = self.arena.len() - start;
-        self.slots[idx] = CacheSlot {
+        self.slots[f][idx] = CacheSlot {
             batch: self.batch,
             seq: tick.seq,
             start: start as u32,
