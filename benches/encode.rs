@@ -1,7 +1,9 @@
 //! JSON encoding of market-data updates: tickwire's hand-written encoder
 //! against `serde_json` (what a typical server would use), and a fan-out
 //! frame built by encoding each update once and copying it behind every
-//! subscriber's head, against encoding it per subscriber.
+//! subscriber's head, against encoding it per subscriber; and the binary
+//! subprotocol `tickwire.v1.bin` on the same update and the same batch
+//! (records encoded once, copied with each subscriber's `cf`).
 //!
 //! `cargo bench --bench encode`
 
@@ -9,6 +11,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tickwire::tick::{Price, SymbolId, Tick};
+use tickwire::writer::binary;
 use tickwire::writer::encode::{Format, TimeUnit, write_tail, write_update_head};
 
 fn quote(i: u64) -> Tick {
@@ -30,7 +33,7 @@ fn bench_one_update(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode/one_update");
     g.throughput(Throughput::Elements(1));
     let tick = quote(7);
-    let format = Format { time_unit: TimeUnit::Ms, stamps: true };
+    let format = Format { time_unit: TimeUnit::Ms, stamps: true, binary: false };
     let mut buf = Vec::with_capacity(256);
     // The harness alone: clearing a buffer and passing a tick through black_box.
     g.bench_function("harness_overhead", |b| {
@@ -46,6 +49,16 @@ fn bench_one_update(c: &mut Criterion) {
             let t = black_box(tick);
             write_update_head(&mut buf, &t, 9, 6);
             write_tail(&mut buf, &t, "AAPL", format, 1_764_140_000_352_000_000);
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("tickwire_binary", |b| {
+        let format = Format { binary: true, ..format };
+        b.iter(|| {
+            buf.clear();
+            let t = black_box(tick);
+            binary::write_record(&mut buf, &t, format, 1_764_140_000_352_000_000);
+            binary::set_cf(&mut buf, binary::RECORD_LEN_STAMPS, 6);
             black_box(buf.len())
         })
     });
@@ -96,6 +109,27 @@ fn bench_fanout_frame(c: &mut Criterion) {
                     frame.extend_from_slice(&tails[r.clone()]);
                 }
                 frame.push(b']');
+                black_box(frame.len());
+            }
+        })
+    });
+    g.bench_function("binary_encode_once_copy_per_subscriber", |b| {
+        let format = Format { binary: true, ..format };
+        let len = binary::record_len(format.stamps);
+        let mut records: Vec<u8> = Vec::with_capacity(8 * 1024);
+        b.iter(|| {
+            records.clear();
+            for t in &ticks {
+                binary::write_record(&mut records, t, format, 0);
+            }
+            for sub in 0..SUBSCRIBERS {
+                frame.clear();
+                binary::begin_frame(&mut frame, format.stamps, sub * UPDATES + 1);
+                for r in records.chunks_exact(len) {
+                    frame.extend_from_slice(r);
+                    binary::set_cf(&mut frame, len, 1);
+                }
+                binary::finish_frame(&mut frame);
                 black_box(frame.len());
             }
         })

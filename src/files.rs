@@ -311,7 +311,7 @@ fn drain(
             Err(skip) => skips.add(skip),
         }
         n += 1;
-        if n % 65_536 == 0 {
+        if n.is_multiple_of(65_536) {
             progress.set(reader.bytes_read());
         }
     }

@@ -22,7 +22,8 @@
 //! - [`ring`]: STAGE 2, the lock-free broadcast ring and the latest-value
 //!   table (seqlocks over atomics; the crate has no `unsafe`).
 //! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
-//!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`]).
+//!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`],
+//!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
 //! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops and the
 //!   client request parser ([`socket::protocol`]).
 //! - [`dashboard`]: the page at `/`, embedded in the binary.

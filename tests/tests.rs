@@ -18,11 +18,14 @@
 //! - `files`: `record`, `convert`, `inspect`; the ITCH -> capture -> JSON lines
 //!   -> capture round trip and a replay of each; a recorder killed mid-write.
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live.
+//! - `binary`: the binary subprotocol `tickwire.v1.bin` (negotiation, records
+//!   decoded against a JSON session on the same feed, stamps, overflow).
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 
 mod util;
 
+mod binary;
 mod browser;
 mod cli;
 mod external;

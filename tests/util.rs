@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -91,22 +91,56 @@ pub struct Client {
     pending: VecDeque<Value>,
     /// Number of frames read.
     pub frames: u64,
+    /// On a `tickwire.v1.bin` session: symbol names by the ids announced in
+    /// `subscribed` (`None` on a JSON session).
+    pub sym_ids: Option<HashMap<u64, String>>,
+    /// Number of binary frames read.
+    pub binary_frames: u64,
 }
 
 impl Client {
     /// Connects to `/ws?query` and reads the welcome.
     pub async fn connect(addr: SocketAddr, query: &str) -> Client {
+        Client::connect_with(addr, query, None).await
+    }
+
+    /// Connects offering the binary subprotocol `tickwire.v1.bin`, checks
+    /// that the server selected it, and reads the welcome. Binary frames
+    /// are decoded into the JSON messages they stand for ([`decode_binary`]).
+    pub async fn connect_binary(addr: SocketAddr, query: &str) -> Client {
+        Client::connect_with(addr, query, Some(BIN)).await
+    }
+
+    /// Connects offering `protocol` (if any) and reads the welcome.
+    pub async fn connect_with(addr: SocketAddr, query: &str, protocol: Option<&str>) -> Client {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = if query.is_empty() {
             format!("ws://{addr}/ws")
         } else {
             format!("ws://{addr}/ws?{query}")
         };
-        let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        let mut req = url.into_client_request().unwrap();
+        if let Some(p) = protocol {
+            req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        }
+        let (ws, resp) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
             .await
             .expect("connect in time")
             .expect("websocket connects");
-        let mut c =
-            Client { ws, welcome: Value::Null, cseq: 0, pending: VecDeque::new(), frames: 0 };
+        let selected = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap());
+        let binary = selected == Some(BIN);
+        if protocol == Some(BIN) {
+            assert!(binary, "the server selects tickwire.v1.bin when offered: {selected:?}");
+        }
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+            cseq: 0,
+            pending: VecDeque::new(),
+            frames: 0,
+            sym_ids: binary.then(HashMap::new),
+            binary_frames: 0,
+        };
         let first = c.read_frame().await.expect("welcome frame");
         assert_eq!(first.len(), 1, "welcome travels alone");
         c.welcome = first.into_iter().next().unwrap();
@@ -137,7 +171,25 @@ impl Client {
                     let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
                     let arr = v.as_array().expect("every server frame is a JSON array").clone();
                     assert!(!arr.is_empty(), "no empty frames");
+                    if let Some(ids) = &mut self.sym_ids {
+                        for m in arr.iter().filter(|m| m["type"] == "subscribed") {
+                            for sub in m["subs"].as_array().unwrap() {
+                                let id = sub["id"].as_u64().expect("subs carry an id on binary");
+                                ids.insert(id, sub["sym"].as_str().unwrap().to_string());
+                            }
+                        }
+                        for m in &arr {
+                            let t = m["type"].as_str().unwrap();
+                            assert!(!DATA_TYPES.contains(&t), "market data as JSON on binary: {m}");
+                        }
+                    }
                     return Some(arr);
+                }
+                Message::Binary(b) => {
+                    let ids = self.sym_ids.as_ref().expect("binary frames only on binary sessions");
+                    self.frames += 1;
+                    self.binary_frames += 1;
+                    return Some(decode_binary(&b, ids));
                 }
                 Message::Close(_) => return None,
                 _ => {}
@@ -210,4 +262,95 @@ impl Client {
             }
         }
     }
+}
+
+/// The binary subprotocol.
+pub const BIN: &str = "tickwire.v1.bin";
+
+/// Message types that travel as binary records on a `tickwire.v1.bin` session.
+pub const DATA_TYPES: [&str; 5] = ["q", "t", "snapshot", "overflow", "heartbeat"];
+
+/// Decodes a `tickwire.v1.bin` frame into the JSON messages it stands for,
+/// as a JSON session would get them (`cf` omitted when 1, prices as the
+/// shortest decimal). Written from the tables in docs/PROTOCOL.md, not from
+/// the server's encoder, so that it checks the documentation too.
+pub fn decode_binary(frame: &[u8], ids: &HashMap<u64, String>) -> Vec<Value> {
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    assert!(frame.len() >= 16 && frame[0] == 0x54, "binary frame header: {frame:?}");
+    let stamps = frame[1] & 1 != 0;
+    let (len, count, first_cseq) = (u16_at(frame, 2), u32_at(frame, 4) as usize, u64_at(frame, 8));
+    assert_eq!(len, if stamps { 72 } else { 56 }, "record length");
+    assert_eq!(frame.len(), 16 + count * len, "frame length = header + count records");
+    assert!(count > 0, "no empty frames");
+    let price = |v: i64| {
+        if v % 10_000 == 0 { json!(v / 10_000) } else { json!(v as f64 / 10_000.0) }
+    };
+    (0..count)
+        .map(|i| {
+            let r = &frame[16 + i * len..][..len];
+            let ch = match r[2] {
+                0 => "quotes",
+                1 => "trades",
+                c => panic!("channel byte {c}"),
+            };
+            let sym = || {
+                let id = u64::from(u32_at(r, 4));
+                json!(ids.get(&id).unwrap_or_else(|| panic!("symbol id {id} never announced")))
+            };
+            let mut m = serde_json::Map::new();
+            let snapshot = r[1] & 1 != 0;
+            let cf = u64_at(r, 48);
+            match r[0] {
+                1 | 2 => {
+                    let quote = r[0] == 1;
+                    assert_eq!(ch, if quote { "quotes" } else { "trades" });
+                    if snapshot {
+                        m.insert("type".into(), json!("snapshot"));
+                        m.insert("ch".into(), json!(ch));
+                        assert_eq!(cf, 0, "snapshots have no cf");
+                    } else {
+                        m.insert("type".into(), json!(if quote { "q" } else { "t" }));
+                        assert!(cf >= 1, "updates have cf >= 1");
+                        if cf > 1 {
+                            m.insert("cf".into(), json!(cf));
+                        }
+                    }
+                    m.insert("sym".into(), sym());
+                    m.insert("seq".into(), json!(u64_at(r, 8)));
+                    let (p1, p2) = (u64_at(r, 24) as i64, u64_at(r, 32) as i64);
+                    if quote {
+                        m.insert("bp".into(), price(p1));
+                        m.insert("bs".into(), json!(u32_at(r, 40)));
+                        m.insert("ap".into(), price(p2));
+                        m.insert("as".into(), json!(u32_at(r, 44)));
+                    } else {
+                        m.insert("p".into(), price(p1));
+                        m.insert("s".into(), json!(u32_at(r, 40)));
+                    }
+                    m.insert("t".into(), json!(u64_at(r, 16)));
+                    if stamps {
+                        m.insert("ti".into(), json!(u64_at(r, 56)));
+                        m.insert("to".into(), json!(u64_at(r, 64)));
+                    }
+                }
+                3 => {
+                    m.insert("type".into(), json!("overflow"));
+                    m.insert("ch".into(), json!(ch));
+                    m.insert("sym".into(), sym());
+                    m.insert("lost".into(), json!(u64_at(r, 32)));
+                    m.insert("from_seq".into(), json!(u64_at(r, 24)));
+                    m.insert("to_seq".into(), json!(u64_at(r, 8)));
+                }
+                4 => {
+                    m.insert("type".into(), json!("heartbeat"));
+                    m.insert("t".into(), json!(u64_at(r, 16)));
+                }
+                k => panic!("unknown record kind {k}"),
+            }
+            m.insert("cseq".into(), json!(first_cseq + i as u64));
+            Value::Object(m)
+        })
+        .collect()
 }

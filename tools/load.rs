@@ -23,6 +23,10 @@
 //! - `cseq` gaps are counted over the whole session (warm-up included);
 //!   every other number covers the measured window only. Frames still in
 //!   flight when the window closes are not read.
+//!
+//! With `--binary` the sessions offer `tickwire.v1.bin` and decode its binary
+//! market-data frames (header `first_cseq`, fixed records) with the
+//! library's reference decoder; the checks and numbers are the same.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -32,6 +36,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use simd_json::prelude::*;
+use tickwire::writer::binary;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
@@ -78,6 +83,10 @@ struct Args {
     /// Also print the results as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Use the binary subprotocol `tickwire.v1.bin` (market data in binary
+    /// frames) instead of JSON.
+    #[arg(long)]
+    binary: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -149,6 +158,8 @@ struct Session {
     buf: Vec<u8>,
     /// Last `seq` seen per symbol, quotes and trades.
     seqs: [HashMap<String, u64>; 2],
+    /// The same for binary records, by symbol id.
+    seqs_by_id: [HashMap<u32, u64>; 2],
 }
 
 /// Checks that `seq` rises by exactly `step` (`cf`, or 1) for a symbol;
@@ -159,6 +170,67 @@ fn check_seq(last_seq: &mut HashMap<String, u64>, sym: &str, seq: u64, step: u64
         None => {
             last_seq.insert(sym.to_string(), seq);
             true
+        }
+    }
+}
+
+/// [`check_seq`] for binary records, keyed by symbol id.
+fn check_seq_id(last_seq: &mut HashMap<u32, u64>, sym: u32, seq: u64, step: u64) -> bool {
+    match last_seq.insert(sym, seq) {
+        Some(last) => last + step == seq || step == 0,
+        None => true,
+    }
+}
+
+/// Counts a `cseq` run of `count` messages starting at `first`.
+fn check_cseq(n: &mut Counts, cseq: &mut u64, first: u64, count: u64) {
+    if first != *cseq + 1 {
+        n.gaps += 1;
+        n.missing += first.saturating_sub(*cseq + 1);
+    }
+    *cseq = first + count.saturating_sub(1);
+}
+
+/// Reads one binary frame (`tickwire.v1.bin`); `measured` is false during warm-up.
+fn on_binary_frame(st: &mut Stats, s: &mut Session, frame: &[u8], now: u64, measured: bool) {
+    let Ok(h) = binary::decode_header(frame) else {
+        st.n.bad += 1;
+        return;
+    };
+    let n = &mut st.n;
+    check_cseq(n, &mut s.cseq, h.first_cseq, h.count.into());
+    if measured {
+        n.frames += 1;
+        n.bytes += frame.len() as u64;
+        n.msgs += u64::from(h.count);
+    }
+    for i in 0..h.count as usize {
+        let r = binary::decode_record(frame, &h, i);
+        let ch = usize::from(r.ch == 1);
+        match r.kind {
+            1 | 2 => {
+                let snapshot = r.flags & binary::RECORD_SNAPSHOT != 0;
+                let step = if snapshot { 0 } else { r.cf };
+                if !check_seq_id(&mut s.seqs_by_id[ch], r.sym, r.seq, step) {
+                    n.seq_jumps += 1;
+                }
+                if measured && !snapshot {
+                    n.updates += 1;
+                    n.conflated += r.cf.saturating_sub(1);
+                    st.e2e.saturating_record(now.saturating_sub(r.t));
+                    if let Some(to) = r.to {
+                        st.s2r.saturating_record(now.saturating_sub(to));
+                    }
+                }
+            }
+            3 => {
+                check_seq_id(&mut s.seqs_by_id[ch], r.sym, r.seq, 0);
+                if measured {
+                    n.overflows += 1;
+                    n.lost += r.p2 as u64;
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -187,12 +259,7 @@ fn on_frame(st: &mut Stats, s: &mut Session, text: &[u8], now: u64, measured: bo
     }
     for m in arr {
         match m.get("cseq").and_then(|c| c.as_u64()) {
-            Some(c) if c == s.cseq + 1 => s.cseq = c,
-            Some(c) => {
-                n.gaps += 1;
-                n.missing += c.saturating_sub(s.cseq + 1);
-                s.cseq = c;
-            }
+            Some(c) => check_cseq(n, &mut s.cseq, c, 1),
             None => n.bad += 1,
         }
         let u64_of = |k: &str| m.get(k).and_then(|v| v.as_u64());
@@ -239,11 +306,22 @@ fn on_frame(st: &mut Stats, s: &mut Session, text: &[u8], now: u64, measured: bo
     }
 }
 
-/// Connects and reads the welcome; checks that the session uses ns.
-async fn connect(url: String) -> Result<Ws, String> {
+/// Connects (offering `tickwire.v1.bin` when `binary`) and reads the
+/// welcome; checks the selected subprotocol and that the session uses ns.
+async fn connect(url: String, binary: bool) -> Result<Ws, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    const BIN: &str = "tickwire.v1.bin";
     let fut = async {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(url).await.map_err(|e| format!("connect: {e}"))?;
+        let mut req = url.into_client_request().map_err(|e| format!("url: {e}"))?;
+        if binary {
+            req.headers_mut().insert("Sec-WebSocket-Protocol", BIN.parse().expect("header value"));
+        }
+        let (mut ws, resp) =
+            tokio_tungstenite::connect_async(req).await.map_err(|e| format!("connect: {e}"))?;
+        let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+        if binary && selected != Some(BIN) {
+            return Err(format!("the server did not select {BIN} (got {selected:?})"));
+        }
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => {
@@ -263,7 +341,13 @@ async fn connect(url: String) -> Result<Ws, String> {
 async fn run_client(mut ws: Ws, subscribe: String, start: Instant, end: Instant) -> Stats {
     let mut st = Stats::new();
     let buf = Vec::with_capacity(64 * 1024);
-    let mut s = Session { cseq: 0, subscribed: false, buf, seqs: Default::default() };
+    let mut s = Session {
+        cseq: 0,
+        subscribed: false,
+        buf,
+        seqs: Default::default(),
+        seqs_by_id: Default::default(),
+    };
     if let Err(e) = ws.send(Message::Text(subscribe.into())).await {
         st.error = Some(format!("sending subscribe: {e}"));
         return st;
@@ -287,6 +371,10 @@ async fn run_client(mut ws: Ws, subscribe: String, start: Instant, end: Instant)
             Message::Text(t) => {
                 let measured = Instant::now() >= start;
                 on_frame(&mut st, &mut s, t.as_bytes(), now_ns(), measured);
+            }
+            Message::Binary(b) => {
+                let measured = Instant::now() >= start;
+                on_binary_frame(&mut st, &mut s, &b, now_ns(), measured);
             }
             Message::Close(f) => {
                 st.error.get_or_insert_with(|| format!("closed by server: {f:?}"));
@@ -347,7 +435,8 @@ fn main() -> ExitCode {
     let url = format!("{}{sep}stamps=1&time_unit=ns", a.url);
     let subscribe = subscribe_request(&a);
     let (total, failures, cpu, per_client, connected) = rt.block_on(async {
-        let conns: Vec<_> = (0..a.clients).map(|_| tokio::spawn(connect(url.clone()))).collect();
+        let conns: Vec<_> =
+            (0..a.clients).map(|_| tokio::spawn(connect(url.clone(), a.binary))).collect();
         let mut failures: Vec<String> = Vec::new();
         let mut socks = Vec::new();
         for c in conns {
@@ -398,6 +487,7 @@ fn report(a: &Args, st: &Stats, fails: &[String], cpu: Option<f64>, per: &[u64],
     let per_s = |n: u64| format!("{:.0}", n as f64 / secs);
     let mpf = if t.frames == 0 { 0.0 } else { t.msgs as f64 / t.frames as f64 };
     let rows: Vec<(&str, String)> = vec![
+        ("binary", a.binary.to_string()),
         ("clients", a.clients.to_string()),
         ("connected", conn.to_string()),
         ("failed", fails.len().to_string()),

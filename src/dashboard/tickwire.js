@@ -1,4 +1,5 @@
-// tickwire.js: a client for the tickwire protocol v1 (JSON subprotocol).
+// tickwire.js: a client for the tickwire protocol v1 (JSON subprotocol, or
+// the binary one `tickwire.v1.bin` with the option `binary: true`).
 //
 // Copy this file into your own page or Node program: it has no dependencies
 // and never touches the DOM. The WebSocket constructor, the timers, the clock
@@ -10,6 +11,10 @@
 //   tw.on("state", ({ state }) => console.log("now", state));
 //   tw.subscribe(["AAPL", "MSFT"], { max_hz: 4 });
 //   tw.connect();
+//
+// With `{ binary: true }` the client offers `tickwire.v1.bin` and decodes
+// its binary market-data frames (see docs/PROTOCOL.md) into the same message
+// objects as the JSON protocol, so everything below works the same.
 //
 // What it does for you:
 // - checks `cseq` on every message; a gap means the transport lost data, so
@@ -52,6 +57,71 @@ export const State = Object.freeze({
 
 const CHANNEL_OF = { q: "quotes", t: "trades" };
 
+/** Subprotocol names. */
+export const JSON_PROTOCOL = "tickwire.v1.json";
+export const BINARY_PROTOCOL = "tickwire.v1.bin";
+
+const CHANNELS = ["quotes", "trades"];
+const u64 = (dv, o) => dv.getUint32(o, true) + dv.getUint32(o + 4, true) * 2 ** 32;
+const i64 = (dv, o) => dv.getUint32(o, true) + dv.getInt32(o + 4, true) * 2 ** 32;
+
+/**
+ * Decodes one `tickwire.v1.bin` frame (an ArrayBuffer or a typed array /
+ * Node Buffer) into the messages a JSON session would get, in order.
+ * `names` maps the symbol ids announced in `subscribed` to names. Exact
+ * below 2^53 (so not for `time_unit=ns`). Throws on a malformed frame.
+ * Records of an unknown kind come out as `{type: "unknown", cseq}`.
+ */
+export function decodeBinary(data, names) {
+  const dv = ArrayBuffer.isView(data)
+    ? new DataView(data.buffer, data.byteOffset, data.byteLength)
+    : new DataView(data);
+  if (dv.byteLength < 16 || dv.getUint8(0) !== 0x54) throw new Error("not a tickwire.v1.bin frame");
+  const stamps = (dv.getUint8(1) & 1) !== 0;
+  const len = dv.getUint16(2, true);
+  const count = dv.getUint32(4, true);
+  if (len < 56 || dv.byteLength !== 16 + count * len) throw new Error("binary frame length mismatch");
+  const first = u64(dv, 8);
+  const out = new Array(count);
+  for (let i = 0, o = 16; i < count; i++, o += len) {
+    const kind = dv.getUint8(o);
+    const ch = CHANNELS[dv.getUint8(o + 2)];
+    const cseq = first + i;
+    const sym = names.get(dv.getUint32(o + 4, true));
+    let m;
+    if (kind === 1 || kind === 2) {
+      const snapshot = (dv.getUint8(o + 1) & 1) !== 0;
+      m = snapshot ? { type: "snapshot", ch, cseq } : { type: kind === 1 ? "q" : "t", cseq };
+      const cf = u64(dv, o + 48);
+      if (!snapshot && cf > 1) m.cf = cf;
+      m.sym = sym;
+      m.seq = u64(dv, o + 8);
+      if (kind === 1) {
+        m.bp = i64(dv, o + 24) / 1e4;
+        m.bs = dv.getUint32(o + 40, true);
+        m.ap = i64(dv, o + 32) / 1e4;
+        m.as = dv.getUint32(o + 44, true);
+      } else {
+        m.p = i64(dv, o + 24) / 1e4;
+        m.s = dv.getUint32(o + 40, true);
+      }
+      m.t = u64(dv, o + 16);
+      if (stamps) {
+        m.ti = u64(dv, o + 56);
+        m.to = u64(dv, o + 64);
+      }
+    } else if (kind === 3) {
+      m = { type: "overflow", cseq, ch, sym, lost: u64(dv, o + 32), from_seq: u64(dv, o + 24), to_seq: u64(dv, o + 8) };
+    } else if (kind === 4) {
+      m = { type: "heartbeat", cseq, t: u64(dv, o + 16) };
+    } else {
+      m = { type: "unknown", cseq };
+    }
+    out[i] = m;
+  }
+  return out;
+}
+
 /**
  * Reconnect delay for the given attempt (0-based): exponential up to
  * `maxMs`, with "equal jitter" (half fixed, half random) so a crowd of
@@ -66,6 +136,7 @@ export class TickwireClient {
   /**
    * @param {string} url  e.g. "ws://host:8080/ws?stamps=1"
    * @param {object} [options]
+   *   binary (false): offer `tickwire.v1.bin` and decode its binary frames;
    *   WebSocket, setTimeout, clearTimeout, now, random: injectable globals;
    *   initialBackoffMs (250), maxBackoffMs (5000), requestTimeoutMs (5000);
    *   staleAfterHeartbeats (2.5) and deadAfterHeartbeats (5): silence, in
@@ -86,7 +157,10 @@ export class TickwireClient {
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
       staleAfterHeartbeats: options.staleAfterHeartbeats ?? 2.5,
       deadAfterHeartbeats: options.deadAfterHeartbeats ?? 5,
+      binary: options.binary ?? false,
     };
+    /** Symbol names by the ids `subscribed` announced (binary protocol). */
+    this.names = new Map();
     this.listeners = new Map();
     /** Wanted subscriptions, kept across reconnects: symbol -> options. */
     this.subs = new Map();
@@ -179,7 +253,8 @@ export class TickwireClient {
     this.lastMessageAt = this.opt.now();
     let ws;
     try {
-      ws = new this.opt.WebSocket(this.url, "tickwire.v1.json");
+      ws = new this.opt.WebSocket(this.url, this.opt.binary ? BINARY_PROTOCOL : JSON_PROTOCOL);
+      if (this.opt.binary) ws.binaryType = "arraybuffer";
     } catch (e) {
       this._emit("error", { code: 0, msg: `cannot open ${this.url}: ${e.message}` });
       this._scheduleRetry();
@@ -311,9 +386,9 @@ export class TickwireClient {
     this.lastMessageAt = receivedAt;
     let frame;
     try {
-      frame = JSON.parse(data);
-    } catch {
-      this._emit("error", { code: 0, msg: "a frame that is not JSON" });
+      frame = typeof data === "string" ? JSON.parse(data) : decodeBinary(data, this.names);
+    } catch (e) {
+      this._emit("error", { code: 0, msg: `a frame that cannot be decoded: ${e.message}` });
       return;
     }
     if (!Array.isArray(frame)) frame = [frame];
@@ -359,6 +434,7 @@ export class TickwireClient {
         break;
       case "subscribed":
         for (const s of m.subs) {
+          if (s.id !== undefined) this.names.set(s.id, s.sym);
           const key = `${s.ch}:${s.sym}`;
           const last = this.lastSeq.get(key);
           if (!this.active.has(key) && last !== undefined && s.seq > last) {

@@ -71,7 +71,8 @@ pub struct ConnContext {
 const MAX_HEAD: usize = 8192;
 /// The subprotocol of the JSON protocol.
 pub const JSON_PROTOCOL: &str = "tickwire.v1.json";
-/// The subprotocol of the binary protocol (not implemented yet).
+/// The subprotocol of the binary protocol: market data in binary frames
+/// ([`crate::writer::binary`]), control messages still JSON text.
 pub const BIN_PROTOCOL: &str = "tickwire.v1.bin";
 
 /// A parsed request head.
@@ -193,20 +194,23 @@ async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
             _ => {}
         }
     }
+    // The server picks the subprotocol: binary whenever it is offered (it
+    // is the cheaper one for both sides), else JSON; none offered is JSON
+    // without a `Sec-WebSocket-Protocol` header (RFC 6455 4.2.2).
+    let offered = |name: &str| head.protocols.iter().any(|p| p == name);
     let protocol = if head.protocols.is_empty() {
         None
-    } else if head.protocols.iter().any(|p| p == JSON_PROTOCOL) {
+    } else if offered(BIN_PROTOCOL) {
+        Some(BIN_PROTOCOL)
+    } else if offered(JSON_PROTOCOL) {
         Some(JSON_PROTOCOL)
     } else {
         count_http(&ctx);
-        let msg = if head.protocols.iter().any(|p| p == BIN_PROTOCOL) {
-            "subprotocol tickwire.v1.bin is not available in this version; offer tickwire.v1.json\n"
-        } else {
-            "unsupported subprotocol; offer tickwire.v1.json\n"
-        };
+        let msg = "unsupported subprotocol; offer tickwire.v1.json or tickwire.v1.bin\n";
         let _ = respond(&mut stream, 400, "text/plain", msg.as_bytes(), false).await;
         return;
     };
+    format.binary = protocol == Some(BIN_PROTOCOL);
     let mut resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())

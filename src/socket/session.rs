@@ -24,12 +24,13 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::ConnContext;
 use super::protocol::Parser;
+use crate::writer::binary;
 use crate::writer::encode::Format;
 use crate::writer::session::{CloseRequest, Ctl};
 use crate::writer::shard::Shard;
 
 const RATE_LIMITED: &str = "rate limited: too many messages per second";
-const BINARY_ON_JSON: &str = "binary frames are not accepted on a JSON session";
+const BINARY_FROM_CLIENT: &str = "binary frames are not accepted; send requests as JSON text";
 
 /// How long a closing session waits for its last frames and the peer's close.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
@@ -110,7 +111,7 @@ where
             Ok(Message::Binary(_)) => {
                 let mut s = shard.borrow_mut();
                 if s.admit_message(slot, Instant::now()) {
-                    s.send_error(slot, None, 400, BINARY_ON_JSON, false);
+                    s.send_error(slot, None, 400, BINARY_FROM_CLIENT, false);
                 } else {
                     s.send_error(slot, None, 429, RATE_LIMITED, true);
                 }
@@ -188,7 +189,7 @@ where
             if !close.abort {
                 let sent = tokio::time::timeout(CLOSE_GRACE, async {
                     for f in out.frames {
-                        sink.feed(text(f)).await?;
+                        sink.feed(message(f)).await?;
                     }
                     let frame = CloseFrame {
                         code: CloseCode::from(close.code),
@@ -206,7 +207,7 @@ where
                     CloseFrame { code: CloseCode::from(4008), reason: "slow client".into() };
                 let _ = tokio::time::timeout(Duration::from_millis(50), async {
                     for f in out.frames {
-                        sink.feed(text(f)).await?;
+                        sink.feed(message(f)).await?;
                     }
                     sink.send(Message::Close(Some(frame))).await
                 })
@@ -233,7 +234,7 @@ where
         let (n, bytes) = (out.frames.len(), out.frames.iter().map(|f| f.len()).sum::<usize>());
         let write = async {
             for f in out.frames {
-                sink.feed(text(f)).await?;
+                sink.feed(message(f)).await?;
             }
             sink.flush().await
         };
@@ -272,7 +273,12 @@ impl DeadPeer {
     }
 }
 
-fn text(frame: bytes::Bytes) -> Message {
+/// The WebSocket message for an encoded frame: binary market data
+/// (`tickwire.v1.bin`, told apart by its first byte) or JSON text.
+fn message(frame: bytes::Bytes) -> Message {
+    if binary::is_binary_frame(&frame) {
+        return Message::Binary(frame);
+    }
     // Frames are built from ASCII JSON and validated symbol names.
     Message::Text(Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
 }

@@ -63,15 +63,18 @@ pub struct Format {
     pub time_unit: TimeUnit,
     /// Whether `ti`/`to` are added.
     pub stamps: bool,
+    /// Market data as binary records (`tickwire.v1.bin`, see
+    /// [`crate::writer::binary`]) instead of JSON; control stays JSON.
+    pub binary: bool,
 }
 
 impl Format {
     /// Number of distinct formats (for cache tables).
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 12;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
-        self.time_unit as usize * 2 + usize::from(self.stamps)
+        self.time_unit as usize * 4 + usize::from(self.binary) * 2 + usize::from(self.stamps)
     }
 }
 
@@ -345,7 +348,7 @@ mod tests {
             &mut buf,
             &tick,
             "AAPL",
-            Format { time_unit: TimeUnit::Ms, stamps: true },
+            Format { time_unit: TimeUnit::Ms, stamps: true, binary: false },
             3_000_000,
         );
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();

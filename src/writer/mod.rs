@@ -10,6 +10,7 @@
 //! When the ring is empty it sleeps until the feed thread wakes it, a
 //! `max_hz` delay expires, or housekeeping is due.
 
+pub mod binary;
 pub mod encode;
 pub mod session;
 pub mod shard;

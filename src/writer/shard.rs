@@ -13,7 +13,10 @@
 //!
 //! Each update is encoded once per batch and shared: the [`EncodeCache`]
 //! holds the tail of every tick encoded in the current batch (per session
-//! format), and every subscriber's frame copies it behind its own head.
+//! format), and every subscriber's frame copies it behind its own head. On a
+//! `tickwire.v1.bin` session the cached part is the binary record
+//! ([`super::binary`]) and the per-connection part is its `cf` field; the
+//! frame header carries the first `cseq`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
+use super::binary;
 use super::encode::{self, Format, Obj};
 use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts, min_interval};
 use crate::feed::{FeedState, Market, epoch_name};
@@ -113,9 +117,11 @@ struct CacheSlot {
 /// message: a tenth of the cost at 100 subscribers.
 pub struct EncodeCache {
     arena: Vec<u8>,
-    slots: Vec<CacheSlot>,
-    /// Slots filled in the current batch, to record their hits.
-    filled: Vec<u32>,
+    /// One table per format (`Format::index`), by stream index: a table
+    /// grows only for the formats sessions actually use.
+    slots: Vec<Vec<CacheSlot>>,
+    /// Slots (format, stream) filled in the current batch, to record their hits.
+    filled: Vec<(u32, u32)>,
     batch: u64,
     /// Send stamp (`to`) of the current batch.
     to_ns: u64,
@@ -131,7 +137,7 @@ impl EncodeCache {
     fn new() -> EncodeCache {
         EncodeCache {
             arena: Vec::with_capacity(1 << 16),
-            slots: Vec::new(),
+            slots: vec![Vec::new(); Format::COUNT],
             filled: Vec::new(),
             batch: 1,
             to_ns: now_ns(),
@@ -155,8 +161,8 @@ impl EncodeCache {
 
     /// Records the latency of every message sent from this batch's tails.
     fn record_hits(&mut self) {
-        for idx in self.filled.drain(..) {
-            let slot = &mut self.slots[idx as usize];
+        for (f, idx) in self.filled.drain(..) {
+            let slot = &mut self.slots[f as usize][idx as usize];
             if slot.hits > 0 {
                 let _ = self
                     .latency
@@ -172,11 +178,12 @@ impl EncodeCache {
     /// Hot path: a table lookup and a memcpy when cached.
     #[inline]
     fn tail(&mut self, out: &mut Vec<u8>, tick: &Tick, name: &str, format: Format) {
-        let idx = tick.stream() * Format::COUNT + format.index();
-        if idx >= self.slots.len() {
-            self.slots.resize(idx + 1, CacheSlot::default());
+        let (f, idx) = (format.index(), tick.stream());
+        let slots = &mut self.slots[f];
+        if idx >= slots.len() {
+            slots.resize(idx + 1, CacheSlot::default());
         }
-        let slot = &mut self.slots[idx];
+        let slot = &mut slots[idx];
         if slot.batch == self.batch {
             if slot.seq == tick.seq {
                 slot.hits += 1;
@@ -192,12 +199,16 @@ impl EncodeCache {
                     .record_n(slot.latency_ns.min(MAX_LATENCY_NS), u64::from(slot.hits));
             }
         } else {
-            self.filled.push(idx as u32);
+            self.filled.push((f as u32, idx as u32));
         }
         let start = self.arena.len();
-        encode::write_tail(&mut self.arena, tick, name, format, self.to_ns);
+        if format.binary {
+            binary::write_record(&mut self.arena, tick, format, self.to_ns);
+        } else {
+            encode::write_tail(&mut self.arena, tick, name, format, self.to_ns);
+        }
         let len = self.arena.len() - start;
-        self.slots[idx] = CacheSlot {
+        self.slots[f][idx] = CacheSlot {
             batch: self.batch,
             seq: tick.seq,
             start: start as u32,
@@ -206,6 +217,35 @@ impl EncodeCache {
             latency_ns: self.to_ns.saturating_sub(tick.ingest_ns),
         };
         out.extend_from_slice(&self.arena[start..]);
+    }
+
+    /// Appends one update message with `cseq` and `cf` to a data frame:
+    /// JSON head and cached tail (after a comma unless `first`), or the
+    /// cached binary record with its `cf` set (`cseq` is implicit there).
+    ///
+    /// Hot path: a lookup, a memcpy and a few stores when cached.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn update(
+        &mut self,
+        out: &mut Vec<u8>,
+        tick: &Tick,
+        name: &str,
+        format: Format,
+        cseq: u64,
+        cf: u64,
+        first: bool,
+    ) {
+        if format.binary {
+            self.tail(out, tick, name, format);
+            binary::set_cf(out, binary::record_len(format.stamps), cf);
+            return;
+        }
+        if !first {
+            out.push(b',');
+        }
+        encode::write_update_head(out, tick, cseq, cf);
+        self.tail(out, tick, name, format);
     }
 }
 
@@ -458,20 +498,26 @@ impl Shard {
         let wild = self.wild_sessions.clone();
         for slot in wild {
             let Some(s) = self.session(slot) else { continue };
-            let wc = s.wildcard;
+            let (wc, binary) = (s.wildcard, s.format.binary);
+            let mut added = Vec::new();
             for id in known..self.names.len() {
                 for ch in Channel::ALL {
                     if let Some(opts) = wc[ch as usize] {
-                        self.upsert_entry(
+                        added.push(self.upsert_entry(
                             slot,
                             SymbolId(id as u32),
                             ch,
                             opts.mode,
                             opts.max_hz,
                             Origin::NewSymbol,
-                        );
+                        ));
                     }
                 }
+            }
+            // Binary records name symbols by id only: announce the new ones
+            // (an unsolicited `subscribed`, no `id`) before any record of them.
+            if binary && !added.is_empty() {
+                self.reply_subscribed(slot, None, &added, &[], false);
             }
         }
     }
@@ -593,7 +639,7 @@ impl Shard {
         let format = s.format;
         let pending = s.queue.len() + s.dirty.len();
         let mut buf: Vec<u8> = Vec::with_capacity((64 + 160 * pending).min(MAX_FRAME_BYTES + 512));
-        buf.push(b'[');
+        begin_data_frame(&mut buf, format, s.cseq + 1);
         let mut msgs = 0u64;
         let mut updates = 0u64;
         let mut conflated = 0u64;
@@ -607,12 +653,9 @@ impl Shard {
                 continue;
             }
             e.sent_seq = q.tick.seq;
-            if msgs > 0 {
-                buf.push(b',');
-            }
             s.cseq += 1;
-            encode::write_update_head(&mut buf, &q.tick, s.cseq, 1);
-            cache.tail(&mut buf, &q.tick, &names[q.tick.sym.index()], format);
+            let name = &names[q.tick.sym.index()];
+            cache.update(&mut buf, &q.tick, name, format, s.cseq, 1, msgs == 0);
             msgs += 1;
             updates += 1;
         }
@@ -624,18 +667,23 @@ impl Shard {
             if !e.live || e.lost == 0 {
                 continue;
             }
-            if msgs > 0 {
-                buf.push(b',');
-            }
             s.cseq += 1;
-            Obj::new(&mut buf, "overflow")
-                .str("ch", e.ch.name())
-                .str("sym", &names[e.sym.index()])
-                .u64("lost", e.lost)
-                .u64("from_seq", e.lost_from())
-                .u64("to_seq", e.accepted_seq)
-                .u64("cseq", s.cseq)
-                .finish();
+            if format.binary {
+                let (from, to) = (e.lost_from(), e.accepted_seq);
+                binary::write_overflow(&mut buf, e.ch, e.sym, from, to, e.lost, format.stamps);
+            } else {
+                if msgs > 0 {
+                    buf.push(b',');
+                }
+                Obj::new(&mut buf, "overflow")
+                    .str("ch", e.ch.name())
+                    .str("sym", &names[e.sym.index()])
+                    .u64("lost", e.lost)
+                    .u64("from_seq", e.lost_from())
+                    .u64("to_seq", e.accepted_seq)
+                    .u64("cseq", s.cseq)
+                    .finish();
+            }
             lost_total += e.lost;
             e.sent_seq = e.accepted_seq;
             e.lost = 0;
@@ -668,12 +716,8 @@ impl Shard {
             e.sent_seq = tick.seq;
             e.dirty = false;
             e.next_allowed = e.min_interval.map(|d| now + d);
-            if msgs > 0 {
-                buf.push(b',');
-            }
             s.cseq += 1;
-            encode::write_update_head(&mut buf, &tick, s.cseq, cf);
-            cache.tail(&mut buf, &tick, &names[tick.sym.index()], format);
+            cache.update(&mut buf, &tick, &names[tick.sym.index()], format, s.cseq, cf, msgs == 0);
             conflated += cf.saturating_sub(1);
             msgs += 1;
             updates += 1;
@@ -689,7 +733,7 @@ impl Shard {
         if msgs == 0 {
             return false;
         }
-        buf.push(b']');
+        finish_data_frame(&mut buf, format);
         let m = &metrics.counters;
         ShardCounters::add(&m.messages_out, msgs);
         ShardCounters::add(&m.updates_out, updates);
@@ -766,14 +810,18 @@ impl Shard {
     /// Queues a heartbeat (the socket task found nothing sent for `hb`).
     pub fn heartbeat(&mut self, slot: u32) {
         if let Some(s) = self.session(slot) {
-            let mut buf = Vec::with_capacity(64);
-            buf.push(b'[');
+            let mut buf = Vec::with_capacity(96);
             let cseq = s.next_cseq();
-            Obj::new(&mut buf, "heartbeat")
-                .u64("cseq", cseq)
-                .u64("t", s.format.time_unit.from_ns(now_ns()))
-                .finish();
-            buf.push(b']');
+            let t = s.format.time_unit.from_ns(now_ns());
+            if s.format.binary {
+                binary::begin_frame(&mut buf, s.format.stamps, cseq);
+                binary::write_heartbeat(&mut buf, t, s.format.stamps);
+                binary::finish_frame(&mut buf);
+            } else {
+                buf.push(b'[');
+                Obj::new(&mut buf, "heartbeat").u64("cseq", cseq).u64("t", t).finish();
+                buf.push(b']');
+            }
             s.push_frame(buf);
             ShardCounters::add(&self.metrics.counters.messages_out, 1);
         }
@@ -1223,6 +1271,7 @@ impl Shard {
         let mut buf = Vec::with_capacity(128 + accepted.len() * 72);
         buf.push(b'[');
         let cseq = s.next_cseq();
+        let binary = s.format.binary;
         let entries = &mut s.entries;
         Obj::new(&mut buf, "subscribed")
             .opt_u64("id", id)
@@ -1251,6 +1300,7 @@ impl Shard {
                     Obj::object(b)
                         .str("ch", e.ch.name())
                         .str("sym", &names[e.sym.index()])
+                        .opt_u64("id", binary.then_some(u64::from(e.sym.0)))
                         .u64("seq", seq)
                         .str("mode", e.mode.name())
                         .with("max_hz", |b| match e.max_hz {
@@ -1284,19 +1334,25 @@ impl Shard {
         s.lost_entries.retain(|&i| s.entries[i as usize].lost > 0);
         let mut msgs = 1u64;
         let to_ns = now_ns();
+        let format = s.format;
         for chunk in snaps.chunks(SNAPSHOTS_PER_FRAME) {
             let mut buf = Vec::with_capacity(32 + chunk.len() * 160);
-            buf.push(b'[');
+            begin_data_frame(&mut buf, format, s.cseq + 1);
             for (n, t) in chunk.iter().enumerate() {
-                if n > 0 {
-                    buf.push(b',');
-                }
                 let cseq = s.next_cseq();
-                encode::write_snapshot_head(&mut buf, t, cseq);
-                encode::write_tail(&mut buf, t, &names[t.sym.index()], s.format, to_ns);
+                if format.binary {
+                    binary::write_record(&mut buf, t, format, to_ns);
+                    binary::set_snapshot(&mut buf, binary::record_len(format.stamps));
+                } else {
+                    if n > 0 {
+                        buf.push(b',');
+                    }
+                    encode::write_snapshot_head(&mut buf, t, cseq);
+                    encode::write_tail(&mut buf, t, &names[t.sym.index()], format, to_ns);
+                }
                 msgs += 1;
             }
-            buf.push(b']');
+            finish_data_frame(&mut buf, format);
             s.push_frame(buf);
         }
         s.ctl.wake.notify_one();
@@ -1376,6 +1432,25 @@ fn remove_ref(index: &mut [Vec<SubRef>], stream: usize, r: SubRef) {
         && let Some(pos) = list.iter().position(|x| *x == r)
     {
         list.swap_remove(pos);
+    }
+}
+
+/// Starts a data frame whose first message has `first_cseq`: a JSON array,
+/// or a binary header for `tickwire.v1.bin` sessions.
+fn begin_data_frame(buf: &mut Vec<u8>, format: Format, first_cseq: u64) {
+    if format.binary {
+        binary::begin_frame(buf, format.stamps, first_cseq);
+    } else {
+        buf.push(b'[');
+    }
+}
+
+/// Closes a data frame started with [`begin_data_frame`].
+fn finish_data_frame(buf: &mut Vec<u8>, format: Format) {
+    if format.binary {
+        binary::finish_frame(buf);
+    } else {
+        buf.push(b']');
     }
 }
 
