@@ -7,8 +7,8 @@
 //! ```text
 //!  source ──▶ feed thread ──Tick──▶ ring (SPMC, overwrite) ──▶ writer shard 1..N (one per core)
 //!  (synthetic,  number +          + latest-value table           conflate per subscriber,
-//!   manual)     stamp             (snapshots, resync)            batch, encode once,
-//!                                                                write each socket once per flush
+//!   replay,     stamp             (snapshots, resync)            batch, encode once,
+//!   TCP)                                                         write each socket once per flush
 //! ```
 //!
 //! # Layout
@@ -17,10 +17,13 @@
 //!
 //! - [`tick`]: the data model (`Tick`, `Price`, `SymbolId`, `SymbolTable`).
 //! - [`feed`]: STAGE 1, the feed thread and its sources ([`feed::synthetic`],
-//!   [`feed::manual`], and [`feed::replay`] of recorded files such as
-//!   [`feed::jsonl`]).
+//!   [`feed::manual`], [`feed::tcp`] for live JSON lines, and [`feed::replay`]
+//!   of recorded files: [`feed::jsonl`], [`feed::itch`] for NASDAQ ITCH 5.0,
+//!   and [`capture`], tickwire's own format).
 //! - [`ring`]: STAGE 2, the lock-free broadcast ring and the latest-value
-//!   table (seqlocks over atomics; the crate has no `unsafe`).
+//!   table (seqlocks over atomics, no `unsafe`). The crate's only `unsafe`
+//!   is the memory map of a capture file ([`capture`]'s `mmap` module).
+//! - [`files`]: `tickwire record`, `convert` and `inspect`.
 //! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
 //!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`],
 //!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
