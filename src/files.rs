@@ -283,7 +283,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 pub struct Skips {
     /// Records skipped.
     pub count: u64,
-    /// The first [`SKIPS_SHOWN`] of them.
+    /// The first ten of them.
     pub first: Vec<Skip>,
 }
 
