@@ -349,10 +349,18 @@ fn restart(
     }
 }
 
-/// Numbers, stamps, stores and publishes one batch.
+/// Numbers, stamps, stores and publishes one batch: what the feed thread
+/// does with every batch a source hands over (public for the benchmarks).
+/// `seqs` holds the last `seq` of every stream (`market.latest.capacity()`
+/// entries, zeroed at the start of an epoch).
 ///
 /// Hot path: no allocation, no lock.
-fn publish(batch: &mut [Tick], seqs: &mut [u64], ring: &mut RingProducer<Tick>, market: &Market) {
+pub fn publish(
+    batch: &mut [Tick],
+    seqs: &mut [u64],
+    ring: &mut RingProducer<Tick>,
+    market: &Market,
+) {
     let ingest_ns = now_ns();
     let mut published = 0u64;
     for tick in batch.iter_mut() {

@@ -79,6 +79,26 @@ pub trait RecordReader: Send {
     /// Starts again from the first record.
     fn rewind(&mut self) -> io::Result<()>;
 
+    /// Appends the ticks of up to `max` more records to `out` and counts
+    /// the skipped ones in `skipped`; returns `false` once the file has
+    /// ended. The default calls [`RecordReader::next`] in a loop; being a
+    /// default method, it is compiled for each reader, so the per-record
+    /// call is static (the replay calls this once per batch through the
+    /// trait object, not once per record).
+    fn read_batch(&mut self, out: &mut Vec<Tick>, max: usize, skipped: &mut u64) -> bool {
+        for _ in 0..max {
+            match self.next() {
+                Some(Ok(t)) => out.push(t),
+                Some(Err(skip)) => {
+                    tracing::debug!(at = skip.at, why = skip.why, "skipped a feed record");
+                    *skipped += 1;
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// Bytes of the file consumed so far (compressed bytes for a compressed
     /// file), for progress bars; 0 when the reader cannot tell.
     fn bytes_read(&self) -> u64 {
@@ -405,6 +425,18 @@ impl FeedSource for Replay {
         let now = Instant::now();
         let (start, start_ns) = *self.start.get_or_insert_with(|| (now, now_ns()));
         let read_ns = if self.speed == Speed::Max { now_ns() } else { 0 };
+        if self.speed == Speed::Max && self.window == Window::default() && !self.ended {
+            // The fast path: whole batches, no schedule, no window.
+            if !self.reader.read_batch(out, MAX_BATCH, &mut self.skipped) {
+                self.ended = true;
+            }
+            for t in out.iter_mut() {
+                t.src_ns = read_ns;
+            }
+            if !out.is_empty() {
+                return Poll::Ready;
+            }
+        }
         while out.len() < MAX_BATCH {
             let Some(mut tick) = self.next_record() else {
                 if !out.is_empty() {
