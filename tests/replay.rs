@@ -34,6 +34,10 @@ fn temp_file(name: &str, content: &[u8]) -> PathBuf {
 }
 
 fn replay_config(path: &Path, speed: Speed) -> Config {
+    let mut base = test_config();
+    // A --speed max replay outruns the test client; a deep mode-all queue
+    // keeps every tick (the files here are small), instead of `overflow`.
+    base.shard.queue_cap = 1 << 20;
     Config {
         source: SourceChoice::Replay(ReplayConfig {
             path: path.to_path_buf(),
@@ -42,7 +46,7 @@ fn replay_config(path: &Path, speed: Speed) -> Config {
             looped: false,
             window: Window::default(),
         }),
-        ..test_config()
+        ..base
     }
 }
 

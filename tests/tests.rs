@@ -17,6 +17,8 @@
 //!   `--loop` epochs, `--from`/`--to`.
 //! - `files`: `record`, `convert`, `inspect`; the ITCH -> capture -> JSON lines
 //!   -> capture round trip and a replay of each; a recorder killed mid-write.
+//! - `hardening`: malformed frames, slowloris, reset storms, memory per
+//!   idle connection (raw TCP clients that break the rules).
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live.
 //! - `binary`: the binary subprotocol `tickwire.v1.bin` (negotiation, records
 //!   decoded against a JSON session on the same feed, stamps, overflow).
@@ -30,6 +32,7 @@ mod browser;
 mod cli;
 mod external;
 mod files;
+mod hardening;
 mod http;
 mod itch;
 mod live;

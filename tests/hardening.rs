@@ -1,0 +1,308 @@
+//! Hostile and broken clients, with numbers (issue 6): malformed frames get
+//! the right close code quickly without a large allocation; slowloris
+//! sockets are closed at the handshake timeout while a normal client
+//! streams; thousands of abrupt resets leave no connection, session or file
+//! descriptor behind; thousands of idle subscribed connections cost the
+//! server less than 64 KiB each.
+//!
+//! These talk raw TCP: the frames are written by hand, so a client can
+//! break the rules no WebSocket library would let it break.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::{Client, TIMEOUT, manual_server};
+
+/// A client frame: FIN, `opcode`, masked with a fixed key unless `unmasked`.
+fn frame(opcode: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let mask_bit = if unmasked { 0 } else { 0x80 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n <= 0xffff => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if unmasked {
+        f.extend_from_slice(payload);
+    } else {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    }
+    f
+}
+
+/// A frame header that announces `len` payload bytes (none follow).
+fn header_only(len: u64) -> Vec<u8> {
+    let mut f = vec![0x81, 0x80 | 127];
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[1, 2, 3, 4]);
+    f
+}
+
+/// A raw upgraded connection that has read the server's `welcome`.
+async fn raw_session(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    // The response head, then at least the first frame (welcome).
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(Instant::now() < deadline, "no upgrade response");
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed during the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+            if buf.len() > end + 4 {
+                return s;
+            }
+        }
+    }
+}
+
+/// Reads server frames until a close frame; returns its code, or `None`
+/// when the connection ends without one.
+async fn close_code(s: &mut TcpStream, within: Duration) -> Option<u16> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        // Parse whole frames from the front of `buf` (server frames are unmasked).
+        while buf.len() >= 2 {
+            let (len, hdr) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => {
+                    (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < hdr + len {
+                break;
+            }
+            if buf[0] & 0x0f == 0x8 {
+                return (len >= 2).then(|| u16::from_be_bytes([buf[hdr], buf[hdr + 1]]));
+            }
+            buf.drain(..hdr + len);
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("no close within {within:?}"),
+        }
+    }
+}
+
+fn rss_bytes(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn malformed_frames_get_the_right_close_code_quickly() {
+    let ts = manual_server(|_| {});
+    ts.feed.quote("OK", 1.0, 1, 1.1, 1);
+    ts.flush();
+    // A healthy session on the same server throughout.
+    let mut healthy = Client::connect(ts.addr, "").await;
+    healthy.subscribe(json!({"symbols": ["OK"], "mode": "all"})).await;
+    let rss_before = rss_bytes("self");
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("oversized frame", frame(0x1, &vec![b' '; 70_000], false), 1009),
+        ("2^63-1 length header", header_only((1 << 63) - 1), 1009),
+        ("2^63 length header", header_only(1 << 63), 1009),
+        ("unmasked client frame", frame(0x1, b"{\"type\":\"ping\"}", true), 1002),
+        ("invalid UTF-8", frame(0x1, b"{\"type\":\"p\xff\xfe\"}", false), 1007),
+        ("reserved opcode", frame(0x3, b"x", false), 1002),
+        ("reserved bits", {
+            let mut f = frame(0x1, b"{}", false);
+            f[0] |= 0x40;
+            f
+        }, 1002),
+        ("binary garbage", (0..64u8).map(|i| i.wrapping_mul(97) | 0x30).collect(), 1002),
+    ];
+    for (what, bytes, want) in cases {
+        let mut s = raw_session(ts.addr).await;
+        let sent = Instant::now();
+        s.write_all(&bytes).await.unwrap();
+        let got = close_code(&mut s, Duration::from_secs(2)).await;
+        let took = sent.elapsed();
+        assert_eq!(got, Some(want), "{what}");
+        assert!(took < Duration::from_millis(100), "{what}: close after {took:?}");
+    }
+    // No large allocation: a 2^63-byte announcement cost nothing like it.
+    let grew = rss_bytes("self").saturating_sub(rss_before);
+    assert!(grew < 16 << 20, "RSS grew by {grew} bytes");
+    // The healthy session never noticed.
+    ts.feed.quote("OK", 1.0, 2, 1.1, 1);
+    ts.flush();
+    let q = healthy.until_type("q").await;
+    assert_eq!(q["bs"], 2);
+    let pong = healthy.request(json!({"type": "ping"}), 7).await;
+    assert_eq!(pong["type"], "pong");
+    ts.server.shutdown();
+}
+
+#[tokio::test]
+async fn slowloris_sockets_are_closed_at_the_handshake_timeout() {
+    const SOCKETS: usize = 500;
+    let timeout = Duration::from_secs(2);
+    let ts = manual_server(|c| {
+        c.handshake_timeout = timeout;
+        c.max_connections_per_ip = 10_000;
+    });
+    // A normal client streaming throughout, stamped in microseconds.
+    let mut normal = Client::connect(ts.addr, "stamps=1&time_unit=us").await;
+    ts.feed.quote("LIVE", 1.0, 1, 1.1, 1);
+    ts.flush();
+    normal.subscribe(json!({"symbols": ["LIVE"], "mode": "all"})).await;
+
+    // 500 sockets that start a request head and never finish it.
+    let opened = Instant::now();
+    let mut slow = Vec::with_capacity(SOCKETS);
+    for _ in 0..SOCKETS {
+        let mut s = TcpStream::connect(ts.addr).await.unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: slow\r\n").await.unwrap();
+        slow.push(s);
+    }
+    // Each is closed by the server: read sees the end (or a reset).
+    let closers = slow.into_iter().map(|mut s| {
+        tokio::spawn(async move {
+            let mut b = [0u8; 512];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Instant::now(),
+                    Ok(Ok(_)) => {} // a 408 answer before the close is fine
+                    Err(_) => panic!("a slowloris socket was never closed"),
+                }
+            }
+        })
+    });
+    let closers: Vec<_> = closers.collect();
+
+    // Meanwhile the normal client streams: a quote every 5 ms for 3 s.
+    let feed = ts.feed.clone();
+    let pusher = std::thread::spawn(move || {
+        for i in 0..600u32 {
+            feed.quote("LIVE", 1.0, i + 2, 1.1, 1);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let mut lat_us = Vec::new();
+    while lat_us.len() < 550 {
+        let m = normal.until_type("q").await;
+        let (t, recv) = (m["t"].as_i64().unwrap(), now_us());
+        lat_us.push(recv - t);
+    }
+    pusher.join().unwrap();
+    let mut closed_after = Vec::new();
+    for c in closers {
+        closed_after.push(c.await.unwrap().duration_since(opened));
+    }
+    // Each closed at the timeout, give or take 1 s (the last ones were
+    // opened a little after `opened`).
+    for d in &closed_after {
+        assert!(*d + Duration::from_secs(1) >= timeout && *d <= timeout + Duration::from_secs(1), "{d:?}");
+    }
+    lat_us.sort_unstable();
+    let p99 = lat_us[lat_us.len() * 99 / 100];
+    assert!(p99 < 50_000, "normal client p99 {p99} µs during the slowloris");
+    ts.server.shutdown();
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// Closes `s` with a TCP reset (SO_LINGER 0).
+fn reset(s: TcpStream) {
+    let s = s.into_std().unwrap();
+    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+}
+
+#[tokio::test]
+async fn ten_thousand_resets_leave_nothing_behind() {
+    let ts = manual_server(|c| c.max_connections_per_ip = 100_000);
+    ts.feed.quote("RST", 1.0, 1, 1.1, 1);
+    ts.flush();
+    let baseline_fds = open_fds();
+    // A feed running throughout, so "mid-batch" resets hit live writers.
+    let feed = ts.feed.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = stop.clone();
+    let pusher = std::thread::spawn(move || {
+        let mut i = 0;
+        while !running.load(std::sync::atomic::Ordering::Relaxed) {
+            i += 1;
+            feed.quote("RST", 1.0, i, 1.1, 1);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let sub = frame(0x1, br#"{"type":"subscribe","symbols":["*"],"mode":"all"}"#, false);
+    for i in 0..10_000u32 {
+        match i % 3 {
+            // Mid-handshake: half a request head, then RST.
+            0 => {
+                let mut s = TcpStream::connect(ts.addr).await.unwrap();
+                s.write_all(b"GET /ws HTTP/1.1\r\nHost: r").await.unwrap();
+                reset(s);
+            }
+            // Right after the upgrade.
+            1 => reset(raw_session(ts.addr).await),
+            // Subscribed, data flowing: RST mid-batch.
+            _ => {
+                let mut s = raw_session(ts.addr).await;
+                s.write_all(&sub).await.unwrap();
+                let mut b = [0u8; 1024];
+                let _ = tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await;
+                reset(s);
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pusher.join().unwrap();
+    // Within 2 s: no session, no connection, no file descriptor left.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let sessions = ts.metric("tickwire_connections").await;
+        let fds = open_fds();
+        if sessions == 0 && fds <= baseline_fds {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 2 s: {sessions} sessions, {fds} fds (baseline {baseline_fds})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the server still serves.
+    let mut c = Client::connect(ts.addr, "").await;
+    let pong = c.request(json!({"type": "ping"}), 1).await;
+    assert_eq!(pong["type"], "pong");
+    ts.server.shutdown();
+}
