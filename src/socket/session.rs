@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -53,8 +53,11 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-/// Runs a session on an upgraded socket.
-pub async fn run(stream: TcpStream, rest: Vec<u8>, format: Format, ctx: ConnContext) {
+/// Runs a session on an upgraded socket (plain TCP or TLS).
+pub async fn run<S>(stream: S, rest: Vec<u8>, format: Format, ctx: ConnContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let max = ctx.shard.borrow().config().max_message_bytes;
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config(max)))
         .await;
