@@ -3,9 +3,10 @@
 //!
 //! Lifecycle: **setup** ([`start`]: bind, create the tables and the ring,
 //! spawn the threads) -> **run** (until [`Server::shutdown`]) -> **drain**
-//! (stop accepting; every session gets `shutdown` and a close with 1001;
-//! shards wait up to `drain` for them; the feed thread stops; every thread is
-//! joined). Nothing is left running when `shutdown` returns.
+//! (the listener is closed first, so new connections are refused; then every
+//! session gets `shutdown` with a jittered `reconnect_after_ms` and a close
+//! with 1012; shards wait up to `drain` for them; the feed thread stops; every
+//! thread is joined). Nothing is left running when `shutdown` returns.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -193,11 +194,14 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        // Stop listening first: once the acceptor has ended, the listener is
+        // closed and a new connection is refused, so no client can arrive
+        // after the sessions were told to go.
         let _ = self.stop_accept.send(true);
-        let _ = self.shutdown_tx.send(true);
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
+        let _ = self.shutdown_tx.send(true);
         for shard in self.shards.drain(..) {
             shard.join();
         }

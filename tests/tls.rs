@@ -4,7 +4,7 @@
 //! (tokio-rustls with the ring provider).
 //!
 //! Covered: a `wss://` session end to end (welcome, subscribe, data, the
-//! close at shutdown), the HTTP routes over `https://`, a plain-TCP
+//! 1012 close at shutdown), the HTTP routes over `https://`, a plain-TCP
 //! client, a TLS 1.1-only and a garbage ClientHello, a client that says
 //! nothing until the handshake timeout, and bad certificate/key files (the
 //! binary's message and exit status, and a key that is not the
@@ -168,7 +168,7 @@ async fn until(ws: &mut Wss, pred: impl Fn(&Value) -> bool) -> Value {
 }
 
 #[tokio::test]
-async fn wss_session_subscribes_receives_data_and_is_closed_at_shutdown() {
+async fn wss_session_subscribes_receives_data_and_is_closed_with_1012() {
     let certs = Certs::new("wss");
     let ts = tls_server(&certs, |_| {});
     ts.feed.quote("AAPL", 10.0, 1, 10.1, 1);
@@ -200,13 +200,13 @@ async fn wss_session_subscribes_receives_data_and_is_closed_at_shutdown() {
         (Some("AAPL"), Some(2), Some(10.5))
     );
 
-    // Shutdown reaches TLS sessions too: `shutdown`, then the close.
+    // Shutdown reaches TLS sessions too: `shutdown`, then 1012.
     let server = ts.server;
     let stopper = tokio::task::spawn_blocking(move || server.shutdown());
     let bye = until(&mut ws, |m| m["type"] == "shutdown").await;
     assert!(bye["reconnect_after_ms"].as_u64().is_some_and(|ms| (1000..2000).contains(&ms)));
     while next_frame(&mut ws, &mut closed).await.is_some() {}
-    assert_eq!(closed, Some(1001));
+    assert_eq!(closed, Some(1012));
     stopper.await.unwrap();
 }
 

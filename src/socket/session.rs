@@ -34,8 +34,6 @@ const BINARY_FROM_CLIENT: &str = "binary frames are not accepted; send requests 
 
 /// How long a closing session waits for its last frames and the peer's close.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
-/// Base of the jittered reconnect delay suggested in `shutdown`.
-const RECONNECT_AFTER_MS: u64 = 1000;
 
 /// The tungstenite settings for this workload: small reads (clients send
 /// small commands, and tungstenite zero-fills the read buffer on every read
@@ -184,8 +182,7 @@ where
             next_ping = now + hb;
         }
         if shutting_down {
-            let jitter = u64::from(slot) * 37 % 1000;
-            shard.borrow_mut().shutdown_session(slot, RECONNECT_AFTER_MS + jitter);
+            shard.borrow_mut().shutdown_session(slot);
         }
         let out = shard.borrow_mut().take_outgoing(slot);
         if let Some(close) = out.close {
