@@ -6,7 +6,7 @@
 //! Covered: a `wss://` session end to end (welcome, subscribe, data, the
 //! 1012 close at shutdown), the HTTP routes over `https://`, a plain-TCP
 //! client, a TLS 1.1-only and a garbage ClientHello, a client that says
-//! nothing until the handshake timeout, and bad certificate/key files (the
+//! nothing until the handshake timeout, the 503 of the connection limits, and bad certificate/key files (the
 //! binary's message and exit status, and a key that is not the
 //! certificate's).
 
@@ -249,6 +249,18 @@ async fn a_plain_tcp_client_is_refused_without_harming_the_server() {
     // Both are counted, and TLS clients are served as before.
     wait_failures(&certs, ts.addr, 2).await;
     assert_eq!(https_get(&certs, ts.addr, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503_over_tls() {
+    let certs = Certs::new("limit");
+    let ts = tls_server(&certs, |c| c.max_connections_per_ip = 1);
+    // One connection holds the only slot (handshake done, no request yet)...
+    let _held = certs.connect(ts.addr).await;
+    // ...so the next is refused, and the refusal is readable over TLS.
+    let (status, body) = https_get(&certs, ts.addr, "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("connection limit"), "{body}");
 }
 
 /// A TLS 1.1 ClientHello (legacy version 0x0302, no `supported_versions`
