@@ -470,6 +470,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_go_together() {
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.tls).map_err(|e| e.flag),
+            _ => Err("clap"),
+        };
+        // Plain TCP by default.
+        assert_eq!(parse(&["tickwire", "serve"]), Ok(None));
+        // Both files: TLS, with the paths as given (read at start, not here).
+        assert_eq!(
+            parse(&["tickwire", "serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]),
+            Ok(Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }))
+        );
+        // One without the other is a usage error.
+        assert_eq!(parse(&["tickwire", "serve", "--tls-cert", "c.pem"]), Err("clap"));
+        assert_eq!(parse(&["tickwire", "serve", "--tls-key", "k.pem"]), Err("clap"));
+    }
+
+    #[test]
     fn tcp_feed_flag() {
         let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
             Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.source).map_err(|e| e.flag),
