@@ -166,6 +166,13 @@ pub struct ServeArgs {
     /// Hold the replay until the first subscription arrives.
     #[arg(long, requires = "replay")]
     pub wait_for_subscriber: bool,
+    /// Serve TLS only (`https://`, `wss://`) with this PEM certificate chain
+    /// (leaf first). Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServeArgs {
@@ -202,6 +209,16 @@ pub enum SourceChoice {
     Tcp(String),
 }
 
+/// The certificate and key files of a TLS server (read at startup, by
+/// [`crate::server::start`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf.
+    pub key: PathBuf,
+}
+
 /// Validated settings of a server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -221,8 +238,14 @@ pub struct Config {
     pub max_symbols: usize,
     /// Per-session settings.
     pub shard: ShardConfig,
-    /// Deadline for a client to send its request head.
+    /// Deadline for a client to finish the TLS handshake (when TLS is on)
+    /// and send its request head: 10 s is ample on any real link, and a
+    /// client that holds a connection open without finishing (slowloris)
+    /// is dropped then.
     pub handshake_timeout: Duration,
+    /// Serve TLS only, with these files (`--tls-cert`, `--tls-key`); `None`:
+    /// plain TCP.
+    pub tls: Option<TlsFiles>,
     /// Most connections in total (10,000: about 1 GB at the measured ~0.1-0.9
     /// MB per subscribed connection) and per client IP (1,000: one host
     /// cannot take the whole server; a load test from one address needs
@@ -360,6 +383,12 @@ impl Config {
             max_connections: a.max_connections.max(1),
             max_connections_per_ip: a.max_connections_per_ip.max(1),
             handshake_timeout: Duration::from_secs(10),
+            tls: match (&a.tls_cert, &a.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+                (None, None) => None,
+                // clap's `requires` already refuses one without the other.
+                _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
+            },
             drain: Duration::from_millis(1500),
         })
     }
@@ -438,6 +467,24 @@ mod tests {
             None
         );
         assert_eq!(parse(&["tickwire", "serve", "--replay", "x", "--from", "25:00"]), None);
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.tls).map_err(|e| e.flag),
+            _ => Err("clap"),
+        };
+        // Plain TCP by default.
+        assert_eq!(parse(&["tickwire", "serve"]), Ok(None));
+        // Both files: TLS, with the paths as given (read at start, not here).
+        assert_eq!(
+            parse(&["tickwire", "serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]),
+            Ok(Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }))
+        );
+        // One without the other is a usage error.
+        assert_eq!(parse(&["tickwire", "serve", "--tls-cert", "c.pem"]), Err("clap"));
+        assert_eq!(parse(&["tickwire", "serve", "--tls-key", "k.pem"]), Err("clap"));
     }
 
     #[test]

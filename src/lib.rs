@@ -27,8 +27,8 @@
 //! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
 //!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`],
 //!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
-//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops and the
-//!   client request parser ([`socket::protocol`]).
+//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops, the
+//!   client request parser ([`socket::protocol`]) and TLS ([`socket::tls`]).
 //! - [`dashboard`]: the page at `/`, embedded in the binary.
 //! - [`metrics`]: counters and the latency histogram behind `/metrics`.
 //! - [`config`]: flags (`Args`) and validated settings (`Config`).
@@ -37,7 +37,8 @@
 //! # Lifecycle
 //!
 //! [`server::start`] binds and spawns every thread; [`server::Server::shutdown`]
-//! tells every session `shutdown`, closes it with 1001, and joins the threads.
+//! closes the listener, tells every session `shutdown`, closes it with 1012
+//! (server restarting), and joins the threads.
 
 pub mod capture;
 pub mod config;

@@ -47,7 +47,8 @@ fn serve(a: &ServeArgs) -> ExitCode {
         Err(e) => return failed(e),
     };
     let addr = server.local_addr();
-    println!("tickwire listening on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    let (http, ws) = if config.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    println!("tickwire listening on {http}://{addr}/ (WebSocket: {ws}://{addr}/ws)");
     wait_for_signal();
     tracing::info!("shutting down");
     server.shutdown();

@@ -65,6 +65,8 @@ pub struct ShardCounters {
     pub http_requests: AtomicU64,
     /// Sessions dropped because the peer answered no ping for two intervals.
     pub dead_peers: AtomicU64,
+    /// TLS handshakes that failed or timed out (`--tls-cert` only).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl ShardCounters {
@@ -230,6 +232,12 @@ pub fn render(
         "counter",
         "Sessions dropped because the peer answered no ping for two heartbeat intervals.",
         sum(|c| &c.dead_peers),
+    );
+    metric(
+        "tickwire_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or timed out (plain-text clients on the TLS port included).",
+        sum(|c| &c.tls_handshake_failures),
     );
 
     let mut merged = new_histogram();

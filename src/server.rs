@@ -3,9 +3,10 @@
 //!
 //! Lifecycle: **setup** ([`start`]: bind, create the tables and the ring,
 //! spawn the threads) -> **run** (until [`Server::shutdown`]) -> **drain**
-//! (stop accepting; every session gets `shutdown` and a close with 1001;
-//! shards wait up to `drain` for them; the feed thread stops; every thread is
-//! joined). Nothing is left running when `shutdown` returns.
+//! (the listener is closed first, so new connections are refused; then every
+//! session gets `shutdown` with a jittered `reconnect_after_ms` and a close
+//! with 1012; shards wait up to `drain` for them; the feed thread stops; every
+//! thread is joined). Nothing is left running when `shutdown` returns.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::metrics::ShardMetrics;
 use crate::ring::ring;
 use crate::socket::HttpContext;
 use crate::socket::limits::{ConnLimits, Permit, Refusal};
+use crate::socket::tls::{self, TlsError};
 use crate::tick::{SymbolTable, Tick};
 use crate::writer::{ShardHandle, ShardSetup, spawn_shard};
 
@@ -45,12 +47,18 @@ pub enum StartError {
     /// A thread could not be started (out of resources).
     #[error("cannot start thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The TLS certificate or key cannot be used; the message names the file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     market: Arc<Market>,
+    /// Stops the acceptor (and so closes the listener) before anything else.
+    stop_accept: watch::Sender<bool>,
+    /// Tells the shards and their sessions to drain.
     shutdown_tx: watch::Sender<bool>,
     stop_feed: Arc<AtomicBool>,
     feed: Option<JoinHandle<()>>,
@@ -110,6 +118,11 @@ pub fn start_with(
     config: &Config,
     make_source: impl FnOnce(&Arc<SymbolTable>) -> Result<Box<dyn FeedSource>, StartError>,
 ) -> Result<Server, StartError> {
+    // Certificate and key first: a bad file fails before the port is taken.
+    let tls = match &config.tls {
+        Some(files) => Some(tls::load(&files.cert, &files.key)?),
+        None => None,
+    };
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr()?;
@@ -129,6 +142,7 @@ pub fn start_with(
         shards: metrics.clone(),
         started: Instant::now(),
         handshake_timeout: config.handshake_timeout,
+        tls: tls.clone(),
         next_session: std::sync::atomic::AtomicU64::new(0),
         send_buffer: config.send_buffer,
         limits: limits.clone(),
@@ -149,10 +163,12 @@ pub fn start_with(
     let stop_feed = Arc::new(AtomicBool::new(false));
     let feed = spawn_ingest(source, producer, market.clone(), wakers, stop_feed.clone())?;
     let conns: Vec<_> = shards.iter().map(|s| s.conns.clone()).collect();
-    let acceptor = spawn_acceptor(listener, conns, limits, shutdown_rx)?;
+    let (stop_accept, accept_rx) = watch::channel(false);
+    let acceptor = spawn_acceptor(listener, conns, limits, tls, accept_rx)?;
     Ok(Server {
         addr,
         market,
+        stop_accept,
         shutdown_tx,
         stop_feed,
         feed: Some(feed),
@@ -178,10 +194,14 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        let _ = self.shutdown_tx.send(true);
+        // Stop listening first: once the acceptor has ended, the listener is
+        // closed and a new connection is refused, so no client can arrive
+        // after the sessions were told to go.
+        let _ = self.stop_accept.send(true);
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
+        let _ = self.shutdown_tx.send(true);
         for shard in self.shards.drain(..) {
             shard.join();
         }
@@ -198,17 +218,31 @@ impl Drop for Server {
     }
 }
 
-/// Answers a connection over the limits with 503, before any upgrade.
-async fn refuse(mut stream: tokio::net::TcpStream, refusal: Refusal) {
-    use tokio::io::AsyncWriteExt;
-    let body = refusal.message();
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let write = async {
+/// Answers a connection over the limits with 503, before any upgrade (over
+/// TLS when the port serves TLS), within one second.
+async fn refuse(
+    stream: tokio::net::TcpStream,
+    refusal: Refusal,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    async fn write_503<S: tokio::io::AsyncWrite + Unpin>(
+        mut stream: S,
+        refusal: Refusal,
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let body = refusal.message();
+        let resp = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
         stream.write_all(resp.as_bytes()).await?;
         stream.shutdown().await
+    }
+    let write = async {
+        match tls {
+            None => write_503(stream, refusal).await,
+            Some(acceptor) => write_503(acceptor.accept(stream).await?, refusal).await,
+        }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
 }
@@ -219,6 +253,7 @@ fn spawn_acceptor(
     listener: std::net::TcpListener,
     shards: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Permit)>>,
     limits: Arc<ConnLimits>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("tickwire-accept".into()).spawn(move || {
@@ -242,7 +277,7 @@ fn spawn_acceptor(
                                 next = next.wrapping_add(1);
                             }
                             Err(refusal) => {
-                                tokio::spawn(refuse(stream, refusal));
+                                tokio::spawn(refuse(stream, refusal, tls.clone()));
                             }
                         },
                         Err(e) => {

@@ -1,6 +1,6 @@
 //! The `tickwire` binary itself: the URL it prints at start, graceful exit on
-//! SIGTERM and SIGINT (every client gets `shutdown` and a close with 1001,
-//! the process exits 0 within 2 s), and a non-zero exit naming a bad flag.
+//! SIGTERM and SIGINT (the listener closes first, every client gets
+//! `shutdown` and a close with 1012, the process exits 0 within 2 s), and a non-zero exit naming a bad flag.
 //!
 //! [`Proc`] and [`start_server`] are shared with `external`.
 
@@ -200,8 +200,9 @@ async fn prints_its_url_and_serves_healthz() {
     assert_eq!(status, 200, "GET /healthz on the printed port: body {body:?}");
 }
 
-/// A subscribed client sees `shutdown` then a close with 1001 after
-/// `signal`, and the process exits 0 within [`EXIT_DEADLINE`].
+/// After `signal`, new connections are refused, a subscribed client sees
+/// `shutdown` then a close with 1012 (server restarting), and the process
+/// exits 0 within [`EXIT_DEADLINE`].
 async fn graceful_exit_on(signal: &str) {
     let mut s = start_server(&["--rate", "500", "--symbols", "50"]);
     let mut c = Client::connect(s.addr, "").await;
@@ -213,9 +214,13 @@ async fn graceful_exit_on(signal: &str) {
     let sent = Instant::now();
     s.proc.signal(signal);
     let bye = c.until_type("shutdown").await;
-    assert!(bye["reconnect_after_ms"].is_u64(), "shutdown carries reconnect_after_ms: {bye}");
+    let after = bye["reconnect_after_ms"].as_u64();
+    assert!(after.is_some_and(|ms| (1000..2000).contains(&ms)), "jittered reconnect hint: {bye}");
+    // Listening stopped before the sessions were told.
+    let again = tokio::net::TcpStream::connect(s.addr).await;
+    assert!(again.is_err(), "a new connection after `shutdown` must be refused");
     let code = c.closed().await;
-    assert_eq!(code, Some(1001), "close code after SIGTERM/SIGINT; stderr: {}", s.proc.stderr());
+    assert_eq!(code, Some(1012), "close code after SIGTERM/SIGINT; stderr: {}", s.proc.stderr());
     drop(c);
 
     let left = EXIT_DEADLINE.saturating_sub(sent.elapsed());
@@ -227,12 +232,12 @@ async fn graceful_exit_on(signal: &str) {
 }
 
 #[tokio::test]
-async fn sigterm_closes_clients_with_1001_and_exits_0() {
+async fn sigterm_closes_clients_with_1012_and_exits_0() {
     graceful_exit_on("TERM").await;
 }
 
 #[tokio::test]
-async fn sigint_closes_clients_with_1001_and_exits_0() {
+async fn sigint_closes_clients_with_1012_and_exits_0() {
     graceful_exit_on("INT").await;
 }
 

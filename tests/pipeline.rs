@@ -262,7 +262,7 @@ async fn a_client_that_never_reads_is_isolated_and_closed() {
 }
 
 #[tokio::test]
-async fn shutdown_tells_sessions_and_closes_with_1001() {
+async fn shutdown_stops_listening_tells_sessions_and_closes_with_1012() {
     let ts = manual_server(|_| {});
     let mut c = Client::connect(ts.addr, "").await;
     assert_eq!(c.next().await["type"], "status");
@@ -273,10 +273,14 @@ async fn shutdown_tells_sessions_and_closes_with_1001() {
         start.elapsed()
     });
     let m = c.until_type("shutdown").await;
-    // The session is told, with a reconnect hint...
-    assert!(m["reconnect_after_ms"].as_u64().unwrap() >= 1000);
-    // ...then closed with 1001 (going away).
-    assert_eq!(c.closed().await, Some(1001));
+    // The session is told, with a jittered reconnect hint...
+    let after = m["reconnect_after_ms"].as_u64().unwrap();
+    assert!((1000..2000).contains(&after), "{m}");
+    // ...by then the listener is closed: nobody new can connect...
+    let addr = ts.addr;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting");
+    // ...then it is closed with 1012 (server restarting).
+    assert_eq!(c.closed().await, Some(1012));
     let took = stopper.await.unwrap();
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
 }

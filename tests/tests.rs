@@ -22,6 +22,9 @@
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live.
 //! - `binary`: the binary subprotocol `tickwire.v1.bin` (negotiation, records
 //!   decoded against a JSON session on the same feed, stamps, overflow).
+//! - `tls`: `--tls-cert`/`--tls-key` (rcgen certificates made per test):
+//!   wss and https, plain-TCP and bad ClientHellos, the handshake timeout,
+//!   bad certificate and key files.
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 
@@ -39,3 +42,4 @@ mod live;
 mod pipeline;
 mod protocol;
 mod replay;
+mod tls;

@@ -18,10 +18,18 @@
 //! upgrade wrapper on the write path), and the handshake deadline and the
 //! header size limit live in one place. Plain HTTP answers close the
 //! connection (`Connection: close`); nothing here needs keep-alive.
+//!
+//! With `--tls-cert`/`--tls-key` the port speaks only TLS: [`tls::accept`]
+//! runs first, within the same deadline as the request head, and the routes
+//! above are then served over it (`https://`, `wss://`). Everything after
+//! the handshake is generic over the stream (`TcpStream` or
+//! `TlsStream<TcpStream>`) and monomorphized, so plain TCP keeps its
+//! unwrapped write path.
 
 pub mod limits;
 pub mod protocol;
 pub mod session;
+pub mod tls;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -29,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -47,8 +55,11 @@ pub struct HttpContext {
     pub shards: Vec<Arc<ShardMetrics>>,
     /// When the server started (for `/healthz`).
     pub started: Instant,
-    /// Deadline for the request head (slowloris guard).
+    /// Deadline for the TLS handshake and the request head together
+    /// (slowloris guard).
     pub handshake_timeout: Duration,
+    /// The TLS acceptor when the port serves TLS (`--tls-cert`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Connection limits (refusals are counted there).
     pub limits: Arc<limits::ConnLimits>,
     /// `SO_SNDBUF` for accepted sockets (None: the kernel's autotuning).
@@ -88,16 +99,49 @@ struct Head {
     rest: Vec<u8>,
 }
 
-/// Serves one accepted socket until it closes.
+/// Serves one accepted socket until it closes: the TLS handshake first
+/// when the port serves TLS, then the HTTP request.
 pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
     let Ok(()) = conn.set_nonblocking(true) else { return };
     if let Some(bytes) = ctx.http.send_buffer {
         let _ = socket2::SockRef::from(&conn).set_send_buffer_size(bytes);
     }
-    let Ok(mut stream) = TcpStream::from_std(conn) else { return };
+    let Ok(stream) = TcpStream::from_std(conn) else { return };
     let _ = stream.set_nodelay(true);
-    let head = match tokio::time::timeout(ctx.http.handshake_timeout, read_head(&mut stream)).await
-    {
+    let deadline = tokio::time::Instant::now() + ctx.http.handshake_timeout;
+    let Some(acceptor) = ctx.http.tls.clone() else {
+        return serve_http(stream, deadline, ctx).await;
+    };
+    match tokio::time::timeout_at(deadline, tls::accept(&acceptor, stream)).await {
+        Ok(Ok(tls)) => serve_http(tls, deadline, ctx).await,
+        Ok(Err(tls::Refused::NotTls(mut stream))) => {
+            tls::HandshakeFailed { reason: &"plain text on the TLS port" }
+                .emit(ctx.shard.borrow().counters());
+            // Read what the peer sent first: closing with unread data would
+            // reset the connection and lose the answer.
+            let msg = b"this port speaks TLS: use https:// or wss://\n";
+            let _ = tokio::time::timeout_at(deadline, async {
+                let _ = stream.read(&mut [0u8; 4096]).await;
+                respond(&mut stream, 400, "text/plain", msg, false).await
+            })
+            .await;
+        }
+        Ok(Err(tls::Refused::Failed(e))) => {
+            tls::HandshakeFailed { reason: &e }.emit(ctx.shard.borrow().counters());
+        }
+        Err(_) => {
+            tls::HandshakeFailed { reason: &"timed out" }.emit(ctx.shard.borrow().counters());
+        }
+    }
+}
+
+/// Serves the HTTP request on `stream` (plain TCP, or TLS after the
+/// handshake); the head must be complete by `deadline`.
+async fn serve_http<S>(mut stream: S, deadline: tokio::time::Instant, ctx: ConnContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let head = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => return,
         Ok(Err(status)) => {
@@ -152,7 +196,10 @@ fn count_http(ctx: &ConnContext) {
     ShardCounters::add(&ctx.shard.borrow().counters().http_requests, 1);
 }
 
-async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
+async fn upgrade<S>(mut stream: S, head: Head, ctx: ConnContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let (Some(key), true) = (head.ws_key.as_deref(), head.upgrade) else {
         count_http(&ctx);
         let _ =
@@ -229,7 +276,7 @@ async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
 
 /// Reads and parses the request head. `Ok(None)`: the peer went away.
 /// `Err(status)`: answer with that status.
-async fn read_head(stream: &mut TcpStream) -> Result<Option<Head>, u16> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Head>, u16> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -297,8 +344,8 @@ fn status_text(status: u16) -> &'static str {
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     content_type: &str,
     body: &[u8],

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -34,8 +34,6 @@ const BINARY_FROM_CLIENT: &str = "binary frames are not accepted; send requests 
 
 /// How long a closing session waits for its last frames and the peer's close.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
-/// Base of the jittered reconnect delay suggested in `shutdown`.
-const RECONNECT_AFTER_MS: u64 = 1000;
 
 /// The tungstenite settings for this workload: small reads (clients send
 /// small commands, and tungstenite zero-fills the read buffer on every read
@@ -53,8 +51,11 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-/// Runs a session on an upgraded socket.
-pub async fn run(stream: TcpStream, rest: Vec<u8>, format: Format, ctx: ConnContext) {
+/// Runs a session on an upgraded socket (plain TCP or TLS).
+pub async fn run<S>(stream: S, rest: Vec<u8>, format: Format, ctx: ConnContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let max = ctx.shard.borrow().config().max_message_bytes;
     let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config(max)))
         .await;
@@ -181,8 +182,7 @@ where
             next_ping = now + hb;
         }
         if shutting_down {
-            let jitter = u64::from(slot) * 37 % 1000;
-            shard.borrow_mut().shutdown_session(slot, RECONNECT_AFTER_MS + jitter);
+            shard.borrow_mut().shutdown_session(slot);
         }
         let out = shard.borrow_mut().take_outgoing(slot);
         if let Some(close) = out.close {

@@ -263,9 +263,19 @@ pub struct Outgoing {
 /// holds (our frame, tungstenite's write buffer) whatever its backlog.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// The close after `shutdown` when the server stops.
+/// The close after `shutdown` when the server stops (SIGTERM, SIGINT):
+/// 1012 "service restart", because a stopping server is, to its clients,
+/// one about to come back (a deploy, a restart). 1001 would tell a browser
+/// the endpoint is going away for good.
 const SHUTDOWN_CLOSE: CloseRequest =
-    CloseRequest { code: 1001, reason: "server shutting down", abort: false };
+    CloseRequest { code: 1012, reason: "server restarting", abort: false };
+
+/// Base of the `reconnect_after_ms` a stopping server suggests; up to
+/// [`SHUTDOWN_JITTER_MS`] is added per session, so that the clients of a
+/// restarted server do not all return in the same millisecond.
+const SHUTDOWN_RECONNECT_AFTER_MS: u64 = 1000;
+/// Spread of the jitter added to [`SHUTDOWN_RECONNECT_AFTER_MS`].
+const SHUTDOWN_JITTER_MS: u64 = 1000;
 
 /// The close after `shutdown` when the feed restarted under a new epoch
 /// (1012: service restart; reconnect for the new numbering).
@@ -827,9 +837,15 @@ impl Shard {
         }
     }
 
-    /// Queues `shutdown` and a close with 1001 (server going away).
-    pub fn shutdown_session(&mut self, slot: u32, reconnect_after_ms: u64) {
-        self.end_session(slot, reconnect_after_ms, SHUTDOWN_CLOSE);
+    /// Queues `shutdown` (reconnect after 1000 to 1999 ms, jittered by the
+    /// session's server-wide id so sessions on different shards spread too)
+    /// and a close with 1012 (server restarting).
+    pub fn shutdown_session(&mut self, slot: u32) {
+        let Some(uid) = self.session(slot).map(|s| s.uid) else { return };
+        // A multiplicative hash spreads consecutive ids over the window.
+        let jitter = uid.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let after = SHUTDOWN_RECONNECT_AFTER_MS + jitter % SHUTDOWN_JITTER_MS;
+        self.end_session(slot, after, SHUTDOWN_CLOSE);
     }
 
     /// Queues `shutdown` and then `close`.

@@ -273,7 +273,7 @@ test("shutdown's reconnect_after_ms replaces the backoff once", () => {
   client.connect();
   socket().welcome();
   socket().frame({ type: "shutdown", reconnect_after_ms: 1500 });
-  socket().serverClose(1001, "server shutting down");
+  socket().serverClose(1012, "server restarting");
   assert.deepEqual(of("retry").map((r) => r.delayMs), [1500]);
   clock.advance(1499);
   assert.equal(FakeSocket.all.length, 1);
