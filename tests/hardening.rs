@@ -9,6 +9,7 @@
 //! break the rules no WebSocket library would let it break.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -77,8 +78,8 @@ async fn raw_session(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads server frames until a close frame; returns its code, or `None`
-/// when the connection ends without one.
-async fn close_code(s: &mut TcpStream, within: Duration) -> Option<u16> {
+/// when the connection ends without one (or `within` passes: "timeout").
+async fn close_code(s: &mut TcpStream, within: Duration) -> Result<Option<u16>, &'static str> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     let deadline = tokio::time::Instant::now() + within;
@@ -97,14 +98,14 @@ async fn close_code(s: &mut TcpStream, within: Duration) -> Option<u16> {
                 break;
             }
             if buf[0] & 0x0f == 0x8 {
-                return (len >= 2).then(|| u16::from_be_bytes([buf[hdr], buf[hdr + 1]]));
+                return Ok((len >= 2).then(|| u16::from_be_bytes([buf[hdr], buf[hdr + 1]])));
             }
             buf.drain(..hdr + len);
         }
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("no close within {within:?}"),
+            Err(_) => return Err("timeout"),
         }
     }
 }
@@ -143,7 +144,7 @@ async fn malformed_frames_get_the_right_close_code_quickly() {
             f[0] |= 0x40;
             f
         }, 1002),
-        ("binary garbage", (0..64u8).map(|i| i.wrapping_mul(97) | 0x30).collect(), 1002),
+        ("binary garbage", (0..4096u32).map(|i| (i.wrapping_mul(97) as u8) | 0x30).collect(), 1002),
     ];
     for (what, bytes, want) in cases {
         let mut s = raw_session(ts.addr).await;
@@ -151,7 +152,7 @@ async fn malformed_frames_get_the_right_close_code_quickly() {
         s.write_all(&bytes).await.unwrap();
         let got = close_code(&mut s, Duration::from_secs(2)).await;
         let took = sent.elapsed();
-        assert_eq!(got, Some(want), "{what}");
+        assert_eq!(got, Ok(Some(want)), "{what}");
         assert!(took < Duration::from_millis(100), "{what}: close after {took:?}");
     }
     // No large allocation: a 2^63-byte announcement cost nothing like it.
@@ -182,20 +183,20 @@ async fn slowloris_sockets_are_closed_at_the_handshake_timeout() {
     normal.subscribe(json!({"symbols": ["LIVE"], "mode": "all"})).await;
 
     // 500 sockets that start a request head and never finish it.
-    let opened = Instant::now();
     let mut slow = Vec::with_capacity(SOCKETS);
     for _ in 0..SOCKETS {
         let mut s = TcpStream::connect(ts.addr).await.unwrap();
+        let opened = Instant::now();
         s.write_all(b"GET /ws HTTP/1.1\r\nHost: slow\r\n").await.unwrap();
-        slow.push(s);
+        slow.push((s, opened));
     }
     // Each is closed by the server: read sees the end (or a reset).
-    let closers = slow.into_iter().map(|mut s| {
+    let closers = slow.into_iter().map(|(mut s, opened)| {
         tokio::spawn(async move {
             let mut b = [0u8; 512];
             loop {
                 match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => return Instant::now(),
+                    Ok(Ok(0)) | Ok(Err(_)) => return opened.elapsed(),
                     Ok(Ok(_)) => {} // a 408 answer before the close is fine
                     Err(_) => panic!("a slowloris socket was never closed"),
                 }
@@ -221,12 +222,14 @@ async fn slowloris_sockets_are_closed_at_the_handshake_timeout() {
     pusher.join().unwrap();
     let mut closed_after = Vec::new();
     for c in closers {
-        closed_after.push(c.await.unwrap().duration_since(opened));
+        closed_after.push(c.await.unwrap());
     }
-    // Each closed at the timeout, give or take 1 s (the last ones were
-    // opened a little after `opened`).
+    // Each closed at the timeout after its own connect, give or take 1 s.
     for d in &closed_after {
-        assert!(*d + Duration::from_secs(1) >= timeout && *d <= timeout + Duration::from_secs(1), "{d:?}");
+        assert!(
+            *d + Duration::from_secs(1) >= timeout && *d <= timeout + Duration::from_secs(1),
+            "a slowloris socket closed after {d:?} (timeout {timeout:?})"
+        );
     }
     lat_us.sort_unstable();
     let p99 = lat_us[lat_us.len() * 99 / 100];
@@ -305,4 +308,104 @@ async fn ten_thousand_resets_leave_nothing_behind() {
     let pong = c.request(json!({"type": "ping"}), 1).await;
     assert_eq!(pong["type"], "pong");
     ts.server.shutdown();
+}
+
+/// Opens a session, sends `msg` (one masked text frame), reads until
+/// `snapshots` snapshot messages have arrived, then keeps reading (and
+/// discarding) what follows until aborted, as a live client does.
+async fn subscribed_session(
+    addr: SocketAddr,
+    msg: Arc<Vec<u8>>,
+    snapshots: usize,
+    ready: tokio::sync::mpsc::Sender<()>,
+) {
+    let mut s = raw_session(addr).await;
+    s.write_all(&msg).await.unwrap();
+    let mut seen = 0;
+    let mut tail = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while seen < snapshots {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("snapshots in time")
+            .unwrap();
+        assert!(n > 0, "closed before the snapshots arrived");
+        // Count `"type":"snapshot"` across read boundaries.
+        tail.extend_from_slice(&chunk[..n]);
+        let pat = b"\"type\":\"snapshot\"";
+        seen += tail.windows(pat.len()).filter(|w| w == pat).count();
+        let keep = tail.len().min(pat.len() - 1);
+        tail.drain(..tail.len() - keep);
+    }
+    assert_eq!(seen, snapshots);
+    ready.send(()).await.unwrap();
+    while let Ok(n) = s.read(&mut chunk).await {
+        assert!(n > 0, "the server closed a healthy session");
+    }
+}
+
+#[tokio::test]
+async fn subscribed_connections_cost_the_server_under_64_kib_each() {
+    const CONNS: usize = 5000;
+    const SYMBOLS: usize = 100;
+    // A replay that quotes every symbol at once, then 20 quotes a second
+    // for two minutes, so every session gets 100 snapshots and a trickle of
+    // updates.
+    let mut feed = String::new();
+    let t0: u64 = 1_764_167_400_000_000_000;
+    for i in 0..SYMBOLS + 2400 {
+        let t = t0 + (i.saturating_sub(SYMBOLS) as u64) * 50_000_000;
+        feed.push_str(&format!(
+            "{{\"type\":\"q\",\"sym\":\"S{:03}\",\"t\":{t},\"bp\":10.5,\"bs\":{i},\"ap\":10.6,\"as\":1}}\n",
+            i % SYMBOLS
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("tickwire-hardening-{}.jsonl", std::process::id()));
+    std::fs::write(&path, feed).unwrap();
+    // The server in its own process, so its RSS is its own.
+    let srv = crate::cli::start_server(&[
+        "--replay",
+        path.to_str().unwrap(),
+        "--max-connections-per-ip",
+        "20000",
+    ]);
+    let pid = srv.proc.pid().to_string();
+    // A 64 KiB subscribe for the 100 symbols, padded to the message limit.
+    let names: Vec<String> = (0..SYMBOLS).map(|i| format!("S{i:03}")).collect();
+    let mut text =
+        json!({"type": "subscribe", "symbols": names, "channels": ["quotes"], "pad": ""}).to_string();
+    let pad = 65_536 - text.len();
+    text = text.replace("\"pad\":\"\"", &format!("\"pad\":\"{}\"", "x".repeat(pad)));
+    assert_eq!(text.len(), 65_536);
+    let msg = Arc::new(frame(0x1, text.as_bytes(), false));
+    let (ready_tx, mut ready) = tokio::sync::mpsc::channel(CONNS + 1);
+    let mut sessions = tokio::task::JoinSet::new();
+    // Warm up with one session, so allocator arenas and lazily built tables
+    // are in the baseline.
+    sessions.spawn(subscribed_session(srv.addr, msg.clone(), SYMBOLS, ready_tx.clone()));
+    // A session that fails panics in its task and never reports ready.
+    let mut ready_one = async || {
+        tokio::time::timeout(TIMEOUT, ready.recv()).await.expect("a session got ready in time")
+    };
+    ready_one().await.unwrap();
+    let baseline = rss_bytes(&pid);
+    for i in 0..CONNS {
+        // At most 64 handshakes in flight.
+        if i >= 64 {
+            ready_one().await.unwrap();
+        }
+        sessions.spawn(subscribed_session(srv.addr, msg.clone(), SYMBOLS, ready_tx.clone()));
+    }
+    for _ in 0..64 {
+        ready_one().await.unwrap();
+    }
+    let after = rss_bytes(&pid);
+    let per_conn = after.saturating_sub(baseline) / CONNS as u64;
+    eprintln!("server RSS {baseline} -> {after} bytes: {per_conn} bytes per connection");
+    // Every session is still open and reading.
+    assert!(sessions.try_join_next().is_none(), "a session ended early");
+    sessions.abort_all();
+    let _ = std::fs::remove_file(&path);
+    assert!(per_conn < 64 * 1024, "{per_conn} bytes per connection");
 }
