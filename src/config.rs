@@ -34,6 +34,9 @@ pub enum Command {
     /// Summarize a feed file: counts by type and symbol, time range, rate,
     /// skipped records.
     Inspect(InspectArgs),
+    /// Print the SHA-256 (hex) of an API key read from standard input, as
+    /// the `sha256` of a line of the `--api-keys` file.
+    HashKey,
 }
 
 /// Flags of `tickwire record`, as typed.
@@ -166,6 +169,9 @@ pub struct ServeArgs {
     /// Hold the replay until the first subscription arrives.
     #[arg(long, requires = "replay")]
     pub wait_for_subscriber: bool,
+    /// Authentication, entitlements, Origin allow-list, audit log.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 impl Default for ServeArgs {
@@ -241,6 +247,8 @@ pub struct Config {
     /// How long sessions get to close on shutdown (the process exits within
     /// about this plus a few hundred ms).
     pub drain: Duration,
+    /// Authentication and the audit log (off by default).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -361,6 +369,7 @@ impl Config {
             max_connections_per_ip: a.max_connections_per_ip.max(1),
             handshake_timeout: Duration::from_secs(10),
             drain: Duration::from_millis(1500),
+            auth: a.auth.config()?,
         })
     }
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::auth::{Access, AuthSetupError};
 use crate::config::{Config, SourceChoice};
 use crate::feed::manual::{ManualFeedHandle, manual};
 use crate::feed::replay::Replay;
@@ -45,12 +46,17 @@ pub enum StartError {
     /// A thread could not be started (out of resources).
     #[error("cannot start thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The key file, the JWT key or the audit log could not be used; the
+    /// message names the file.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
     market: Arc<Market>,
+    access: Arc<Access>,
     shutdown_tx: watch::Sender<bool>,
     stop_feed: Arc<AtomicBool>,
     feed: Option<JoinHandle<()>>,
@@ -115,6 +121,7 @@ pub fn start_with(
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
 
+    let access = Arc::new(Access::open(&config.auth)?);
     let table = Arc::new(SymbolTable::new(config.max_symbols));
     let source = make_source(&table)?;
     let market = Arc::new(Market::new(table));
@@ -132,6 +139,7 @@ pub fn start_with(
         next_session: std::sync::atomic::AtomicU64::new(0),
         send_buffer: config.send_buffer,
         limits: limits.clone(),
+        access: access.clone(),
     });
     let mut shards = Vec::with_capacity(config.shards);
     for (index, m) in metrics.into_iter().enumerate() {
@@ -153,6 +161,7 @@ pub fn start_with(
     Ok(Server {
         addr,
         market,
+        access,
         shutdown_tx,
         stop_feed,
         feed: Some(feed),
@@ -170,6 +179,13 @@ impl Server {
     /// The market state (symbols, latest values, feed state).
     pub fn market(&self) -> &Arc<Market> {
         &self.market
+    }
+
+    /// Re-reads the API-key file (SIGHUP in the binary). Sessions whose key
+    /// was removed or changed are closed with 4001 within about 100 ms; on
+    /// an error the old keys stay in force. Returns the number of keys.
+    pub fn reload_auth(&self) -> Result<usize, AuthSetupError> {
+        self.access.reload()
     }
 
     /// Stops the server: see the module docs. Returns when every thread has ended.

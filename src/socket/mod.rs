@@ -18,6 +18,9 @@
 //! upgrade wrapper on the write path), and the handshake deadline and the
 //! header size limit live in one place. Plain HTTP answers close the
 //! connection (`Connection: close`); nothing here needs keep-alive.
+//!
+//! Before an upgrade, [`check_access`] applies the `Origin` allow-list and
+//! checks a token that came with the request ([`crate::auth`]).
 
 pub mod limits;
 pub mod protocol;
@@ -34,6 +37,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::auth::audit::{Event, Who};
+use crate::auth::{self, SessionAuth};
 use crate::feed::Market;
 use crate::metrics::{ShardCounters, ShardMetrics};
 use crate::writer::encode::{Format, TimeUnit};
@@ -55,6 +60,8 @@ pub struct HttpContext {
     pub send_buffer: Option<usize>,
     /// Source of session ids (`s-1`, `s-2`...), unique across shards.
     pub next_session: AtomicU64,
+    /// Authentication, the Origin allow-list and the audit log.
+    pub access: Arc<crate::auth::Access>,
 }
 
 /// What a connection task gets from its shard.
@@ -84,6 +91,10 @@ struct Head {
     ws_key: Option<String>,
     ws_version: Option<String>,
     protocols: Vec<String>,
+    /// The `Origin` header (browsers send one).
+    origin: Option<String>,
+    /// The `Authorization` header.
+    authorization: Option<String>,
     /// Bytes read past the head (an eager client's first frame).
     rest: Vec<u8>,
 }
@@ -91,6 +102,7 @@ struct Head {
 /// Serves one accepted socket until it closes.
 pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
     let Ok(()) = conn.set_nonblocking(true) else { return };
+    let peer = conn.peer_addr().ok();
     if let Some(bytes) = ctx.http.send_buffer {
         let _ = socket2::SockRef::from(&conn).set_send_buffer_size(bytes);
     }
@@ -118,7 +130,7 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
         return;
     }
     match head.path.as_str() {
-        "/ws" => upgrade(stream, head, ctx).await,
+        "/ws" => upgrade(stream, head, peer, ctx).await,
         "/healthz" => {
             count_http(&ctx);
             let m = &ctx.http.market;
@@ -152,7 +164,12 @@ fn count_http(ctx: &ConnContext) {
     ShardCounters::add(&ctx.shard.borrow().counters().http_requests, 1);
 }
 
-async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
+async fn upgrade(
+    mut stream: TcpStream,
+    head: Head,
+    peer: Option<std::net::SocketAddr>,
+    ctx: ConnContext,
+) {
     let (Some(key), true) = (head.ws_key.as_deref(), head.upgrade) else {
         count_http(&ctx);
         let _ =
@@ -211,6 +228,7 @@ async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
         return;
     };
     format.binary = protocol == Some(BIN_PROTOCOL);
+    let Some(auth) = check_access(&mut stream, &head, peer, &ctx).await else { return };
     let mut resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
@@ -224,7 +242,50 @@ async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
     if stream.write_all(resp.as_bytes()).await.is_err() {
         return;
     }
-    session::run(stream, head.rest, format, ctx).await;
+    session::run(stream, head.rest, format, auth, peer, ctx).await;
+}
+
+/// The access checks before an upgrade: the `Origin` allow-list (HTTP 403)
+/// and, when authentication is on, the token that came with the request
+/// (`Authorization: Bearer` or `?token=`; a bad one gets HTTP 401). A
+/// request without a token is let through as [`SessionAuth::Pending`]: it
+/// must send `auth` within the deadline. `None`: refused (and answered).
+async fn check_access(
+    stream: &mut TcpStream,
+    head: &Head,
+    peer: Option<std::net::SocketAddr>,
+    ctx: &ConnContext,
+) -> Option<SessionAuth> {
+    let access = &ctx.http.access;
+    let who = Who { peer, ..Who::default() };
+    if !access.origin_allowed(head.origin.as_deref()) {
+        count_http(ctx);
+        let origin = head.origin.as_deref().unwrap_or("");
+        access.audit.emit(who, Event::OriginRefused { origin });
+        let _ = respond(stream, 403, "text/plain", b"origin not allowed\n", false).await;
+        return None;
+    }
+    if !access.required() {
+        return Some(SessionAuth::Off);
+    }
+    let Some(token) = auth::upgrade_token(&head.query, head.authorization.as_deref()) else {
+        return Some(SessionAuth::Pending { deadline: Instant::now() + access.timeout });
+    };
+    match access.authenticate(&token) {
+        Ok(p) => Some(SessionAuth::Ok(p)),
+        Err(reason) => {
+            count_http(ctx);
+            access.audit.emit(who, Event::AuthFailure { reason, via: "upgrade" });
+            let body = b"authentication failed\n";
+            let resp = format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer error=\"invalid_token\"\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&[resp.as_bytes(), body].concat()).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
 }
 
 /// Reads and parses the request head. `Ok(None)`: the peer went away.
@@ -252,6 +313,8 @@ async fn read_head(stream: &mut TcpStream) -> Result<Option<Head>, u16> {
                     ws_key: None,
                     ws_version: None,
                     protocols: Vec::new(),
+                    origin: None,
+                    authorization: None,
                     rest: buf[len..].to_vec(),
                 };
                 let mut connection_upgrade = false;
@@ -269,6 +332,10 @@ async fn read_head(stream: &mut TcpStream) -> Result<Option<Head>, u16> {
                         head.ws_version = Some(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
                         head.protocols.extend(value.split(',').map(|p| p.trim().to_string()));
+                    } else if h.name.eq_ignore_ascii_case("origin") {
+                        head.origin = Some(value.to_string());
+                    } else if h.name.eq_ignore_ascii_case("authorization") {
+                        head.authorization = Some(value.to_string());
                     }
                 }
                 head.upgrade &= connection_upgrade;
@@ -290,6 +357,7 @@ fn status_text(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
