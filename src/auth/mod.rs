@@ -462,6 +462,45 @@ mod tests {
     }
 
     #[test]
+    fn flags_are_checked() {
+        use crate::config::{Args, Command, Config};
+        use clap::Parser;
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.auth).map_err(|e| e.flag),
+            _ => Err("clap"),
+        };
+        // Off by default.
+        assert_eq!(parse(&["t", "serve"]), Ok(AuthConfig::default()));
+        let c = parse(&[
+            "t",
+            "serve",
+            "--api-keys",
+            "k.jsonl",
+            "--jwt-hs256-secret-file",
+            "s",
+            "--jwt-audience",
+            "a",
+            "--auth-timeout-ms",
+            "250",
+            "--allowed-origins",
+            "https://A.example:443,http://b:8080",
+        ])
+        .unwrap();
+        assert_eq!(c.jwt.map(|j| (j.alg, j.audience)), Some((JwtAlg::Hs256, Some("a".into()))));
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.allowed_origins, ["https://a.example", "http://b:8080"]);
+        // Audience without a JWT key, two JWT keys, a bad origin, a zero timeout.
+        assert_eq!(parse(&["t", "serve", "--jwt-audience", "a"]), Err("jwt-audience"));
+        let two = ["t", "serve", "--jwt-hs256-secret-file", "s", "--jwt-rs256-public-key", "p"];
+        assert_eq!(parse(&two), Err("clap"));
+        assert_eq!(
+            parse(&["t", "serve", "--allowed-origins", "example.com"]),
+            Err("allowed-origins")
+        );
+        assert_eq!(parse(&["t", "serve", "--auth-timeout-ms", "0"]), Err("auth-timeout-ms"));
+    }
+
+    #[test]
     fn token_from_header_or_query() {
         // The header wins; the query token is percent-decoded.
         assert_eq!(upgrade_token("token=a%2Bb", Some("Bearer xyz")).as_deref(), Some("xyz"));
