@@ -22,6 +22,8 @@ pub struct Args {
 }
 
 /// Subcommands.
+// Parsed once at start: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve market data over WebSocket (and HTTP on the same port).
