@@ -501,6 +501,20 @@ mod tests {
     }
 
     #[test]
+    fn a_token_expires_on_a_live_session_after_the_leeway() {
+        let p = Principal {
+            id: "alice".into(),
+            entitlements: Arc::new(Entitlements::everything()),
+            credential: Credential::Jwt { exp: 1000 },
+        };
+        let a = Access::default();
+        // Valid until exp plus the leeway; expired after.
+        assert!(p.expires());
+        assert_eq!(a.still_valid(&p, 1000 + jwt::LEEWAY_S), Ok(()));
+        assert_eq!(a.still_valid(&p, 1001 + jwt::LEEWAY_S), Err("token expired"));
+    }
+
+    #[test]
     fn token_from_header_or_query() {
         // The header wins; the query token is percent-decoded.
         assert_eq!(upgrade_token("token=a%2Bb", Some("Bearer xyz")).as_deref(), Some("xyz"));
