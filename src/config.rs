@@ -22,6 +22,8 @@ pub struct Args {
 }
 
 /// Subcommands.
+// Parsed once at start: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve market data over WebSocket (and HTTP on the same port).
@@ -34,6 +36,9 @@ pub enum Command {
     /// Summarize a feed file: counts by type and symbol, time range, rate,
     /// skipped records.
     Inspect(InspectArgs),
+    /// Print the SHA-256 (hex) of an API key read from standard input, as
+    /// the `sha256` of a line of the `--api-keys` file.
+    HashKey,
 }
 
 /// Flags of `tickwire record`, as typed.
@@ -173,6 +178,9 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Authentication, entitlements, Origin allow-list, audit log.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 impl Default for ServeArgs {
@@ -264,6 +272,8 @@ pub struct Config {
     /// How long sessions get to close on shutdown (the process exits within
     /// about this plus a few hundred ms).
     pub drain: Duration,
+    /// Authentication and the audit log (off by default).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -390,6 +400,7 @@ impl Config {
                 _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
             },
             drain: Duration::from_millis(1500),
+            auth: a.auth.config()?,
         })
     }
 }

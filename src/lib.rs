@@ -29,6 +29,8 @@
 //!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
 //! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops, the
 //!   client request parser ([`socket::protocol`]) and TLS ([`socket::tls`]).
+//! - [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and the
+//!   audit log (all off by default).
 //! - [`dashboard`]: the page at `/`, embedded in the binary.
 //! - [`metrics`]: counters and the latency histogram behind `/metrics`.
 //! - [`config`]: flags (`Args`) and validated settings (`Config`).
@@ -40,6 +42,7 @@
 //! closes the listener, tells every session `shutdown`, closes it with 1012
 //! (server restarting), and joins the threads.
 
+pub mod auth;
 pub mod capture;
 pub mod config;
 pub mod dashboard;

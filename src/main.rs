@@ -1,5 +1,5 @@
-//! The `tickwire` binary: parse flags, then serve (until a signal), record,
-//! convert or inspect.
+//! The `tickwire` binary: parse flags, then serve (until a signal; SIGHUP
+//! reloads the API keys), record, convert, inspect or hash an API key.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Record(a) => record(&a),
         Command::Convert(a) => convert(&a),
         Command::Inspect(a) => inspect(&a),
+        Command::HashKey => hash_key(),
     }
 }
 
@@ -48,8 +49,12 @@ fn serve(a: &ServeArgs) -> ExitCode {
     };
     let addr = server.local_addr();
     let (http, ws) = if config.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    let signals = Signals::install();
     println!("tickwire listening on {http}://{addr}/ (WebSocket: {ws}://{addr}/ws)");
-    wait_for_signal();
+    signals.wait(|| match server.reload_auth() {
+        Ok(n) => tracing::info!(keys = n, "SIGHUP: API keys reloaded"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: API keys not reloaded; the old keys stay"),
+    });
     tracing::info!("shutting down");
     server.shutdown();
     ExitCode::SUCCESS
@@ -128,6 +133,74 @@ fn inspect(a: &InspectArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => failed(e),
+    }
+}
+
+/// Reads one API key from standard input (the first line, without its line
+/// end) and prints its SHA-256 in hex, for the `--api-keys` file.
+fn hash_key() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        return failed(format!("cannot read the key from stdin: {e}"));
+    }
+    let key = line.trim_end_matches(['\r', '\n']);
+    if key.is_empty() {
+        return usage("hash-key: give the key on standard input");
+    }
+    println!("{}", tickwire::auth::keys::hash_key(key));
+    ExitCode::SUCCESS
+}
+
+/// The signals `serve` reacts to, installed before the URL is printed (a
+/// SIGHUP that arrived before its handler would end the process).
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
+        let _guard = rt.enter();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+            drop(_guard);
+            Signals { rt, term, hup }
+        }
+        #[cfg(not(unix))]
+        {
+            drop(_guard);
+            Signals { rt }
+        }
+    }
+
+    /// Blocks until SIGINT or SIGTERM, calling `reload` on every SIGHUP.
+    fn wait(mut self, mut reload: impl FnMut()) {
+        self.rt.block_on(async {
+            loop {
+                #[cfg(unix)]
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = self.term.recv() => return,
+                    _ = self.hup.recv() => reload(),
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = &mut reload;
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            }
+        });
     }
 }
 

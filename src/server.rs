@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::auth::{Access, AuthSetupError};
 use crate::config::{Config, SourceChoice};
 use crate::feed::manual::{ManualFeedHandle, manual};
 use crate::feed::replay::Replay;
@@ -50,6 +51,10 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used; the message names the file.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The key file, the JWT key or the audit log could not be used; the
+    /// message names the file.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// A running server.
@@ -59,6 +64,7 @@ pub struct Server {
     /// Stops the acceptor (and so closes the listener) before anything else.
     stop_accept: watch::Sender<bool>,
     /// Tells the shards and their sessions to drain.
+    access: Arc<Access>,
     shutdown_tx: watch::Sender<bool>,
     stop_feed: Arc<AtomicBool>,
     feed: Option<JoinHandle<()>>,
@@ -128,6 +134,7 @@ pub fn start_with(
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
 
+    let access = Arc::new(Access::open(&config.auth)?);
     let table = Arc::new(SymbolTable::new(config.max_symbols));
     let source = make_source(&table)?;
     let market = Arc::new(Market::new(table));
@@ -146,6 +153,7 @@ pub fn start_with(
         next_session: std::sync::atomic::AtomicU64::new(0),
         send_buffer: config.send_buffer,
         limits: limits.clone(),
+        access: access.clone(),
     });
     let mut shards = Vec::with_capacity(config.shards);
     for (index, m) in metrics.into_iter().enumerate() {
@@ -169,6 +177,7 @@ pub fn start_with(
         addr,
         market,
         stop_accept,
+        access,
         shutdown_tx,
         stop_feed,
         feed: Some(feed),
@@ -186,6 +195,13 @@ impl Server {
     /// The market state (symbols, latest values, feed state).
     pub fn market(&self) -> &Arc<Market> {
         &self.market
+    }
+
+    /// Re-reads the API-key file (SIGHUP in the binary). Sessions whose key
+    /// was removed or changed are closed with 4001 within about 100 ms; on
+    /// an error the old keys stay in force. Returns the number of keys.
+    pub fn reload_auth(&self) -> Result<usize, AuthSetupError> {
+        self.access.reload()
     }
 
     /// Stops the server: see the module docs. Returns when every thread has ended.

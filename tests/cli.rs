@@ -261,3 +261,53 @@ fn bad_flags_exit_nonzero_naming_the_flag() {
         );
     }
 }
+
+/// `tickwire hash-key` prints the SHA-256 of the key on stdin, as
+/// `printf %s KEY | sha256sum` does.
+#[test]
+fn hash_key_prints_the_sha256_of_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn hash-key");
+    child.stdin.take().unwrap().write_all(b"test\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+}
+
+/// SIGHUP reloads `--api-keys`: a session whose key left the file gets
+/// `error` 401 and close 4001 within 1 s; the server keeps running.
+#[tokio::test]
+async fn sighup_reloads_api_keys_and_closes_revoked_sessions() {
+    let path = std::env::temp_dir().join(format!("tickwire-cli-keys-{}", std::process::id()));
+    let line = |id: &str, key: &str| {
+        let hash = tickwire::auth::keys::hash_key(key);
+        format!("{{\"id\":\"{id}\",\"sha256\":\"{hash}\",\"symbols\":[\"*\"]}}\n")
+    };
+    std::fs::write(&path, line("a", "key-a") + &line("b", "key-b")).unwrap();
+    let p = path.to_str().unwrap();
+    let s = start_server(&["--rate", "500", "--symbols", "50", "--api-keys", p]);
+    let mut c = Client::connect(s.addr, "token=key-a").await;
+    c.subscribe(json!({"symbols": ["AAPL"]})).await;
+    std::fs::write(&path, line("b", "key-b")).unwrap();
+    let sent = Instant::now();
+    s.proc.signal("HUP");
+    let err = c.until_type("error").await;
+    assert_eq!(err["code"], 401, "{err}");
+    let code = c.closed().await;
+    assert_eq!(code, Some(4001), "stderr: {}", s.proc.stderr());
+    assert!(sent.elapsed() < Duration::from_secs(1), "closed {:?} after SIGHUP", sent.elapsed());
+    // Still serving, with the new keys.
+    let (status, _) = http_get(s.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let c = Client::connect(s.addr, "token=key-b").await;
+    assert_eq!(c.welcome["auth"], "ok");
+    let _ = std::fs::remove_file(&path);
+}

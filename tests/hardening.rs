@@ -139,11 +139,15 @@ async fn malformed_frames_get_the_right_close_code_quickly() {
         ("unmasked client frame", frame(0x1, b"{\"type\":\"ping\"}", true), 1002),
         ("invalid UTF-8", frame(0x1, b"{\"type\":\"p\xff\xfe\"}", false), 1007),
         ("reserved opcode", frame(0x3, b"x", false), 1002),
-        ("reserved bits", {
-            let mut f = frame(0x1, b"{}", false);
-            f[0] |= 0x40;
-            f
-        }, 1002),
+        (
+            "reserved bits",
+            {
+                let mut f = frame(0x1, b"{}", false);
+                f[0] |= 0x40;
+                f
+            },
+            1002,
+        ),
         ("binary garbage", (0..4096u32).map(|i| (i.wrapping_mul(97) as u8) | 0x30).collect(), 1002),
     ];
     for (what, bytes, want) in cases {
@@ -361,7 +365,8 @@ async fn subscribed_connections_cost_the_server_under_64_kib_each() {
             i % SYMBOLS
         ));
     }
-    let path = std::env::temp_dir().join(format!("tickwire-hardening-{}.jsonl", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("tickwire-hardening-{}.jsonl", std::process::id()));
     std::fs::write(&path, feed).unwrap();
     // The server in its own process, so its RSS is its own.
     let srv = crate::cli::start_server(&[
@@ -374,7 +379,8 @@ async fn subscribed_connections_cost_the_server_under_64_kib_each() {
     // A 64 KiB subscribe for the 100 symbols, padded to the message limit.
     let names: Vec<String> = (0..SYMBOLS).map(|i| format!("S{i:03}")).collect();
     let mut text =
-        json!({"type": "subscribe", "symbols": names, "channels": ["quotes"], "pad": ""}).to_string();
+        json!({"type": "subscribe", "symbols": names, "channels": ["quotes"], "pad": ""})
+            .to_string();
     let pad = 65_536 - text.len();
     text = text.replace("\"pad\":\"\"", &format!("\"pad\":\"{}\"", "x".repeat(pad)));
     assert_eq!(text.len(), 65_536);

@@ -4,6 +4,8 @@
 //!
 //! Index:
 //! - `util`: the test server (manual feed) and a client that checks `cseq`.
+//! - `auth`: API keys, JWTs, entitlements, revocation, the Origin allow-list,
+//!   the audit log.
 //! - `protocol`: one test per rule of docs/PROTOCOL.md (replies, snapshots,
 //!   `seq`/`cf`/`overflow`, `max_hz`, wildcard, errors and limits).
 //! - `pipeline`: convergence after bursts, isolation from a client that
@@ -30,6 +32,7 @@
 
 mod util;
 
+mod auth;
 mod binary;
 mod browser;
 mod cli;

@@ -123,10 +123,36 @@ impl Client {
         if let Some(p) = protocol {
             req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
         }
+        Client::connect_request(req, protocol).await.expect("websocket connects")
+    }
+
+    /// Connects to `/ws?query` with extra request `headers` (such as
+    /// `Authorization` or `Origin`) and reads the welcome; `Err` is the
+    /// HTTP status of a refused upgrade.
+    pub async fn connect_headers(
+        addr: SocketAddr,
+        query: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Client, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{addr}/ws?{query}");
+        let mut req = url.into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        Client::connect_request(req, None).await.map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => resp.status().as_u16(),
+            e => panic!("upgrade failed without an HTTP status: {e}"),
+        })
+    }
+
+    async fn connect_request(
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+        protocol: Option<&str>,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let (ws, resp) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
             .await
-            .expect("connect in time")
-            .expect("websocket connects");
+            .expect("connect in time")?;
         let selected = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap());
         let binary = selected == Some(BIN);
         if protocol == Some(BIN) {
@@ -146,7 +172,7 @@ impl Client {
         c.welcome = first.into_iter().next().unwrap();
         assert_eq!(c.welcome["type"], "welcome");
         assert!(c.welcome.get("cseq").is_none(), "welcome is cseq 0 implicitly");
-        c
+        Ok(c)
     }
 
     /// Sends a JSON request.

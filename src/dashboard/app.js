@@ -645,7 +645,10 @@ matchMedia("(prefers-color-scheme: light)").addEventListener("change", () => set
 
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?stamps=1`;
 el.endpoint.textContent = wsUrl;
-const client = new TickwireClient(wsUrl);
+// A server with authentication on: open the page as /?token=KEY and the
+// token travels with the upgrade (it is not shown on the page).
+const token = new URLSearchParams(location.search).get("token");
+const client = new TickwireClient(token ? `${wsUrl}&token=${encodeURIComponent(token)}` : wsUrl);
 
 const STATE_TEXT = {
   [State.CONNECTING]: "connecting",

@@ -25,6 +25,9 @@
 //! the handshake is generic over the stream (`TcpStream` or
 //! `TlsStream<TcpStream>`) and monomorphized, so plain TCP keeps its
 //! unwrapped write path.
+//!
+//! Before an upgrade, [`check_access`] applies the `Origin` allow-list and
+//! checks a token that came with the request ([`crate::auth`]).
 
 pub mod limits;
 pub mod protocol;
@@ -42,6 +45,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::auth::audit::{Event, Who};
+use crate::auth::{self, SessionAuth};
 use crate::feed::Market;
 use crate::metrics::{ShardCounters, ShardMetrics};
 use crate::writer::encode::{Format, TimeUnit};
@@ -66,6 +71,8 @@ pub struct HttpContext {
     pub send_buffer: Option<usize>,
     /// Source of session ids (`s-1`, `s-2`...), unique across shards.
     pub next_session: AtomicU64,
+    /// Authentication, the Origin allow-list and the audit log.
+    pub access: Arc<crate::auth::Access>,
 }
 
 /// What a connection task gets from its shard.
@@ -95,6 +102,10 @@ struct Head {
     ws_key: Option<String>,
     ws_version: Option<String>,
     protocols: Vec<String>,
+    /// The `Origin` header (browsers send one).
+    origin: Option<String>,
+    /// The `Authorization` header.
+    authorization: Option<String>,
     /// Bytes read past the head (an eager client's first frame).
     rest: Vec<u8>,
 }
@@ -103,6 +114,7 @@ struct Head {
 /// when the port serves TLS, then the HTTP request.
 pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
     let Ok(()) = conn.set_nonblocking(true) else { return };
+    let peer = conn.peer_addr().ok();
     if let Some(bytes) = ctx.http.send_buffer {
         let _ = socket2::SockRef::from(&conn).set_send_buffer_size(bytes);
     }
@@ -110,10 +122,10 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
     let _ = stream.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + ctx.http.handshake_timeout;
     let Some(acceptor) = ctx.http.tls.clone() else {
-        return serve_http(stream, deadline, ctx).await;
+        return serve_http(stream, peer, deadline, ctx).await;
     };
     match tokio::time::timeout_at(deadline, tls::accept(&acceptor, stream)).await {
-        Ok(Ok(tls)) => serve_http(tls, deadline, ctx).await,
+        Ok(Ok(tls)) => serve_http(tls, peer, deadline, ctx).await,
         Ok(Err(tls::Refused::NotTls(mut stream))) => {
             tls::HandshakeFailed { reason: &"plain text on the TLS port" }
                 .emit(ctx.shard.borrow().counters());
@@ -137,8 +149,12 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
 
 /// Serves the HTTP request on `stream` (plain TCP, or TLS after the
 /// handshake); the head must be complete by `deadline`.
-async fn serve_http<S>(mut stream: S, deadline: tokio::time::Instant, ctx: ConnContext)
-where
+async fn serve_http<S>(
+    mut stream: S,
+    peer: Option<std::net::SocketAddr>,
+    deadline: tokio::time::Instant,
+    ctx: ConnContext,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let head = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
@@ -162,7 +178,7 @@ where
         return;
     }
     match head.path.as_str() {
-        "/ws" => upgrade(stream, head, ctx).await,
+        "/ws" => upgrade(stream, head, peer, ctx).await,
         "/healthz" => {
             count_http(&ctx);
             let m = &ctx.http.market;
@@ -196,7 +212,7 @@ fn count_http(ctx: &ConnContext) {
     ShardCounters::add(&ctx.shard.borrow().counters().http_requests, 1);
 }
 
-async fn upgrade<S>(mut stream: S, head: Head, ctx: ConnContext)
+async fn upgrade<S>(mut stream: S, head: Head, peer: Option<std::net::SocketAddr>, ctx: ConnContext)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -258,6 +274,7 @@ where
         return;
     };
     format.binary = protocol == Some(BIN_PROTOCOL);
+    let Some(auth) = check_access(&mut stream, &head, peer, &ctx).await else { return };
     let mut resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
@@ -271,7 +288,50 @@ where
     if stream.write_all(resp.as_bytes()).await.is_err() {
         return;
     }
-    session::run(stream, head.rest, format, ctx).await;
+    session::run(stream, head.rest, format, auth, peer, ctx).await;
+}
+
+/// The access checks before an upgrade: the `Origin` allow-list (HTTP 403)
+/// and, when authentication is on, the token that came with the request
+/// (`Authorization: Bearer` or `?token=`; a bad one gets HTTP 401). A
+/// request without a token is let through as [`SessionAuth::Pending`]: it
+/// must send `auth` within the deadline. `None`: refused (and answered).
+async fn check_access<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    head: &Head,
+    peer: Option<std::net::SocketAddr>,
+    ctx: &ConnContext,
+) -> Option<SessionAuth> {
+    let access = &ctx.http.access;
+    let who = Who { peer, ..Who::default() };
+    if !access.origin_allowed(head.origin.as_deref()) {
+        count_http(ctx);
+        let origin = head.origin.as_deref().unwrap_or("");
+        access.audit.emit(who, Event::OriginRefused { origin });
+        let _ = respond(stream, 403, "text/plain", b"origin not allowed\n", false).await;
+        return None;
+    }
+    if !access.required() {
+        return Some(SessionAuth::Off);
+    }
+    let Some(token) = auth::upgrade_token(&head.query, head.authorization.as_deref()) else {
+        return Some(SessionAuth::Pending { deadline: Instant::now() + access.timeout });
+    };
+    match access.authenticate(&token) {
+        Ok(p) => Some(SessionAuth::Ok(p)),
+        Err(reason) => {
+            count_http(ctx);
+            access.audit.emit(who, Event::AuthFailure { reason, via: "upgrade" });
+            let body = b"authentication failed\n";
+            let resp = format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer error=\"invalid_token\"\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&[resp.as_bytes(), body].concat()).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
 }
 
 /// Reads and parses the request head. `Ok(None)`: the peer went away.
@@ -299,6 +359,8 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Head>,
                     ws_key: None,
                     ws_version: None,
                     protocols: Vec::new(),
+                    origin: None,
+                    authorization: None,
                     rest: buf[len..].to_vec(),
                 };
                 let mut connection_upgrade = false;
@@ -316,6 +378,10 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Head>,
                         head.ws_version = Some(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
                         head.protocols.extend(value.split(',').map(|p| p.trim().to_string()));
+                    } else if h.name.eq_ignore_ascii_case("origin") {
+                        head.origin = Some(value.to_string());
+                    } else if h.name.eq_ignore_ascii_case("authorization") {
+                        head.authorization = Some(value.to_string());
                     }
                 }
                 head.upgrade &= connection_upgrade;
@@ -337,6 +403,7 @@ fn status_text(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",

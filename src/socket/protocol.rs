@@ -56,6 +56,11 @@ impl Channels {
         Channel::ALL.into_iter().filter(move |c| self.contains(*c))
     }
 
+    /// The channels in both sets.
+    pub fn intersection(self, other: Channels) -> Channels {
+        Channels(self.0 & other.0)
+    }
+
     /// The set with `ch` added.
     pub fn with(self, ch: Channel) -> Channels {
         Channels(self.0 | 1 << ch as u8)
@@ -107,6 +112,8 @@ pub enum Request {
     Auth {
         /// Echoed in the reply.
         id: Option<u64>,
+        /// The API key or JWT (`None` when the message had no string `token`).
+        token: Option<crate::auth::Token>,
     },
 }
 
@@ -118,7 +125,7 @@ impl Request {
             | Request::Unsubscribe { id, .. }
             | Request::Ping { id, .. }
             | Request::List { id, .. }
-            | Request::Auth { id } => *id,
+            | Request::Auth { id, .. } => *id,
         }
     }
 }
@@ -223,7 +230,13 @@ fn from_value(v: &Value<'_>) -> Result<Request, BadRequest> {
             };
             Ok(Request::List { id, prefix })
         }
-        "auth" => Ok(Request::Auth { id }),
+        "auth" => Ok(Request::Auth {
+            id,
+            token: v
+                .get("token")
+                .and_then(|t| t.as_str())
+                .map(|t| crate::auth::Token(t.to_string())),
+        }),
         other => Err(bad(id, format!("unknown type {:?}", truncate(other, 32)))),
     }
 }

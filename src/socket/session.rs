@@ -10,6 +10,7 @@
 //! [`crate::writer::session`]).
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::ConnContext;
 use super::protocol::Parser;
+use crate::auth::SessionAuth;
 use crate::writer::binary;
 use crate::writer::encode::Format;
 use crate::writer::session::{CloseRequest, Ctl};
@@ -51,9 +53,17 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-/// Runs a session on an upgraded socket (plain TCP or TLS).
-pub async fn run<S>(stream: S, rest: Vec<u8>, format: Format, ctx: ConnContext)
-where
+/// Runs a session on an upgraded socket (plain TCP or TLS). `auth` is where
+/// it stands with authentication after the upgrade; `peer` is for the audit
+/// log.
+pub async fn run<S>(
+    stream: S,
+    rest: Vec<u8>,
+    format: Format,
+    auth: SessionAuth,
+    peer: Option<SocketAddr>,
+    ctx: ConnContext,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let max = ctx.shard.borrow().config().max_message_bytes;
@@ -61,7 +71,7 @@ where
         .await;
     let (sink, stream) = ws.split();
     let uid = ctx.http.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    let (slot, ctl) = ctx.shard.borrow_mut().open_session(format, uid);
+    let (slot, ctl) = ctx.shard.borrow_mut().open_session_as(format, uid, auth, peer);
     let hb = ctx.shard.borrow().config().hb;
     let shard = ctx.shard.clone();
     // The reader is a task of its own: waking the writer for every batch
@@ -117,9 +127,13 @@ where
                     s.send_error(slot, None, 429, RATE_LIMITED, true);
                 }
             }
-            // Pings are answered by tungstenite; keep polling after a Close so
-            // its reply is flushed and the stream ends cleanly.
-            Ok(Message::Close(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            // Keep polling after a Close so its reply is flushed and the
+            // stream ends cleanly.
+            Ok(Message::Close(frame)) => {
+                shard.borrow_mut().peer_closed(slot, frame.map_or(1005, |f| u16::from(f.code)));
+            }
+            // Pings are answered by tungstenite.
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
             Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
                 let mut s = shard.borrow_mut();
                 s.send_error(slot, None, 413, "message too large", false);

@@ -146,7 +146,9 @@ async fn run_shard(
     mut conn_rx: mpsc::UnboundedReceiver<(std::net::TcpStream, Permit)>,
 ) {
     let ShardSetup { index: _, reader, config, metrics, http, mut shutdown, drain } = setup;
-    let shard = Rc::new(RefCell::new(Shard::new(http.market.clone(), reader, config, metrics)));
+    let mut state = Shard::new(http.market.clone(), reader, config, metrics);
+    state.set_access(http.access.clone());
+    let shard = Rc::new(RefCell::new(state));
     let tracker = Rc::new(ConnTracker::default());
     let pump = tokio::task::spawn_local(pump(shard.clone(), wake, shutdown.clone()));
     loop {
@@ -224,6 +226,7 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
             }
             if now >= housekeeping {
                 s.check_slow(now.into_std());
+                s.check_auth(now.into_std());
                 s.publish_metrics();
                 housekeeping = now + HOUSEKEEPING;
             }

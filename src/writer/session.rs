@@ -17,12 +17,14 @@
 //!   as bytes.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::auth::SessionAuth;
 use crate::socket::protocol::Mode;
 use crate::tick::{Channel, SymbolId, Tick};
 use crate::writer::encode::Format;
@@ -195,6 +197,13 @@ pub struct Session {
     pub data_frames_taken: u64,
     /// `data_frames` covered by completed writes.
     pub data_frames_written: u64,
+    /// Where the session stands with authentication; its entitlements
+    /// limit every subscription.
+    pub auth: SessionAuth,
+    /// The client's address (for the audit log).
+    pub peer: Option<SocketAddr>,
+    /// The close code the client sent, when it closed first.
+    pub peer_close: Option<u16>,
 }
 
 impl Session {
@@ -228,6 +237,9 @@ impl Session {
             data_frames: 0,
             data_frames_taken: 0,
             data_frames_written: 0,
+            auth: SessionAuth::Off,
+            peer: None,
+            peer_close: None,
         }
     }
 

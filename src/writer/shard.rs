@@ -17,6 +17,16 @@
 //! `tickwire.v1.bin` session the cached part is the binary record
 //! ([`super::binary`]) and the per-connection part is its `cf` field; the
 //! frame header carries the first `cseq`.
+//!
+//! Entitlements ([`crate::auth`]) are enforced where subscriptions are
+//! made: a name the session is not entitled to is rejected with 403, and
+//! `["*"]` expands (now and as new symbols appear in [`Shard::sync_symbols`])
+//! only over entitled symbols and channels. Batches are never shared across
+//! entitlement sets: every frame is built for one session from that
+//! session's own entries, and the shared [`EncodeCache`] only holds the
+//! encoded *tail* of a tick, copied into a frame only for a session that
+//! has an entry for the tick's stream, which it could only get through the
+//! entitlement check.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -30,6 +40,8 @@ use hdrhistogram::Histogram;
 use super::binary;
 use super::encode::{self, Format, Obj};
 use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts, min_interval};
+use crate::auth::audit::{Event, Who};
+use crate::auth::{Access, SessionAuth};
 use crate::feed::{FeedState, Market, epoch_name};
 use crate::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
 use crate::ring::{ReadOutcome, RingReader};
@@ -282,6 +294,22 @@ const SHUTDOWN_JITTER_MS: u64 = 1000;
 const EPOCH_CLOSE: CloseRequest =
     CloseRequest { code: 1012, reason: "feed restarted: new epoch", abort: false };
 
+/// The close after `error` 401 when no `auth` came before the deadline.
+const AUTH_TIMEOUT_CLOSE: CloseRequest =
+    CloseRequest { code: 4001, reason: "authentication timeout", abort: false };
+
+/// The close after `error` 402 for a bad token in an `auth` message.
+const AUTH_FAILED_CLOSE: CloseRequest =
+    CloseRequest { code: 4002, reason: "authentication failed", abort: false };
+
+/// The close after `error` 401 when a live session's key was revoked.
+const REVOKED_CLOSE: CloseRequest =
+    CloseRequest { code: 4001, reason: "credentials revoked", abort: false };
+
+/// The close after `error` 401 when a live session's token expired.
+const EXPIRED_CLOSE: CloseRequest =
+    CloseRequest { code: 4001, reason: "credentials expired", abort: false };
+
 /// Base of the jittered `reconnect_after_ms` after an epoch restart: the
 /// server is up, so clients may come back at once.
 const EPOCH_RECONNECT_AFTER_MS: u64 = 100;
@@ -317,6 +345,10 @@ pub struct Shard {
     reader: RingReader<Tick>,
     /// The feed epoch this shard's sessions belong to.
     epoch: u64,
+    /// Authentication state shared by the server (keys, audit log).
+    access: Arc<Access>,
+    /// The key-file generation this shard's sessions were last checked against.
+    auth_gen: u64,
 }
 
 impl Shard {
@@ -345,6 +377,23 @@ impl Shard {
             state_gen,
             reader,
             epoch,
+            access: Arc::new(Access::default()),
+            auth_gen: 0,
+        }
+    }
+
+    /// Uses `access` for authentication, entitlements and the audit log
+    /// (the default: authentication off, no audit log).
+    pub fn set_access(&mut self, access: Arc<Access>) {
+        self.auth_gen = access.generation();
+        self.access = access;
+    }
+
+    /// Who a session is, for the audit log.
+    fn who(&self, slot: u32) -> Who<'_> {
+        match self.sessions.get(slot as usize).and_then(Option::as_ref) {
+            Some(s) => Who { session: Some(s.uid), peer: s.peer, principal: s.auth.principal() },
+            None => Who::default(),
         }
     }
 
@@ -425,15 +474,35 @@ impl Shard {
     // ----- session lifecycle -------------------------------------------------
 
     /// Registers a new connection (`uid` unique for the server's life) and
-    /// queues its `welcome` and first `status`.
+    /// queues its `welcome` and first `status`. Authentication is off for it.
     pub fn open_session(&mut self, format: Format, uid: u64) -> (u32, Rc<Ctl>) {
+        self.open_session_as(format, uid, SessionAuth::Off, None)
+    }
+
+    /// [`Shard::open_session`] for a session that stands at `auth` with
+    /// authentication (`welcome` then says `"auth":"required"` or `"ok"`),
+    /// from `peer`.
+    pub fn open_session_as(
+        &mut self,
+        format: Format,
+        uid: u64,
+        auth: SessionAuth,
+        peer: Option<std::net::SocketAddr>,
+    ) -> (u32, Rc<Ctl>) {
         self.sync_epoch();
         let ctl = Rc::new(Ctl::default());
         let mut session = Session::new(uid, format, ctl.clone());
+        let auth_label = match &auth {
+            SessionAuth::Off => None,
+            SessionAuth::Pending { .. } => Some("required"),
+            SessionAuth::Ok(_) => Some("ok"),
+        };
+        session.auth = auth;
+        session.peer = peer;
         let c = &self.config;
         let mut buf = Vec::with_capacity(256);
         buf.push(b'[');
-        Obj::new(&mut buf, "welcome")
+        let welcome = Obj::new(&mut buf, "welcome")
             .str("session", &format!("s-{uid}"))
             .str("server", concat!("tickwire/", env!("CARGO_PKG_VERSION")))
             .str("time_unit", format.time_unit.name())
@@ -445,8 +514,11 @@ impl Shard {
                     .u64("msgs_in_per_s", c.msgs_in_per_s.into())
                     .u64("max_message_bytes", c.max_message_bytes as u64)
                     .finish();
-            })
-            .finish();
+            });
+        match auth_label {
+            Some(label) => welcome.str("auth", label).finish(),
+            None => welcome.finish(),
+        }
         buf.push(b']');
         session.push_frame(buf);
         let status = self.market.state().0;
@@ -465,11 +537,25 @@ impl Shard {
         ShardCounters::add(&m.sessions, 1);
         ShardCounters::add(&m.sessions_total, 1);
         ShardCounters::add(&m.messages_out, 2);
+        let auth = auth_label.unwrap_or("off");
+        self.access.audit.emit(self.who(slot), Event::Connect { auth });
         (slot, ctl)
     }
 
     /// Forgets a session and all its subscriptions.
     pub fn close_session(&mut self, slot: u32) {
+        if self.access.audit.enabled()
+            && let Some(s) = self.sessions.get(slot as usize).and_then(Option::as_ref)
+        {
+            // The read half's own "stream ended" request is no close code.
+            let by_reader = |c: &CloseRequest| c.code == 1000 && c.abort && c.reason.is_empty();
+            let (code, by) = match (s.peer_close, s.close) {
+                (Some(code), _) => (code, "client"),
+                (None, Some(c)) if !by_reader(&c) => (c.code, "server"),
+                _ => (1006, "network"),
+            };
+            self.access.audit.emit(self.who(slot), Event::Close { code, by });
+        }
         let Some(session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
@@ -509,8 +595,12 @@ impl Shard {
         for slot in wild {
             let Some(s) = self.session(slot) else { continue };
             let (wc, binary) = (s.wildcard, s.format.binary);
+            let entitled = s.auth.entitlements().cloned();
             let mut added = Vec::new();
             for id in known..self.names.len() {
+                if entitled.as_ref().is_some_and(|e| !e.allows_symbol(&self.names[id])) {
+                    continue;
+                }
                 for ch in Channel::ALL {
                     if let Some(opts) = wc[ch as usize] {
                         added.push(self.upsert_entry(
@@ -906,6 +996,17 @@ impl Shard {
         }
     }
 
+    /// The client sent a close frame with `code` (recorded for the audit
+    /// log when the client closed first).
+    pub fn peer_closed(&mut self, slot: u32, code: u16) {
+        if let Some(s) = self.session(slot)
+            && s.close.is_none()
+            && s.peer_close.is_none()
+        {
+            s.peer_close = Some(code);
+        }
+    }
+
     /// The close the server asked for, if any.
     pub fn close_request(&self, slot: u32) -> Option<CloseRequest> {
         self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.close)
@@ -971,6 +1072,9 @@ impl Shard {
             let Some(since) = s.busy_since else { continue };
             let lag = now.saturating_duration_since(since);
             if s.close.is_none() && (lag >= limit || s.queued_bytes >= max_bytes) {
+                let who = Who { session: Some(s.uid), peer: s.peer, principal: s.auth.principal() };
+                let lag_ms = lag.as_millis() as u64;
+                self.access.audit.emit(who, Event::SlowDisconnect { lag_ms });
                 push_slow(s, lag, "disconnecting");
                 s.close = Some(CloseRequest { code: 4008, reason: "slow client", abort: true });
                 s.ctl.wake.notify_one();
@@ -1053,8 +1157,16 @@ impl Shard {
         ShardCounters::add(&m.messages_out, 1);
     }
 
-    /// Applies a client request and queues its reply.
+    /// Applies a client request and queues its reply. Until a session that
+    /// must authenticate has done so, every request but `auth` gets `error`
+    /// 401 and is dropped.
     pub fn handle(&mut self, slot: u32, req: Request) {
+        let pending =
+            self.session(slot).is_some_and(|s| matches!(s.auth, SessionAuth::Pending { .. }));
+        if pending && !matches!(req, Request::Auth { .. }) {
+            self.send_error(slot, req.id(), 401, "not authenticated: send auth first", false);
+            return;
+        }
         match req {
             Request::Subscribe { id, symbols, channels, mode, max_hz, snapshot } => {
                 self.subscribe(slot, id, &symbols, channels, mode, max_hz, snapshot);
@@ -1079,8 +1191,11 @@ impl Shard {
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
             }
             Request::List { id, prefix } => {
-                let list = self.market.symbols.list(&prefix);
+                let mut list = self.market.symbols.list(&prefix);
                 let Some(s) = self.session(slot) else { return };
+                if let Some(e) = s.auth.entitlements() {
+                    list.retain(|n| e.allows_symbol(n));
+                }
                 let mut buf = Vec::with_capacity(64 + list.len() * 8);
                 buf.push(b'[');
                 let cseq = s.next_cseq();
@@ -1094,8 +1209,97 @@ impl Shard {
                 s.ctl.wake.notify_one();
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
             }
-            // Authentication is not enabled on this server: nothing to check.
-            Request::Auth { .. } => {}
+            Request::Auth { id, token } => self.auth_message(slot, id, token),
+        }
+    }
+
+    /// An `auth` message: ignored while authentication is off, 400 once
+    /// authenticated; otherwise the token is checked, and a bad one gets
+    /// `error` 402 and close 4002.
+    fn auth_message(&mut self, slot: u32, id: Option<u64>, token: Option<crate::auth::Token>) {
+        let Some(s) = self.session(slot) else { return };
+        match s.auth {
+            SessionAuth::Off => {}
+            SessionAuth::Ok(_) => self.send_error(slot, id, 400, "already authenticated", false),
+            SessionAuth::Pending { .. } => {
+                let result = match &token {
+                    Some(t) => self.access.authenticate(&t.0),
+                    None => Err("auth message without a token"),
+                };
+                let p = match result {
+                    Ok(p) => p,
+                    Err(reason) => {
+                        let via = "message";
+                        self.access.audit.emit(self.who(slot), Event::AuthFailure { reason, via });
+                        self.send_error(slot, id, 402, "authentication failed", false);
+                        self.request_close(slot, AUTH_FAILED_CLOSE);
+                        return;
+                    }
+                };
+                let Some(s) = self.session(slot) else { return };
+                s.auth = SessionAuth::Ok(p.clone());
+                let mut buf = Vec::with_capacity(128);
+                buf.push(b'[');
+                let cseq = s.next_cseq();
+                let e = &p.entitlements;
+                Obj::new(&mut buf, "authenticated")
+                    .opt_u64("id", id)
+                    .u64("cseq", cseq)
+                    .str("principal", &p.id)
+                    .with("symbols", |b| {
+                        write_str_array(b, e.symbol_patterns().iter().map(String::as_str))
+                    })
+                    .with("channels", |b| {
+                        write_str_array(b, e.channels().iter().map(Channel::name))
+                    })
+                    .finish();
+                buf.push(b']');
+                s.push_frame(buf);
+                s.ctl.wake.notify_one();
+                ShardCounters::add(&self.metrics.counters.messages_out, 1);
+                self.access.audit.emit(self.who(slot), Event::Auth);
+            }
+        }
+    }
+
+    /// Authentication housekeeping (every 100 ms): closes sessions that did
+    /// not authenticate before their deadline, and, after a key-file reload
+    /// or when a token expires, sessions whose credentials no longer hold
+    /// (`error` 401, then close 4001). Their data stops at once: a closing
+    /// session is never handed another data frame.
+    pub fn check_auth(&mut self, now: Instant) {
+        if !self.access.required() {
+            return;
+        }
+        let access = self.access.clone();
+        let generation = access.generation();
+        let reloaded = generation != self.auth_gen;
+        self.auth_gen = generation;
+        let now_s = now_ns() / 1_000_000_000;
+        for slot in 0..self.sessions.len() as u32 {
+            let Some(s) = self.session(slot) else { continue };
+            if s.close.is_some() {
+                continue;
+            }
+            let (msg, close) = match &s.auth {
+                SessionAuth::Pending { deadline } if now >= *deadline => {
+                    let (reason, via) = ("no auth before the deadline", "timeout");
+                    access.audit.emit(self.who(slot), Event::AuthFailure { reason, via });
+                    ("authentication timeout: send auth first", AUTH_TIMEOUT_CLOSE)
+                }
+                SessionAuth::Ok(p) if reloaded || p.expires() => {
+                    let Err(reason) = access.still_valid(p, now_s) else { continue };
+                    access.audit.emit(self.who(slot), Event::Revoked { reason });
+                    if reason == "token expired" {
+                        ("credentials expired", EXPIRED_CLOSE)
+                    } else {
+                        ("credentials revoked", REVOKED_CLOSE)
+                    }
+                }
+                _ => continue,
+            };
+            self.send_error(slot, None, 401, msg, false);
+            self.request_close(slot, close);
         }
     }
 
@@ -1205,6 +1409,23 @@ impl Shard {
         let mut accepted: Vec<(u32, bool)> = Vec::new();
         let mut rejected: Vec<(String, u16, &'static str)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        // The session's entitlements (`None`: authentication is off).
+        let entitled = self.session(slot).and_then(|s| s.auth.entitlements().cloned());
+        let channels = match &entitled {
+            Some(e) => channels.intersection(e.channels()),
+            None => channels,
+        };
+        if channels.is_empty() {
+            for name in symbols {
+                if !rejected.iter().any(|r| r.0 == *name) {
+                    let name = name.chars().take(32).collect();
+                    rejected.push((name, 403, "not entitled to these channels"));
+                }
+            }
+            self.reply_subscribed(slot, id, &accepted, &rejected, snapshot);
+            self.audit_subscribe(slot, symbols, channels, 0, &rejected);
+            return;
+        }
         let mut wildcard = symbols.iter().any(|s| s == "*");
         if wildcard && !self.config.allow_wildcard {
             rejected.push((
@@ -1223,6 +1444,9 @@ impl Shard {
                 self.wild_sessions.push(slot);
             }
             for id in 0..self.names.len() as u32 {
+                if entitled.as_ref().is_some_and(|e| !e.allows_symbol(&self.names[id as usize])) {
+                    continue;
+                }
                 for ch in channels.iter() {
                     accepted.push(self.upsert_entry(
                         slot,
@@ -1237,6 +1461,14 @@ impl Shard {
             }
         }
         for name in symbols.iter().filter(|s| *s != "*") {
+            // Entitlement first: a name one may not have gets 403 whether or
+            // not it exists, so refusals say nothing about other symbols.
+            if entitled.as_ref().is_some_and(|e| !e.allows_symbol(name)) {
+                if !rejected.iter().any(|r| r.0 == *name) {
+                    rejected.push((name.chars().take(32).collect(), 403, "not entitled"));
+                }
+                continue;
+            }
             let sym = if valid_symbol(name) { self.market.symbols.get(name) } else { None };
             let Some(sym) = sym else {
                 if !rejected.iter().any(|r| r.0 == *name) {
@@ -1269,6 +1501,30 @@ impl Shard {
             }
         }
         self.reply_subscribed(slot, id, &accepted, &rejected, snapshot);
+        self.audit_subscribe(slot, symbols, channels, accepted.len(), &rejected);
+    }
+
+    /// Audit lines for a `subscribe`: what was asked and applied, and the
+    /// names refused with 403.
+    fn audit_subscribe(
+        &self,
+        slot: u32,
+        symbols: &[String],
+        channels: Channels,
+        accepted: usize,
+        rejected: &[(String, u16, &'static str)],
+    ) {
+        let audit = &self.access.audit;
+        if !audit.enabled() {
+            return;
+        }
+        let channels = channels.iter().map(Channel::name).collect();
+        audit.emit(self.who(slot), Event::Subscribe { symbols, channels, accepted });
+        let denied: Vec<&str> =
+            rejected.iter().filter(|r| r.1 == 403).map(|r| r.0.as_str()).collect();
+        if !denied.is_empty() {
+            audit.emit(self.who(slot), Event::SubscribeDenied { symbols: denied });
+        }
     }
 
     fn reply_subscribed(

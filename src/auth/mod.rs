@@ -1,0 +1,525 @@
+//! Who may connect and what they may receive: API keys ([`keys`]), JWTs
+//! ([`jwt`]), entitlements ([`entitlements`]), the `Origin` allow-list and
+//! the audit log ([`audit`]).
+//!
+//! Everything here is off by default. [`AuthArgs`] are the raw flags,
+//! [`AuthConfig`] the checked settings (no I/O), and [`Access`] the live
+//! state built from them at start: the current key set (swapped whole on
+//! [`Access::reload`], with a generation counter the shards watch), the JWT
+//! verifier, the allowed origins and the audit log. The socket layer calls
+//! [`Access::origin_allowed`] and [`Access::authenticate`] before the
+//! upgrade; the shard enforces entitlements on `subscribe` and closes
+//! sessions whose credentials were revoked ([`Access::still_valid`]).
+
+pub mod audit;
+pub mod entitlements;
+pub mod jwt;
+pub mod keys;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::ConfigError;
+use audit::Audit;
+use entitlements::Entitlements;
+use jwt::{JwtAlg, JwtVerifier};
+use keys::{KeyEntry, KeySet};
+
+/// Authentication flags of `tickwire serve`, as typed.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Require an API key from FILE (JSON lines: id, sha256 of the key,
+    /// symbols, channels); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub api_keys: Option<PathBuf>,
+    /// Accept HS256 JWTs signed with the secret in FILE (at least 32 bytes).
+    #[arg(long, value_name = "FILE", conflicts_with = "jwt_rs256_public_key")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Accept RS256 JWTs verified with the PEM public key in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_rs256_public_key: Option<PathBuf>,
+    /// Require this `aud` in JWTs.
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+    /// Require this `iss` in JWTs.
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+    /// Milliseconds a session without a token in its upgrade gets to send `auth`.
+    #[arg(long, default_value_t = 5000)]
+    pub auth_timeout_ms: u64,
+    /// Browser origins allowed to connect (comma-separated `scheme://host[:port]`);
+    /// a request with any other `Origin` gets HTTP 403. Default: any.
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Append audit events (JSON lines) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+}
+
+/// Where JWT verification gets its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// The pinned algorithm.
+    pub alg: JwtAlg,
+    /// The secret file (HS256) or the PEM public key (RS256).
+    pub key_file: PathBuf,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+}
+
+/// Checked authentication settings. The default is "off": no key, no JWT,
+/// any origin, no audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The API-key file.
+    pub api_keys: Option<PathBuf>,
+    /// JWT verification.
+    pub jwt: Option<JwtConfig>,
+    /// How long a session may stay unauthenticated. 5 s is enough for a
+    /// client to send one message after `welcome` over a slow link, and short
+    /// enough that idle unauthenticated sockets do not pile up.
+    pub timeout: Duration,
+    /// Allowed `Origin` values, normalized ([`normalize_origin`]); empty: any.
+    pub allowed_origins: Vec<String>,
+    /// The audit log file.
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            api_keys: None,
+            jwt: None,
+            timeout: Duration::from_millis(5000),
+            allowed_origins: Vec::new(),
+            audit_log: None,
+        }
+    }
+}
+
+impl AuthArgs {
+    /// Checks the flags (no file is read here).
+    pub fn config(&self) -> Result<AuthConfig, ConfigError> {
+        let invalid = |flag, msg: String| ConfigError { flag, msg };
+        let jwt = match (&self.jwt_hs256_secret_file, &self.jwt_rs256_public_key) {
+            (Some(f), _) => Some((JwtAlg::Hs256, f.clone())),
+            (None, Some(f)) => Some((JwtAlg::Rs256, f.clone())),
+            (None, None) => None,
+        };
+        if jwt.is_none() && (self.jwt_audience.is_some() || self.jwt_issuer.is_some()) {
+            let flag = if self.jwt_audience.is_some() { "jwt-audience" } else { "jwt-issuer" };
+            return Err(invalid(
+                flag,
+                "needs --jwt-hs256-secret-file or --jwt-rs256-public-key".into(),
+            ));
+        }
+        if self.auth_timeout_ms == 0 {
+            return Err(invalid("auth-timeout-ms", "must be > 0".into()));
+        }
+        let allowed_origins = self
+            .allowed_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| {
+                normalize_origin(o).ok_or_else(|| {
+                    invalid("allowed-origins", format!("{o:?} is not scheme://host[:port]"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AuthConfig {
+            api_keys: self.api_keys.clone(),
+            jwt: jwt.map(|(alg, key_file)| JwtConfig {
+                alg,
+                key_file,
+                audience: self.jwt_audience.clone(),
+                issuer: self.jwt_issuer.clone(),
+            }),
+            timeout: Duration::from_millis(self.auth_timeout_ms),
+            allowed_origins,
+            audit_log: self.audit_log.clone(),
+        })
+    }
+}
+
+/// An origin as browsers serialize it: lowercase `scheme://host[:port]`,
+/// without the scheme's default port and without a trailing `/`. `None`
+/// when `s` is not an http(s) origin.
+pub fn normalize_origin(s: &str) -> Option<String> {
+    let s = s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, rest) = s.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let host = rest.strip_suffix(default_port).unwrap_or(rest);
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !host.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return None;
+    }
+    Some(format!("{scheme}://{host}"))
+}
+
+/// Why the authentication state could not be built (at start or reload).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthSetupError(pub String);
+
+/// How a principal proved itself.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An API key: this entry of the key file.
+    Key(Arc<KeyEntry>),
+    /// A JWT expiring at `exp` (Unix seconds).
+    Jwt {
+        /// Expiry.
+        exp: u64,
+    },
+}
+
+/// An authenticated client.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key id or the token's `sub` (logged; never the secret).
+    pub id: Arc<str>,
+    /// What it may receive.
+    pub entitlements: Arc<Entitlements>,
+    /// How it authenticated.
+    pub credential: Credential,
+}
+
+impl Principal {
+    /// Whether the credentials expire by themselves (a JWT's `exp`).
+    pub fn expires(&self) -> bool {
+        matches!(self.credential, Credential::Jwt { .. })
+    }
+}
+
+/// Where a session stands with authentication.
+#[derive(Debug, Clone)]
+pub enum SessionAuth {
+    /// Authentication is off: every symbol and channel.
+    Off,
+    /// Waiting for an `auth` message until `deadline`; nothing else is served.
+    Pending {
+        /// When the session is closed with 4001.
+        deadline: Instant,
+    },
+    /// Authenticated.
+    Ok(Principal),
+}
+
+impl SessionAuth {
+    /// The entitlements that limit the session (`None`: everything).
+    pub fn entitlements(&self) -> Option<&Arc<Entitlements>> {
+        match self {
+            SessionAuth::Ok(p) => Some(&p.entitlements),
+            _ => None,
+        }
+    }
+
+    /// The principal's id, for the audit log.
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            SessionAuth::Ok(p) => Some(&p.id),
+            _ => None,
+        }
+    }
+}
+
+/// The live authentication state of a server. See the module docs.
+#[derive(Default)]
+pub struct Access {
+    key_file: Option<PathBuf>,
+    /// The current key set, replaced whole by a reload (readers clone the
+    /// `Arc`, so a lookup never holds the lock while hashing).
+    keys: RwLock<Option<Arc<KeySet>>>,
+    jwt: Option<JwtVerifier>,
+    /// Bumped by every successful reload; shards compare it at housekeeping
+    /// (every 100 ms) and re-check their sessions' keys when it moved.
+    generation: AtomicU64,
+    /// How long a session may stay unauthenticated.
+    pub timeout: Duration,
+    origins: Vec<String>,
+    /// The audit log.
+    pub audit: Audit,
+}
+
+impl Access {
+    /// Reads the key file, the JWT key and opens the audit log.
+    pub fn open(config: &AuthConfig) -> Result<Access, AuthSetupError> {
+        let keys = match &config.api_keys {
+            Some(path) => Some(Arc::new(KeySet::load(path).map_err(AuthSetupError)?)),
+            None => None,
+        };
+        let jwt = match &config.jwt {
+            Some(j) => {
+                let key = std::fs::read(&j.key_file)
+                    .map_err(|e| AuthSetupError(format!("{}: {e}", j.key_file.display())))?;
+                // A secret file usually ends with a newline that is not part of it.
+                let key = match j.alg {
+                    JwtAlg::Hs256 => key.trim_ascii_end().to_vec(),
+                    JwtAlg::Rs256 => key,
+                };
+                Some(
+                    JwtVerifier::new(&j.alg, &key, j.audience.as_deref(), j.issuer.as_deref())
+                        .map_err(|e| AuthSetupError(format!("{}: {e}", j.key_file.display())))?,
+                )
+            }
+            None => None,
+        };
+        let audit = match &config.audit_log {
+            Some(path) => Audit::open(path)
+                .map_err(|e| AuthSetupError(format!("audit log {}: {e}", path.display())))?,
+            None => Audit::default(),
+        };
+        Ok(Access {
+            key_file: config.api_keys.clone(),
+            keys: RwLock::new(keys),
+            jwt,
+            generation: AtomicU64::new(0),
+            timeout: config.timeout,
+            origins: config.allowed_origins.clone(),
+            audit,
+        })
+    }
+
+    /// Whether clients must authenticate.
+    pub fn required(&self) -> bool {
+        self.key_file.is_some() || self.jwt.is_some()
+    }
+
+    /// Whether a request with this `Origin` header may upgrade. No header
+    /// (a non-browser client) is always allowed; with an allow-list, any
+    /// other origin (`null` included) is refused.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(_) if self.origins.is_empty() => true,
+            Some(o) => normalize_origin(o).is_some_and(|o| self.origins.contains(&o)),
+        }
+    }
+
+    fn key_set(&self) -> Option<Arc<KeySet>> {
+        self.keys.read().ok().and_then(|k| k.clone())
+    }
+
+    /// Checks a token (API key or JWT). The error is a short reason for
+    /// the audit log; it never quotes the token.
+    pub fn authenticate(&self, token: &str) -> Result<Principal, &'static str> {
+        if token.is_empty() {
+            return Err("empty token");
+        }
+        if let Some(set) = self.key_set()
+            && let Some(entry) = set.find(token)
+        {
+            return Ok(Principal {
+                id: entry.id.clone(),
+                entitlements: entry.entitlements.clone(),
+                credential: Credential::Key(entry),
+            });
+        }
+        let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
+        match &self.jwt {
+            Some(v) if looks_like_jwt || self.key_file.is_none() => {
+                let t = v.verify(token)?;
+                Ok(Principal {
+                    id: t.subject.into(),
+                    entitlements: Arc::new(t.entitlements),
+                    credential: Credential::Jwt { exp: t.exp },
+                })
+            }
+            _ => Err("unknown API key"),
+        }
+    }
+
+    /// Re-reads the key file. On success the new keys apply to new
+    /// connections at once, and sessions whose key was removed or changed
+    /// are closed by their shard within a housekeeping round (100 ms). On
+    /// failure the old keys stay in force. Returns the number of keys.
+    pub fn reload(&self) -> Result<usize, AuthSetupError> {
+        let Some(path) = &self.key_file else { return Ok(0) };
+        let set = KeySet::load(path).map_err(AuthSetupError)?;
+        let n = set.len();
+        if let Ok(mut k) = self.keys.write() {
+            *k = Some(Arc::new(set));
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(n)
+    }
+
+    /// Bumped by every reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether `p`'s credentials still hold at `now_s` (Unix seconds): its
+    /// key is still in the file unchanged, or its token has not expired.
+    pub fn still_valid(&self, p: &Principal, now_s: u64) -> Result<(), &'static str> {
+        match &p.credential {
+            Credential::Key(entry) => match self.key_set() {
+                Some(set) if set.holds(entry) => Ok(()),
+                _ => Err("key revoked"),
+            },
+            Credential::Jwt { exp } if now_s > exp.saturating_add(jwt::LEEWAY_S) => {
+                Err("token expired")
+            }
+            Credential::Jwt { .. } => Ok(()),
+        }
+    }
+}
+
+/// A token or API key as received. Its `Debug` never shows it, so no
+/// log line can leak it by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token(<{} bytes>)", self.0.len())
+    }
+}
+
+/// The token of an upgrade request: `token=` in the query (percent-decoded)
+/// or `Authorization: Bearer`, the header first.
+pub fn upgrade_token(query: &str, authorization: Option<&str>) -> Option<String> {
+    if let Some(h) = authorization {
+        let h = h.trim();
+        if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(h[7..].trim().to_string());
+        }
+    }
+    query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(percent_decode)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) =
+                (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c)))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_normalize_like_browsers() {
+        // Case, a trailing slash and the default port do not matter.
+        assert_eq!(
+            normalize_origin("HTTPS://App.Example.com:443/").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(
+            normalize_origin("http://localhost:8080").as_deref(),
+            Some("http://localhost:8080")
+        );
+        // Anything that is not an http(s) origin is refused.
+        for bad in ["null", "file://", "ftp://x", "http://", "http://a/path", "http://a:port"] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let cfg = AuthConfig {
+            allowed_origins: vec!["https://app.example.com".into()],
+            ..AuthConfig::default()
+        };
+        let a = Access::open(&cfg).unwrap();
+        // No Origin header: not a browser, allowed.
+        assert!(a.origin_allowed(None));
+        assert!(a.origin_allowed(Some("https://app.example.com")));
+        // Scheme, host and port must all match.
+        assert!(!a.origin_allowed(Some("http://app.example.com")));
+        assert!(!a.origin_allowed(Some("https://app.example.com:8443")));
+        assert!(!a.origin_allowed(Some("https://evil.example.com")));
+        assert!(!a.origin_allowed(Some("null")));
+        // Without a list, any origin is allowed.
+        assert!(Access::default().origin_allowed(Some("https://anything")));
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        use crate::config::{Args, Command, Config};
+        use clap::Parser;
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.auth).map_err(|e| e.flag),
+            _ => Err("clap"),
+        };
+        // Off by default.
+        assert_eq!(parse(&["t", "serve"]), Ok(AuthConfig::default()));
+        let c = parse(&[
+            "t",
+            "serve",
+            "--api-keys",
+            "k.jsonl",
+            "--jwt-hs256-secret-file",
+            "s",
+            "--jwt-audience",
+            "a",
+            "--auth-timeout-ms",
+            "250",
+            "--allowed-origins",
+            "https://A.example:443,http://b:8080",
+        ])
+        .unwrap();
+        assert_eq!(c.jwt.map(|j| (j.alg, j.audience)), Some((JwtAlg::Hs256, Some("a".into()))));
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.allowed_origins, ["https://a.example", "http://b:8080"]);
+        // Audience without a JWT key, two JWT keys, a bad origin, a zero timeout.
+        assert_eq!(parse(&["t", "serve", "--jwt-audience", "a"]), Err("jwt-audience"));
+        let two = ["t", "serve", "--jwt-hs256-secret-file", "s", "--jwt-rs256-public-key", "p"];
+        assert_eq!(parse(&two), Err("clap"));
+        assert_eq!(
+            parse(&["t", "serve", "--allowed-origins", "example.com"]),
+            Err("allowed-origins")
+        );
+        assert_eq!(parse(&["t", "serve", "--auth-timeout-ms", "0"]), Err("auth-timeout-ms"));
+    }
+
+    #[test]
+    fn a_token_expires_on_a_live_session_after_the_leeway() {
+        let p = Principal {
+            id: "alice".into(),
+            entitlements: Arc::new(Entitlements::everything()),
+            credential: Credential::Jwt { exp: 1000 },
+        };
+        let a = Access::default();
+        // Valid until exp plus the leeway; expired after.
+        assert!(p.expires());
+        assert_eq!(a.still_valid(&p, 1000 + jwt::LEEWAY_S), Ok(()));
+        assert_eq!(a.still_valid(&p, 1001 + jwt::LEEWAY_S), Err("token expired"));
+    }
+
+    #[test]
+    fn token_from_header_or_query() {
+        // The header wins; the query token is percent-decoded.
+        assert_eq!(upgrade_token("token=a%2Bb", Some("Bearer xyz")).as_deref(), Some("xyz"));
+        assert_eq!(upgrade_token("stamps=1&token=a%2Bb", None).as_deref(), Some("a+b"));
+        assert_eq!(upgrade_token("stamps=1", Some("Basic abc")), None);
+        assert_eq!(upgrade_token("token=100%", None).as_deref(), Some("100%"));
+    }
+}
