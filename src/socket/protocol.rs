@@ -151,24 +151,15 @@ impl Default for Parser {
     }
 }
 
-/// Parser buffers larger than this are given back after the message that
-/// grew them: simd-json's buffers take several bytes per input byte, so a
-/// connection that once sent a 64 KiB request would otherwise hold about
-/// 350 KiB for the rest of its life.
-const KEEP_BYTES: usize = 4096;
-
 impl Parser {
-    /// Parses one text frame.
+    /// Parses one text frame. The buffers keep the size of the largest
+    /// request seen (one parser serves a whole shard).
     pub fn parse(&mut self, text: &[u8]) -> Result<Request, BadRequest> {
         self.buf.clear();
         self.buf.extend_from_slice(text);
-        let parsed = simd_json::to_borrowed_value_with_buffers(&mut self.buf, &mut self.buffers)
-            .map_err(|e| BadRequest { id: None, msg: format!("malformed JSON: {e}") })
-            .and_then(|value| from_value(&value));
-        if self.buf.capacity() > KEEP_BYTES {
-            *self = Parser::default();
-        }
-        parsed
+        let value = simd_json::to_borrowed_value_with_buffers(&mut self.buf, &mut self.buffers)
+            .map_err(|e| BadRequest { id: None, msg: format!("malformed JSON: {e}") })?;
+        from_value(&value)
     }
 }
 

@@ -24,7 +24,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::ConnContext;
-use super::protocol::Parser;
 use crate::auth::SessionAuth;
 use crate::writer::binary;
 use crate::writer::encode::Format;
@@ -99,13 +98,12 @@ pub async fn read_half<S>(mut stream: S, shard: Rc<RefCell<Shard>>, slot: u32)
 where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let mut parser = Parser::default();
     while let Some(msg) = stream.next().await {
         shard.borrow_mut().peer_alive(slot);
         match msg {
             Ok(Message::Text(text)) => {
                 let mut s = shard.borrow_mut();
-                let parsed = parser.parse(text.as_bytes());
+                let parsed = s.parse_request(text.as_bytes());
                 if !s.admit_message(slot, Instant::now()) {
                     let id = match &parsed {
                         Ok(req) => req.id(),

@@ -45,7 +45,7 @@ use crate::auth::{Access, SessionAuth};
 use crate::feed::{FeedState, Market, epoch_name};
 use crate::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
 use crate::ring::{ReadOutcome, RingReader};
-use crate::socket::protocol::{Channels, Mode, Request};
+use crate::socket::protocol::{BadRequest, Channels, Mode, Parser, Request};
 use crate::tick::{Channel, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
 
 /// Settings a shard needs, fixed at start.
@@ -319,6 +319,9 @@ const SNAPSHOTS_PER_FRAME: usize = 256;
 
 /// State of one writer shard. See the module docs.
 pub struct Shard {
+    /// One request parser for every session of the shard: its buffers grow
+    /// to the largest request once, instead of once per connection.
+    parser: Parser,
     market: Arc<Market>,
     config: ShardConfig,
     metrics: Arc<ShardMetrics>,
@@ -362,6 +365,7 @@ impl Shard {
         let state_gen = market.state().1;
         let epoch = market.epoch().0;
         Shard {
+            parser: Parser::default(),
             market,
             config,
             metrics,
@@ -445,6 +449,11 @@ impl Shard {
     /// Reads the next ticks of the ring (see [`RingReader::read_batch`]).
     pub fn read_ring(&mut self, out: &mut Vec<Tick>, max: usize) -> ReadOutcome {
         self.reader.read_batch(out, max)
+    }
+
+    /// Parses a client's text message with the shard's parser.
+    pub fn parse_request(&mut self, text: &[u8]) -> Result<Request, BadRequest> {
+        self.parser.parse(text)
     }
 
     /// The shard's settings.
