@@ -17,7 +17,8 @@ Usage (from the repository root):
     python3 tools/peers/check.py [--only node-ws,python-websockets,tokio-broadcast]
                                  [--rust-bin target/release/tokio-broadcast-peer]
 
-Needs Python 3.9+ with `websockets` (12 or later) and Node.js 18+.
+Needs Python 3.9+ with `websockets` 13 or later (the peer itself needs 17.4,
+tools/peers/python-websockets/requirements.txt) and Node.js 18+.
 Exits 0 when every peer passes, 1 otherwise, 2 when a prerequisite is missing.
 """
 
@@ -38,8 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 SYMBOLS = 10
 RATE = 200
 READ_SECONDS = 1.0
-# Node's stamps are doubles (256 ns resolution at today's epoch ns): allow that
-# much disorder between t, ti and to.
+# Node's stamps are doubles (about 0.25 us resolution at today's epoch ns):
+# allow a little disorder between t, ti and to.
 STAMP_SLACK_NS = 1_000
 QUOTE_FIELDS = {
     "type": str,
@@ -169,9 +170,15 @@ async def check_peer(name, cmd):
     except asyncio.TimeoutError:
         raise CheckFailed("timed out")
     finally:
+        failing = sys.exc_info()[0] is not None
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        if failing:
+            err = (await proc.stderr.read()).decode(errors="replace").strip()
+            if err:
+                tail = "\n".join("    " + line for line in err.splitlines()[-20:])
+                print(f"{name}: the peer's stderr ended with:\n{tail}", file=sys.stderr)
 
 
 async def main():
@@ -180,9 +187,9 @@ async def main():
     p.add_argument("--rust-bin", default=os.path.join(ROOT, "target", "release", "tokio-broadcast-peer"))
     args = p.parse_args()
     try:
-        import websockets  # noqa: F401
+        import websockets.asyncio.client  # noqa: F401
     except ImportError:
-        print("check.py needs the Python websockets package: pip install 'websockets>=12'", file=sys.stderr)
+        print("check.py needs the Python websockets package: pip install -r tools/peers/python-websockets/requirements.txt", file=sys.stderr)
         return 2
     table = peers(os.path.abspath(args.rust_bin))
     names = args.only.split(",") if args.only else list(table)

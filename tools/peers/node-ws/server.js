@@ -16,8 +16,8 @@
 // queues in memory without bound, see the README), no conflation, no
 // per-symbol subscriptions, no heartbeats, no HTTP routes besides the upgrade.
 //
-// Time stamps are JavaScript numbers (doubles): at ~1.8e18 ns their
-// resolution is 256 ns. They are printed as integers.
+// Time stamps are JavaScript numbers (doubles) computed from ms: their
+// resolution is about 0.25 us. They are printed as integers.
 
 'use strict';
 

@@ -3,7 +3,7 @@
 written the way a typical developer writes a broadcast server with asyncio and
 the `websockets` library.
 
-Versions: CPython 3.11 (3.9+ works), websockets 17.4 (pinned in
+Versions: CPython 3.11 (websockets 17 needs 3.11+), websockets 17.4 (pinned in
 requirements.txt; its new asyncio implementation, `websockets.asyncio.server`,
 with default settings: 32 KiB write limit, 20 s ping interval and timeout).
 
