@@ -156,7 +156,12 @@ pub struct Latencies {
 
 impl Latencies {
     fn new() -> Latencies {
-        Latencies { e2e: new_hist(), src_ingest: new_hist(), ingest_send: new_hist(), send_recv: new_hist() }
+        Latencies {
+            e2e: new_hist(),
+            src_ingest: new_hist(),
+            ingest_send: new_hist(),
+            send_recv: new_hist(),
+        }
     }
 
     /// Adds another set (same bounds).
@@ -354,7 +359,8 @@ impl Load {
                 clients.extend(cl);
             }
         }
-        let connect_failures = std::mem::take(&mut *self.shared.connect_failures.lock().expect("lock"));
+        let connect_failures =
+            std::mem::take(&mut *self.shared.connect_failures.lock().expect("lock"));
         LoadResult { stats, clients, connect_failures }
     }
 }
@@ -369,8 +375,7 @@ fn thread_main(
 ) -> (ThreadStats, Vec<ClientResult>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
-    let mine: Vec<String> =
-        plan.subscribes.iter().skip(t).step_by(plan.threads).cloned().collect();
+    let mine: Vec<String> = plan.subscribes.iter().skip(t).step_by(plan.threads).cloned().collect();
     local.block_on(&rt, async move {
         let conns = futures_util::future::join_all(
             mine.iter().map(|_| connect(plan.url.clone(), plan.binary)),
@@ -570,7 +575,10 @@ async fn run_session(
 ) -> ClientResult {
     let mut s = Session::new();
     if let Err(e) = ws.send(Message::Text(subscribe.into())).await {
-        return ClientResult { error: Some(format!("sending subscribe: {e}")), ..Default::default() };
+        return ClientResult {
+            error: Some(format!("sending subscribe: {e}")),
+            ..Default::default()
+        };
     }
     let mut is_binary = false;
     let mut counted_converged = false;
@@ -624,7 +632,14 @@ async fn run_session(
 }
 
 /// Reads one binary frame (`tickwire.v1.bin`).
-fn on_binary(st: &mut ThreadStats, s: &mut Session, frame: &[u8], now: u64, measured: bool, start: u64) {
+fn on_binary(
+    st: &mut ThreadStats,
+    s: &mut Session,
+    frame: &[u8],
+    now: u64,
+    measured: bool,
+    start: u64,
+) {
     let Ok(h) = binary::decode_header(frame) else {
         st.n.malformed += 1;
         return;
@@ -667,7 +682,14 @@ fn on_binary(st: &mut ThreadStats, s: &mut Session, frame: &[u8], now: u64, meas
 }
 
 /// Parses one JSON frame: an array of message objects.
-fn on_text(st: &mut ThreadStats, s: &mut Session, text: &[u8], now: u64, measured: bool, start: u64) {
+fn on_text(
+    st: &mut ThreadStats,
+    s: &mut Session,
+    text: &[u8],
+    now: u64,
+    measured: bool,
+    start: u64,
+) {
     s.buf.clear();
     s.buf.extend_from_slice(text);
     let Ok(v) = simd_json::to_borrowed_value(&mut s.buf) else {
@@ -770,7 +792,8 @@ pub async fn probe(url: &str, symbols: Option<&[String]>) -> Result<Targets, Str
     let fut = async {
         while let Some(m) = ws.next().await {
             let Ok(Message::Text(t)) = m else { continue };
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
+            let v: serde_json::Value =
+                serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
             for m in v.as_array().into_iter().flatten() {
                 if m["type"] == "subscribed" && m["id"] == 7 {
                     let mut out = Targets::default();
@@ -785,7 +808,8 @@ pub async fn probe(url: &str, symbols: Option<&[String]>) -> Result<Targets, Str
         }
         Err("probe: closed before subscribed".to_string())
     };
-    let r = timeout(Duration::from_secs(10), fut).await.map_err(|_| "probe timed out".to_string())?;
+    let r =
+        timeout(Duration::from_secs(10), fut).await.map_err(|_| "probe timed out".to_string())?;
     let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
     r
 }

@@ -34,14 +34,62 @@ struct Metric {
 }
 
 const METRICS: [Metric; 8] = [
-    Metric { name: "delivered/s", get: |s| Some(s.delivered_per_s), higher_is_better: true, floor: 0.0, strict: false },
-    Metric { name: "e2e p50 ms", get: |s| Some(s.latency.e2e.p50), higher_is_better: false, floor: 0.1, strict: false },
-    Metric { name: "e2e p99 ms", get: |s| Some(s.latency.e2e.p99), higher_is_better: false, floor: 0.1, strict: false },
-    Metric { name: "e2e p99.9 ms", get: |s| Some(s.latency.e2e.p999), higher_is_better: false, floor: 0.1, strict: false },
-    Metric { name: "server CPU µs/msg", get: |s| s.server_cpu_us_per_msg, higher_is_better: false, floor: 0.05, strict: false },
-    Metric { name: "server RSS max MB", get: |s| s.rss_max_mb, higher_is_better: false, floor: 2.0, strict: false },
-    Metric { name: "seq gaps", get: |s| Some(s.seq_gaps as f64), higher_is_better: false, floor: 0.0, strict: true },
-    Metric { name: "failed clients", get: |s| Some(s.failed_clients as f64), higher_is_better: false, floor: 0.0, strict: true },
+    Metric {
+        name: "delivered/s",
+        get: |s| Some(s.delivered_per_s),
+        higher_is_better: true,
+        floor: 0.0,
+        strict: false,
+    },
+    Metric {
+        name: "e2e p50 ms",
+        get: |s| Some(s.latency.e2e.p50),
+        higher_is_better: false,
+        floor: 0.1,
+        strict: false,
+    },
+    Metric {
+        name: "e2e p99 ms",
+        get: |s| Some(s.latency.e2e.p99),
+        higher_is_better: false,
+        floor: 0.1,
+        strict: false,
+    },
+    Metric {
+        name: "e2e p99.9 ms",
+        get: |s| Some(s.latency.e2e.p999),
+        higher_is_better: false,
+        floor: 0.1,
+        strict: false,
+    },
+    Metric {
+        name: "server CPU µs/msg",
+        get: |s| s.server_cpu_us_per_msg,
+        higher_is_better: false,
+        floor: 0.05,
+        strict: false,
+    },
+    Metric {
+        name: "server RSS max MB",
+        get: |s| s.rss_max_mb,
+        higher_is_better: false,
+        floor: 2.0,
+        strict: false,
+    },
+    Metric {
+        name: "seq gaps",
+        get: |s| Some(s.seq_gaps as f64),
+        higher_is_better: false,
+        floor: 0.0,
+        strict: true,
+    },
+    Metric {
+        name: "failed clients",
+        get: |s| Some(s.failed_clients as f64),
+        higher_is_better: false,
+        floor: 0.0,
+        strict: true,
+    },
 ];
 
 /// Compares every (target, case) of `old` with the same one in `new`;
@@ -56,7 +104,14 @@ pub fn compare(old: &ResultFile, new: &ResultFile, threshold: f64) -> Vec<Row> {
         let key = format!("{}/{}", o.target, o.case);
         let n = new.results.iter().find(|n| n.target == o.target && n.case == o.case);
         let Some(n) = n.filter(|n| n.summary.runs > 0) else {
-            rows.push(Row { key, metric: "measured", old: Some(1.0), new: None, change: None, regression: true });
+            rows.push(Row {
+                key,
+                metric: "measured",
+                old: Some(1.0),
+                new: None,
+                change: None,
+                regression: true,
+            });
             continue;
         };
         for m in &METRICS {
@@ -87,11 +142,18 @@ pub fn render(rows: &[Row], threshold: f64) -> String {
         Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
         Some(v) => format!("{v:.3}"),
     };
-    let mut out = String::from("| case | metric | old | new | change | |\n|---|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| case | metric | old | new | change | |\n|---|---|---|---|---|---|\n");
     for r in rows {
         let change = r.change.map_or("—".into(), |c| format!("{:+.1}%", c * 100.0));
         let flag = if r.regression { "**REGRESSION**" } else { "" };
-        out += &format!("| {} | {} | {} | {} | {change} | {flag} |\n", r.key, r.metric, f(r.old), f(r.new));
+        out += &format!(
+            "| {} | {} | {} | {} | {change} | {flag} |\n",
+            r.key,
+            r.metric,
+            f(r.old),
+            f(r.new)
+        );
     }
     let n = rows.iter().filter(|r| r.regression).count();
     out += &format!("\n{n} regression(s) beyond {:.0}%\n", threshold * 100.0);
@@ -119,7 +181,13 @@ mod tests {
     use crate::server::MachineInfo;
 
     fn file(delivered: f64, p99: f64, cpu: f64, gaps: u64) -> ResultFile {
-        let mut s = Summary { runs: 3, delivered_per_s: delivered, server_cpu_us_per_msg: Some(cpu), seq_gaps: gaps, ..Default::default() };
+        let mut s = Summary {
+            runs: 3,
+            delivered_per_s: delivered,
+            server_cpu_us_per_msg: Some(cpu),
+            seq_gaps: gaps,
+            ..Default::default()
+        };
         s.latency.e2e.p99 = p99;
         s.latency.e2e.p50 = 1.0;
         ResultFile {

@@ -174,7 +174,8 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
                 }
                 runs.push(o.result);
             }
-            let failures: Vec<String> = runs.iter().flat_map(|r| run::check(&sc, case, r)).collect();
+            let failures: Vec<String> =
+                runs.iter().flat_map(|r| run::check(&sc, case, r)).collect();
             let cr = CaseResult {
                 target: target.name.clone(),
                 case: case.name.clone(),

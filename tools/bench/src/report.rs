@@ -50,16 +50,41 @@ pub fn case_table(cr: &CaseResult) -> String {
         return out;
     }
     let rows = [
-        ("delivered msgs/s", format!("{} of ideal {} ({:.1}%)", thousands(s.delivered_per_s), thousands(s.ideal_per_s), s.delivered_ratio * 100.0)),
+        (
+            "delivered msgs/s",
+            format!(
+                "{} of ideal {} ({:.1}%)",
+                thousands(s.delivered_per_s),
+                thousands(s.ideal_per_s),
+                s.delivered_ratio * 100.0
+            ),
+        ),
         ("source coverage", format!("{:.1}% (delivered + conflated)", s.source_coverage * 100.0)),
-        ("frames/s, bytes/s", format!("{} , {}", thousands(s.frames_per_s), thousands(s.bytes_per_s))),
+        (
+            "frames/s, bytes/s",
+            format!("{} , {}", thousands(s.frames_per_s), thousands(s.bytes_per_s)),
+        ),
         ("conflation (sum cf/msgs)", format!("{:.2}", s.conflation_ratio)),
         ("overflow lost", thousands(s.overflow_lost as f64)),
         ("cseq gaps / seq gaps", format!("{} / {}", s.cseq_gaps, s.seq_gaps)),
         ("failed clients", s.failed_clients.to_string()),
-        ("server CPU", format!("{} cores, {} µs/msg", opt(s.server_cpu_cores, 2), opt(s.server_cpu_us_per_msg, 3))),
+        (
+            "server CPU",
+            format!(
+                "{} cores, {} µs/msg",
+                opt(s.server_cpu_cores, 2),
+                opt(s.server_cpu_us_per_msg, 3)
+            ),
+        ),
         ("client CPU", format!("{} cores", opt(s.client_cpu_cores, 2))),
-        ("server RSS", format!("max {} MB, growth over window {} MB", opt(s.rss_max_mb, 1), opt(s.rss_growth_mb, 1))),
+        (
+            "server RSS",
+            format!(
+                "max {} MB, growth over window {} MB",
+                opt(s.rss_max_mb, 1),
+                opt(s.rss_growth_mb, 1)
+            ),
+        ),
     ];
     for (k, v) in rows {
         let _ = writeln!(out, "   {k:<26}{v}");
@@ -99,7 +124,14 @@ pub fn markdown(all: &[CaseResult]) -> String {
     );
     for c in all {
         let s = &c.summary;
-        let head = format!("| {} | {} | {} | {} | {} |", c.case, c.clients, thousands(c.rate as f64), c.mode, c.target);
+        let head = format!(
+            "| {} | {} | {} | {} | {} |",
+            c.case,
+            c.clients,
+            thousands(c.rate as f64),
+            c.mode,
+            c.target
+        );
         if s.runs == 0 {
             let why = c.runs.iter().find_map(|r| r.error.clone()).unwrap_or_default();
             let _ = writeln!(out, "{head} not measured: {} |||||||||||||||", why.replace('|', "/"));
@@ -137,13 +169,21 @@ pub fn markdown(all: &[CaseResult]) -> String {
 
 /// File-name stem of a (target, case).
 pub fn stem(cr: &CaseResult) -> String {
-    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect::<String>();
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .collect::<String>()
+    };
     format!("{}__{}", clean(&cr.target), clean(&cr.case))
 }
 
 /// Writes the `.hgrm` files (one per latency, all runs merged) and the two
 /// charts of a (target, case); returns the file names written.
-pub fn write_case_files(dir: &Path, cr: &CaseResult, lat: &Latencies) -> std::io::Result<Vec<String>> {
+pub fn write_case_files(
+    dir: &Path,
+    cr: &CaseResult,
+    lat: &Latencies,
+) -> std::io::Result<Vec<String>> {
     let stem = stem(cr);
     let mut written = Vec::new();
     for (name, h) in lat.named() {
@@ -177,7 +217,10 @@ pub fn write_case_files(dir: &Path, cr: &CaseResult, lat: &Latencies) -> std::io
             run.timeline.iter().filter(|p| p.count > 0).map(|p| (p.t, g(p))).collect::<Vec<_>>()
         };
         let tl = Chart {
-            title: format!("{} / {}: end-to-end latency per 100 ms (run {})", cr.target, cr.case, run.run),
+            title: format!(
+                "{} / {}: end-to-end latency per 100 ms (run {})",
+                cr.target, cr.case, run.run
+            ),
             x_label: "seconds into the measured window".into(),
             y_label: "latency (ms)".into(),
             x_axis: XAxis::Linear,

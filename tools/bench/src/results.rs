@@ -237,9 +237,12 @@ impl Summary {
     /// Medians over the runs that produced numbers.
     pub fn of(runs: &[RunResult]) -> Summary {
         let ok: Vec<&RunResult> = runs.iter().filter(|r| r.error.is_none()).collect();
-        let med = |f: &dyn Fn(&RunResult) -> f64| median(ok.iter().map(|r| f(r)).collect()).unwrap_or(0.0);
-        let med_opt =
-            |f: &dyn Fn(&RunResult) -> Option<f64>| median(ok.iter().filter_map(|r| f(r)).collect());
+        let med = |f: &dyn Fn(&RunResult) -> f64| {
+            median(ok.iter().map(|r| f(r)).collect()).unwrap_or(0.0)
+        };
+        let med_opt = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+            median(ok.iter().filter_map(|r| f(r)).collect())
+        };
         let pct = |f: &dyn Fn(&LatencySet) -> &Percentiles| Percentiles {
             count: med(&|r| f(&r.latency).count as f64) as u64,
             mean: med(&|r| f(&r.latency).mean),
@@ -330,7 +333,11 @@ pub struct ResultFile {
 pub fn hgrm(h: &Histogram<u64>) -> String {
     const SCALE: f64 = 1e6; // ns per ms
     let mut out = String::new();
-    let _ = writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
     let mut total = 0u64;
     if !h.is_empty() {
         for v in h.iter_quantiles(5) {
@@ -405,8 +412,11 @@ mod tests {
             ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
         );
         assert_eq!(lines[1], "");
-        let rows: Vec<Vec<&str>> =
-            lines[2..].iter().take_while(|l| !l.starts_with('#')).map(|l| l.split_whitespace().collect()).collect();
+        let rows: Vec<Vec<&str>> = lines[2..]
+            .iter()
+            .take_while(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
         assert!(rows.len() > 20);
         assert!(rows[..rows.len() - 1].iter().all(|r| r.len() == 4));
         let last = rows.last().unwrap();
@@ -434,7 +444,11 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(vec![]), None);
-        let r = |d: f64, gaps: u64| RunResult { delivered_per_s: d, seq_gaps: gaps, ..Default::default() };
+        let r = |d: f64, gaps: u64| RunResult {
+            delivered_per_s: d,
+            seq_gaps: gaps,
+            ..Default::default()
+        };
         let s = Summary::of(&[r(10.0, 0), r(30.0, 2), r(20.0, 0)]);
         assert_eq!((s.runs, s.delivered_per_s, s.seq_gaps), (3, 20.0, 2));
     }

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, Latencies, Load, LoadPlan, LoadResult, TIMELINE_BUCKET_NS, Window, now_ns};
+use crate::client::{
+    self, Latencies, Load, LoadPlan, LoadResult, TIMELINE_BUCKET_NS, Window, now_ns,
+};
 use crate::results::{LatencySet, Percentiles, RunResult, TimePoint};
 use crate::scenario::{Case, Mode, Protocol, Scenario, Target};
 use crate::server::{self, RssSampler, Server};
@@ -19,7 +21,12 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// Upper bound of one run's wall time (for the hard deadline).
 pub fn budget(sc: &Scenario, case: &Case) -> Duration {
     let converge = if case.converges() { sc.converge_timeout } else { Duration::ZERO };
-    Duration::from_secs(15 + 10 + 3) + CONNECT_LIMIT + sc.warmup + sc.duration + converge + FINISH_LIMIT
+    Duration::from_secs(15 + 10 + 3)
+        + CONNECT_LIMIT
+        + sc.warmup
+        + sc.duration
+        + converge
+        + FINISH_LIMIT
 }
 
 /// A run's numbers plus its histograms (for `.hgrm` files and charts).
@@ -89,7 +96,13 @@ fn sleep_until_ns(t: u64) {
 /// Runs pass `run` of `case` on `target`; server logs go to `logs`.
 pub fn run_once(sc: &Scenario, target: &Target, case: &Case, run: u32, logs: &Path) -> Outcome {
     let fail = |e: String| Outcome {
-        result: RunResult { run, error: Some(e), clients: case.clients, failed_clients: case.clients, ..Default::default() },
+        result: RunResult {
+            run,
+            error: Some(e),
+            clients: case.clients,
+            failed_clients: case.clients,
+            ..Default::default()
+        },
         latencies: None,
     };
     // 1. the server
@@ -98,7 +111,10 @@ pub fn run_once(sc: &Scenario, target: &Target, case: &Case, run: u32, logs: &Pa
     } else {
         let argv = target.argv(case);
         if argv[0].contains('/') && !Path::new(&argv[0]).exists() {
-            return fail(format!("{} not found (build it first, e.g. cargo build --release)", argv[0]));
+            return fail(format!(
+                "{} not found (build it first, e.g. cargo build --release)",
+                argv[0]
+            ));
         }
         let log = logs.join(format!("{}__{}__run{run}.log", target.name, case.name));
         match Server::start(&argv, &log) {
@@ -120,12 +136,20 @@ pub fn run_once(sc: &Scenario, target: &Target, case: &Case, run: u32, logs: &Pa
     }
 }
 
-fn measure(sc: &Scenario, target: &Target, case: &Case, run: u32, url: &str, pid: Option<u32>) -> Result<Outcome, String> {
+fn measure(
+    sc: &Scenario,
+    target: &Target,
+    case: &Case,
+    run: u32,
+    url: &str,
+    pid: Option<u32>,
+) -> Result<Outcome, String> {
     // 2. the subscriptions
     let subscribes: Vec<String> = match case.subscribe {
         None => vec![subscribe_request(case, target.peer, None); case.clients],
         Some(k) => {
-            let names = block_on(client::list_symbols(url)).map_err(|e| format!("listing symbols: {e}"))?;
+            let names =
+                block_on(client::list_symbols(url)).map_err(|e| format!("listing symbols: {e}"))?;
             (0..case.clients)
                 .map(|i| {
                     let seed = u64::from(run) << 32 | i as u64;
@@ -204,7 +228,9 @@ fn numbers(case: &Case, lr: &LoadResult, secs: f64) -> RunResult {
     if missing > 0 {
         failures.push(format!("{missing} sessions did not finish in time"));
     }
-    let failed = lr.connect_failures.len() + lr.clients.iter().filter(|c| c.error.is_some()).count() + missing;
+    let failed = lr.connect_failures.len()
+        + lr.clients.iter().filter(|c| c.error.is_some()).count()
+        + missing;
     failures.truncate(5);
     let ideal = case.ideal_per_s();
     let delivered = per_s(n.updates);
@@ -285,12 +311,22 @@ pub fn check(sc: &Scenario, case: &Case, r: &RunResult) -> Vec<String> {
         out.push(format!("run {}: {} cseq gaps", r.run, r.cseq_gaps));
     }
     if a.no_failed_clients && r.failed_clients > 0 {
-        out.push(format!("run {}: {} failed clients ({:?})", r.run, r.failed_clients, r.failures.first()));
+        out.push(format!(
+            "run {}: {} failed clients ({:?})",
+            r.run,
+            r.failed_clients,
+            r.failures.first()
+        ));
     }
     if let Some(c) = r.converged
         && c < r.connected
     {
-        out.push(format!("run {}: {} of {} clients did not converge", r.run, r.connected - c, r.connected));
+        out.push(format!(
+            "run {}: {} of {} clients did not converge",
+            r.run,
+            r.connected - c,
+            r.connected
+        ));
     }
     out
 }
@@ -311,7 +347,8 @@ mod tests {
             max_hz: Some(4.0),
             converge: None,
         };
-        let v: serde_json::Value = serde_json::from_str(&subscribe_request(&case, false, None)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribe_request(&case, false, None)).unwrap();
         assert_eq!(v["symbols"][0], "*");
         assert_eq!(v["mode"], "latest");
         assert_eq!(v["max_hz"], 4.0);

@@ -43,7 +43,7 @@ pub struct Chart {
 const W: f64 = 960.0;
 const H: f64 = 540.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 190.0;
+const RIGHT: f64 = 240.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 70.0;
 const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
@@ -104,31 +104,30 @@ impl Chart {
             (x0, x1) = (0.0, 1.0);
         }
         let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-        // x mapping and ticks
-        let (fx, xticks): (Box<dyn Fn(f64) -> f64>, Vec<(f64, String)>) = match self.x_axis {
-            XAxis::Percentile => {
-                let top = x1.max(100.0).log10().ceil().max(2.0) as i32;
-                let span = f64::from(top);
-                let f = move |x: f64| LEFT + x.max(1.0).log10() / span * pw;
-                let ticks = (0..=top).map(|e| (10f64.powi(e), percentile_label(e))).collect();
-                (Box::new(f), ticks)
+        // x mapping and ticks: the axis runs from `lo` to `hi` in axis
+        // units (log10 of x on the percentile axis).
+        let log = self.x_axis == XAxis::Percentile;
+        let (lo, hi, xticks): (f64, f64, Vec<(f64, String)>) = if log {
+            let top = x1.max(100.0).log10().ceil().max(2.0) as i32;
+            let ticks = (0..=top).map(|e| (10f64.powi(e), percentile_label(e))).collect();
+            (0.0, f64::from(top), ticks)
+        } else {
+            if x1 <= x0 {
+                x1 = x0 + 1.0;
             }
-            XAxis::Linear => {
-                if x1 <= x0 {
-                    x1 = x0 + 1.0;
-                }
-                let step = nice_step(x1 - x0, 8.0);
-                let start = (x0 / step).floor() * step;
-                let end = (x1 / step).ceil() * step;
-                let f = move |x: f64| LEFT + (x - start) / (end - start) * pw;
-                let mut ticks = Vec::new();
-                let mut v = start;
-                while v <= end + step * 1e-9 {
-                    ticks.push((v, label(v, step)));
-                    v += step;
-                }
-                (Box::new(f), ticks)
+            let step = nice_step(x1 - x0, 8.0);
+            let (start, end) = ((x0 / step).floor() * step, (x1 / step).ceil() * step);
+            let mut ticks = Vec::new();
+            let mut v = start;
+            while v <= end + step * 1e-9 {
+                ticks.push((v, label(v, step)));
+                v += step;
             }
+            (start, end, ticks)
+        };
+        let fx = |x: f64| {
+            let v = if log { x.max(1.0).log10() } else { x };
+            LEFT + (v - lo) / (hi - lo) * pw
         };
         if y1 <= 0.0 {
             y1 = 1.0;
@@ -153,13 +152,18 @@ impl Chart {
         let _ = writeln!(s, r##"<g stroke="#dddddd" stroke-width="1">"##);
         for (x, _) in &xticks {
             let px = fx(*x);
-            let _ = writeln!(s, r#"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}"/>"#, TOP + ph);
+            let _ =
+                writeln!(s, r#"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}"/>"#, TOP + ph);
         }
         let mut yv = 0.0;
         let mut yticks = Vec::new();
         while yv <= ytop + ystep * 1e-9 {
             let py = fy(yv);
-            let _ = writeln!(s, r#"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}"/>"#, LEFT + pw);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}"/>"#,
+                LEFT + pw
+            );
             yticks.push((py, label(yv, ystep)));
             yv += ystep;
         }
@@ -170,12 +174,19 @@ impl Chart {
         );
         let _ = writeln!(s, r#"<g class="xticks" text-anchor="middle">"#);
         for (x, l) in &xticks {
-            let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, fx(*x), TOP + ph + 20.0, esc(l));
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
+                fx(*x),
+                TOP + ph + 20.0,
+                esc(l)
+            );
         }
         let _ = writeln!(s, "</g>");
         let _ = writeln!(s, r#"<g class="yticks" text-anchor="end">"#);
         for (py, l) in &yticks {
-            let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, LEFT - 8.0, py + 4.0, esc(l));
+            let _ =
+                writeln!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, LEFT - 8.0, py + 4.0, esc(l));
         }
         let _ = writeln!(s, "</g>");
         let _ = writeln!(
@@ -233,12 +244,19 @@ mod tests {
         let mut rest = doc;
         while let Some(lt) = rest.find('<') {
             let text = &rest[..lt];
-            if text.contains('>') || text.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "").replace("&quot;", "").contains('&') {
+            if text.contains('>')
+                || text
+                    .replace("&amp;", "")
+                    .replace("&lt;", "")
+                    .replace("&gt;", "")
+                    .replace("&quot;", "")
+                    .contains('&')
+            {
                 return Err(format!("bad text {text:?}"));
             }
             let gt = rest[lt..].find('>').ok_or("unclosed tag")? + lt;
             let tag = &rest[lt + 1..gt];
-            if tag.matches('"').count() % 2 != 0 || tag.contains('<') {
+            if !tag.matches('"').count().is_multiple_of(2) || tag.contains('<') {
                 return Err(format!("bad tag {tag:?}"));
             }
             if let Some(name) = tag.strip_prefix('/') {
@@ -261,7 +279,10 @@ mod tests {
             y_label: "ms".into(),
             x_axis,
             series: vec![
-                Series { name: "e2e".into(), points: vec![(1.0, 0.5), (10.0, 1.0), (1000.0, 7.0), (1e6, 9.0)] },
+                Series {
+                    name: "e2e".into(),
+                    points: vec![(1.0, 0.5), (10.0, 1.0), (1000.0, 7.0), (1e6, 9.0)],
+                },
                 Series { name: "send→recv".into(), points: vec![(1.0, 0.1), (100.0, 0.4)] },
             ],
         }
@@ -283,7 +304,10 @@ mod tests {
         for p in pts.split(' ') {
             let (x, y) = p.split_once(',').unwrap();
             let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
-            assert!((LEFT..=W - RIGHT + 0.1).contains(&x) && (TOP - 0.1..=H - BOTTOM + 0.1).contains(&y));
+            assert!(
+                (LEFT..=W - RIGHT + 0.1).contains(&x)
+                    && (TOP - 0.1..=H - BOTTOM + 0.1).contains(&y)
+            );
         }
     }
 
