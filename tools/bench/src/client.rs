@@ -252,6 +252,9 @@ pub struct ClientResult {
     pub updates: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Convergence runs: streams still below the server's position at the
+    /// end, and one of them as an example.
+    pub behind: Option<(usize, String)>,
 }
 
 /// The merged outcome of a load.
@@ -529,6 +532,30 @@ impl Session {
         self.behind = Some(behind);
     }
 
+    /// One stream below its target, for the report.
+    fn lagging_example(&self) -> String {
+        let ch_name = |ch: usize| if ch == 0 { "quotes" } else { "trades" };
+        for ch in 0..2 {
+            for (sym, st) in &self.streams[ch] {
+                if st.last < st.target {
+                    return format!("{} {sym} at seq {} < {}", ch_name(ch), st.last, st.target);
+                }
+            }
+            for (id, st) in &self.by_id[ch] {
+                if st.last < st.target {
+                    let sym = self.ids.iter().find(|(_, i)| *i == id).map_or("?", |(n, _)| n);
+                    return format!(
+                        "{} {sym} (id {id}) at seq {} < {}",
+                        ch_name(ch),
+                        st.last,
+                        st.target
+                    );
+                }
+            }
+        }
+        String::new()
+    }
+
     fn converged(&self) -> bool {
         self.behind == Some(0)
     }
@@ -628,7 +655,8 @@ async fn run_session(
         s.error.get_or_insert_with(|| "no subscribed reply".into());
     }
     let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
-    ClientResult { updates: s.updates, error: s.error }
+    let behind = s.behind.filter(|b| *b > 0).map(|b| (b, s.lagging_example()));
+    ClientResult { updates: s.updates, error: s.error, behind }
 }
 
 /// Reads one binary frame (`tickwire.v1.bin`).
@@ -747,8 +775,10 @@ fn on_text(
                 s.subscribed = true;
                 st.n.rejected +=
                     m.get("rejected").and_then(|r| r.as_array()).map_or(0, |r| r.len() as u64);
-                // Register every subscribed stream, so that convergence also
-                // covers streams that have not sent anything yet.
+                // Register every subscribed stream at the position the
+                // reply names (the base of its next `seq`, per the protocol),
+                // so that the first update is checked too and convergence
+                // covers streams that send nothing after the subscription.
                 for sub in m.get("subs").and_then(|r| r.as_array()).into_iter().flatten() {
                     let (Some(name), Some(ch)) = (
                         sub.get("sym").and_then(|v| v.as_str()),
@@ -757,11 +787,15 @@ fn on_text(
                         continue;
                     };
                     let ch = usize::from(ch == "trades");
-                    stream_of(&mut s.streams[ch], name);
+                    let base = match sub.get("seq").and_then(|v| v.as_u64()) {
+                        Some(seq) => Stream { seen: true, last: seq, target: 0 },
+                        None => Stream::default(),
+                    };
+                    *stream_of(&mut s.streams[ch], name) = base;
                     if let Some(id) = sub.get("id").and_then(|v| v.as_u64()) {
                         let id = id as u32;
                         s.ids.insert(name.to_string(), id);
-                        s.by_id[ch].entry(id).or_default();
+                        s.by_id[ch].insert(id, base);
                     }
                 }
             }
@@ -860,7 +894,7 @@ mod tests {
     fn json_frames_are_checked_and_measured() {
         let mut st = ThreadStats::new(Duration::from_secs(1));
         let mut s = Session::new();
-        let f1 = br#"[{"type":"subscribed","id":1,"cseq":1,"subs":[{"ch":"quotes","sym":"A","seq":3}],"rejected":[]}]"#;
+        let f1 = br#"[{"type":"subscribed","id":1,"cseq":1,"subs":[{"ch":"quotes","sym":"A","seq":3},{"ch":"trades","sym":"A","seq":1}],"rejected":[]}]"#;
         on_text(&mut st, &mut s, f1, 1_000, true, 0);
         let f2 = br#"[{"type":"q","cseq":2,"sym":"A","seq":4,"t":100,"ti":200,"to":400},{"type":"q","cseq":3,"cf":3,"sym":"A","seq":7,"t":300,"ti":350,"to":400}]"#;
         on_text(&mut st, &mut s, f2, 1_000, true, 0);
@@ -871,7 +905,8 @@ mod tests {
         assert_eq!(st.n.cseq_gaps, 0);
         assert_eq!(st.lat.e2e.max(), 900);
         assert_eq!(st.lat.ingest_send.min(), 50);
-        s.apply(&Targets { streams: vec![(0, "A".into(), 9)] }, false);
+        // the trade stream sent nothing since the subscription: it is at its target
+        s.apply(&Targets { streams: vec![(0, "A".into(), 9), (1, "A".into(), 1)] }, false);
         assert_eq!(s.behind, Some(1));
         let f3 = br#"[{"type":"q","cseq":5,"sym":"A","seq":9,"t":300}]"#;
         on_text(&mut st, &mut s, f3, 1_000, false, 0);

@@ -224,6 +224,10 @@ fn numbers(case: &Case, lr: &LoadResult, secs: f64) -> RunResult {
     let per_s = |v: u64| v as f64 / secs;
     let mut failures: Vec<String> = lr.connect_failures.clone();
     failures.extend(lr.clients.iter().filter_map(|c| c.error.clone()));
+    failures.extend(lr.clients.iter().filter_map(|c| {
+        let (n, example) = c.behind.as_ref()?;
+        Some(format!("not converged: {n} streams behind, e.g. {example}"))
+    }));
     let missing = case.clients.saturating_sub(lr.connect_failures.len() + lr.clients.len());
     if missing > 0 {
         failures.push(format!("{missing} sessions did not finish in time"));
@@ -321,11 +325,13 @@ pub fn check(sc: &Scenario, case: &Case, r: &RunResult) -> Vec<String> {
     if let Some(c) = r.converged
         && c < r.connected
     {
+        let example = r.failures.iter().find(|f| f.starts_with("not converged")).cloned();
         out.push(format!(
-            "run {}: {} of {} clients did not converge",
+            "run {}: {} of {} clients did not converge ({})",
             r.run,
             r.connected - c,
-            r.connected
+            r.connected,
+            example.unwrap_or_default()
         ));
     }
     out
