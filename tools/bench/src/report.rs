@@ -241,6 +241,51 @@ pub fn write_case_files(
 mod tests {
     use super::*;
 
+    fn case(target: &str, peer: bool, delivered: Option<f64>, p99: f64) -> CaseResult {
+        let mut summary = Summary::default();
+        let mut runs = vec![crate::results::RunResult { run: 1, ..Default::default() }];
+        match delivered {
+            Some(d) => {
+                summary.runs = 1;
+                summary.delivered_per_s = d;
+                summary.latency.e2e.p99 = p99;
+            }
+            None => runs[0].error = Some("node | missing".into()),
+        }
+        CaseResult {
+            target: target.into(),
+            case: "c1".into(),
+            peer,
+            protocol: "json".into(),
+            mode: "all".into(),
+            clients: 100,
+            rate: 10_000,
+            symbols: 1000,
+            version: None,
+            runs,
+            summary,
+            assertion_failures: vec![],
+        }
+    }
+
+    #[test]
+    fn markdown_rows_line_up_and_compare_with_the_best_peer() {
+        let all = [
+            case("tw", false, Some(900_000.0), 5.0),
+            case("slow-peer", true, Some(50_000.0), 100.0),
+            case("fast-peer", true, Some(300_000.0), 50.0),
+            case("gone-peer", true, None, 0.0),
+        ];
+        let md = markdown(&all);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines.len(), 6);
+        let cells = |l: &str| l.matches('|').count();
+        assert!(lines.iter().all(|l| cells(l) == cells(lines[0])), "{md}");
+        assert!(lines[2].contains("| 3.00× | 0.10× |"), "{}", lines[2]);
+        assert!(lines[3].ends_with("| — | — |"));
+        assert!(lines[5].contains("not measured: node / missing"));
+    }
+
     #[test]
     fn numbers_format() {
         assert_eq!(thousands(1_234_567.4), "1,234,567");

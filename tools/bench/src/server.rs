@@ -65,8 +65,9 @@ impl Server {
             Err(_) => {
                 let status = server.child.try_wait().ok().flatten();
                 server.stop();
+                let status = status.map_or("still running".into(), |s| s.to_string());
                 Err(format!(
-                    "{prog} printed no ws:// URL within {STARTUP_TIMEOUT:?} (exit: {status:?}; see {})",
+                    "{prog} printed no ws:// URL (waited up to {STARTUP_TIMEOUT:?}; {status}; see {})",
                     log.display()
                 ))
             }
@@ -79,7 +80,10 @@ impl Server {
     }
 
     fn stop_inner(&mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
         let end = Instant::now() + Duration::from_secs(3);
         while Instant::now() < end {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -98,7 +102,8 @@ impl Server {
 /// Kills every registered child (the hard deadline).
 pub fn kill_children() {
     for pid in CHILDREN.lock().map(|c| c.clone()).unwrap_or_default() {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ =
+            Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
     }
 }
 
