@@ -86,6 +86,9 @@ struct Args {
     /// Relative change that counts as a regression (`10%` or `0.1`).
     #[arg(long, default_value = "10%", value_parser = compare::parse_threshold)]
     threshold: f64,
+    /// Skip the scenario's setup commands (e.g. its cargo build).
+    #[arg(long)]
+    no_setup: bool,
     /// Kill everything and exit 3 after this many seconds (default: the
     /// scenario's own budget plus a minute).
     #[arg(long)]
@@ -121,6 +124,19 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
     apply_overrides(&mut sc, &a)?;
     let old = a.compare.as_ref().map(read_results).transpose()?;
 
+    if !a.no_setup {
+        for cmd in &sc.setup {
+            eprintln!("tickwire-bench: setup: {}", cmd.join(" "));
+            let ok = std::process::Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .status()
+                .map_err(|e| format!("setup {}: {e}", cmd[0]))?
+                .success();
+            if !ok {
+                return Err(format!("setup failed: {}", cmd.join(" ")));
+            }
+        }
+    }
     std::fs::create_dir_all(a.out.join("logs")).map_err(|e| format!("{}: {e}", a.out.display()))?;
     let budget: Duration = sc
         .targets

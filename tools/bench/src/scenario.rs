@@ -37,6 +37,10 @@ pub struct RawScenario {
     /// Sanity checks that fail the run (for CI); none by default.
     #[serde(default)]
     pub assert: Option<Assertions>,
+    /// Commands run once before anything else (e.g. building the servers,
+    /// so that a stale binary is never measured); any failure stops the run.
+    #[serde(default)]
+    pub setup: Vec<Vec<String>>,
     /// Servers to measure.
     pub targets: Vec<Target>,
     /// Loads to run against each target.
@@ -202,6 +206,8 @@ pub struct Scenario {
     pub converge_timeout: Duration,
     /// Sanity checks, if any.
     pub assert: Option<Assertions>,
+    /// Commands to run first.
+    pub setup: Vec<Vec<String>>,
     /// Servers.
     pub targets: Vec<Target>,
     /// Loads, with `symbols` filled in.
@@ -230,6 +236,9 @@ impl Scenario {
         }
         if raw.runs == 0 || raw.threads == 0 {
             return Err("runs and threads must be > 0".into());
+        }
+        if raw.setup.iter().any(Vec::is_empty) {
+            return Err("setup: an empty command".into());
         }
         if raw.targets.is_empty() || raw.cases.is_empty() {
             return Err("a scenario needs at least one target and one case".into());
@@ -277,6 +286,7 @@ impl Scenario {
             threads: raw.threads,
             converge_timeout,
             assert: raw.assert,
+            setup: raw.setup,
             targets: raw.targets,
             cases,
         })
@@ -376,6 +386,7 @@ mod tests {
         runs = 3
         warmup = "500ms"
         duration = "2s"
+        setup = [["cargo", "build", "--release"]]
         [[targets]]
         name = "tw"
         command = ["target/release/tickwire", "serve", "--symbols", "{symbols}", "--rate", "{rate}"]
@@ -400,6 +411,7 @@ mod tests {
     fn parses_and_fills_defaults() {
         let s = Scenario::parse(MINI).unwrap();
         assert_eq!(s.runs, 3);
+        assert_eq!(s.setup, [["cargo", "build", "--release"]]);
         assert_eq!(s.warmup, Duration::from_millis(500));
         assert_eq!(s.threads, 2);
         assert_eq!(s.cases[0].symbols(), 1000);
