@@ -168,6 +168,9 @@ pub struct RunResult {
     pub rss_max_mb: Option<f64>,
     /// At the window's end.
     pub rss_end_mb: Option<f64>,
+    /// Every RSS sample of the window: (seconds into the window, MiB).
+    #[serde(default)]
+    pub rss_samples: Vec<(f64, f64)>,
     /// Clients that reached every server position (mode latest), if checked.
     pub converged: Option<usize>,
     /// Seconds from the probe until the last client converged.

@@ -213,6 +213,7 @@ fn measure(
     r.rss_start_mb = rss_start.map(mb);
     r.rss_max_mb = samples.iter().map(|s| s.1).max().map(mb);
     r.rss_end_mb = samples.last().map(|s| mb(s.1));
+    r.rss_samples = samples.iter().map(|&(t, kib)| (t, mb(kib))).collect();
     r.converged = converged;
     r.converge_s = converge_s;
     Ok(Outcome { result: r, latencies: Some(lr.stats.lat) })
