@@ -1,0 +1,924 @@
+//! The load client: C WebSocket sessions spread over T OS threads.
+//!
+//! Each thread runs a current-thread tokio runtime that owns its sessions
+//! for life (the server's own thread-per-core shape), so the hot path takes
+//! no lock: the sessions of one thread share one [`ThreadStats`] through a
+//! `RefCell`. A run has phases, all on the wall clock (nanoseconds since
+//! the Unix epoch, the clock of the server's stamps):
+//!
+//! 1. connect every session and read its `welcome` ([`Load::start`],
+//!    [`Load::wait_connected`]);
+//! 2. [`Load::go`]: every session sends its `subscribe`; messages received
+//!    before the window are checked but not measured (warm-up);
+//! 3. the measured window: every message is checked and measured;
+//! 4. optionally, convergence ([`Load::set_targets`]): each session counts
+//!    the streams still behind the server's positions and reports when none
+//!    is;
+//! 5. [`Load::finish`]: sessions stop reading and close.
+//!
+//! Parsing and the checks follow `tools/load.rs`: `cseq` must rise by one
+//! per message (a gap is transport loss), `seq` by `cf` per stream unless an
+//! `overflow` came first (a jump without one is a server bug). Binary frames
+//! (`tickwire.v1.bin`) are decoded with the library's reference decoder.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use simd_json::prelude::*;
+use tickwire::writer::binary;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Largest latency the histograms hold (larger values saturate): 100 s.
+pub const HIST_MAX_NS: u64 = 100_000_000_000;
+/// Width of one latency-over-time bucket.
+pub const TIMELINE_BUCKET_NS: u64 = 100_000_000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often an idle session looks at the stop flag and the targets.
+const POLL: Duration = Duration::from_millis(50);
+const BIN_PROTOCOL: &str = "tickwire.v1.bin";
+
+/// Wall clock in nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("histogram bounds")
+}
+
+/// What the sessions do.
+pub struct LoadPlan {
+    /// Full URL, query included (`?stamps=1&time_unit=ns`).
+    pub url: String,
+    /// Offer `tickwire.v1.bin`.
+    pub binary: bool,
+    /// One `subscribe` request per session; its length is C.
+    pub subscribes: Vec<String>,
+    /// OS threads (each a current-thread runtime).
+    pub threads: usize,
+}
+
+/// The measured window, wall-clock ns.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// First instant measured.
+    pub start_ns: u64,
+    /// First instant no longer measured.
+    pub end_ns: u64,
+}
+
+/// The server's positions at the end of the window, per (channel, symbol):
+/// a converged session has reached each of them.
+#[derive(Debug, Default)]
+pub struct Targets {
+    /// (channel: 0 quotes, 1 trades; symbol; seq).
+    pub streams: Vec<(u8, String, u64)>,
+}
+
+/// Counters of one thread's sessions (or all of them, merged).
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// `q`/`t` messages in the window (snapshots excluded).
+    pub updates: u64,
+    /// Sum of their `cf` (1 when absent): source updates they stand for.
+    pub cf_sum: u64,
+    /// Frames in the window.
+    pub frames: u64,
+    /// Payload bytes in the window.
+    pub bytes: u64,
+    /// Messages of every type in the window.
+    pub msgs: u64,
+    /// `cseq` discontinuities (whole session).
+    pub cseq_gaps: u64,
+    /// Messages those gaps skipped.
+    pub cseq_missing: u64,
+    /// `seq` jumps without an `overflow` (whole session).
+    pub seq_gaps: u64,
+    /// `overflow` messages in the window.
+    pub overflows: u64,
+    /// Updates they reported lost.
+    pub overflow_lost: u64,
+    /// `slow` notices.
+    pub slow: u64,
+    /// Symbols rejected in `subscribed`.
+    pub rejected: u64,
+    /// Frames or messages that could not be read.
+    pub malformed: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        macro_rules! add {
+            ($($f:ident),*) => { $(self.$f += o.$f;)* };
+        }
+        add!(
+            updates,
+            cf_sum,
+            frames,
+            bytes,
+            msgs,
+            cseq_gaps,
+            cseq_missing,
+            seq_gaps,
+            overflows,
+            overflow_lost,
+            slow,
+            rejected,
+            malformed
+        );
+    }
+}
+
+/// Latency distributions, ns.
+pub struct Latencies {
+    /// Receive wall clock − source time `t` (when the tick was due).
+    pub e2e: Histogram<u64>,
+    /// `ti − t`: source to the server's ingest.
+    pub src_ingest: Histogram<u64>,
+    /// `to − ti`: ingest to the frame's encoding.
+    pub ingest_send: Histogram<u64>,
+    /// Receive wall clock − `to`: socket buffers, loopback, client.
+    pub send_recv: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies {
+            e2e: new_hist(),
+            src_ingest: new_hist(),
+            ingest_send: new_hist(),
+            send_recv: new_hist(),
+        }
+    }
+
+    /// Adds another set (same bounds).
+    pub fn add(&mut self, o: &Latencies) {
+        self.e2e.add(&o.e2e).expect("same bounds");
+        self.src_ingest.add(&o.src_ingest).expect("same bounds");
+        self.ingest_send.add(&o.ingest_send).expect("same bounds");
+        self.send_recv.add(&o.send_recv).expect("same bounds");
+    }
+
+    /// The four, named as in reports.
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 4] {
+        [
+            ("e2e", &self.e2e),
+            ("src_to_ingest", &self.src_ingest),
+            ("ingest_to_send", &self.ingest_send),
+            ("send_to_recv", &self.send_recv),
+        ]
+    }
+}
+
+/// End-to-end latency per [`TIMELINE_BUCKET_NS`] of the window, in µs
+/// (2 significant digits: enough for a chart, small enough per bucket).
+pub struct Timeline {
+    /// One histogram per bucket.
+    pub buckets: Vec<Histogram<u64>>,
+}
+
+impl Timeline {
+    fn new(window: Duration) -> Timeline {
+        let n = (window.as_nanos() as u64).div_ceil(TIMELINE_BUCKET_NS).max(1) as usize;
+        let h = || Histogram::new_with_bounds(1, HIST_MAX_NS / 1000, 2).expect("bounds");
+        Timeline { buckets: (0..n).map(|_| h()).collect() }
+    }
+
+    fn add(&mut self, o: &Timeline) {
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            a.add(b).expect("same bounds");
+        }
+    }
+}
+
+/// Everything one thread measured.
+pub struct ThreadStats {
+    /// Counters.
+    pub n: Counts,
+    /// Latencies.
+    pub lat: Latencies,
+    /// End-to-end over time.
+    pub timeline: Timeline,
+}
+
+impl ThreadStats {
+    fn new(window: Duration) -> ThreadStats {
+        ThreadStats { n: Counts::default(), lat: Latencies::new(), timeline: Timeline::new(window) }
+    }
+
+    fn add(&mut self, o: &ThreadStats) {
+        self.n.add(&o.n);
+        self.lat.add(&o.lat);
+        self.timeline.add(&o.timeline);
+    }
+
+    /// Records one update's stamps; `now` is inside the window.
+    fn record(&mut self, start_ns: u64, now: u64, t: u64, ti: Option<u64>, to: Option<u64>) {
+        let e2e = now.saturating_sub(t);
+        self.lat.e2e.saturating_record(e2e);
+        if let Some(ti) = ti {
+            self.lat.src_ingest.saturating_record(ti.saturating_sub(t));
+            if let Some(to) = to {
+                self.lat.ingest_send.saturating_record(to.saturating_sub(ti));
+            }
+        }
+        if let Some(to) = to {
+            self.lat.send_recv.saturating_record(now.saturating_sub(to));
+        }
+        let i = ((now - start_ns) / TIMELINE_BUCKET_NS) as usize;
+        if let Some(b) = self.timeline.buckets.get_mut(i) {
+            b.saturating_record(e2e / 1000);
+        }
+    }
+}
+
+/// How one session ended.
+#[derive(Debug, Clone, Default)]
+pub struct ClientResult {
+    /// Updates it received in the window.
+    pub updates: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Convergence runs: streams still below the server's position at the
+    /// end, and one of them as an example.
+    pub behind: Option<(usize, String)>,
+}
+
+/// The merged outcome of a load.
+pub struct LoadResult {
+    /// All threads' measurements.
+    pub stats: ThreadStats,
+    /// One per session that connected.
+    pub clients: Vec<ClientResult>,
+    /// Sessions that never connected, with the reason. Sessions of threads
+    /// that did not stop in time are in neither list.
+    pub connect_failures: Vec<String>,
+}
+
+/// State shared by the threads and the harness (touched per phase, not per
+/// message, except `stop` and `targets`: one relaxed load each per frame).
+struct Shared {
+    stop: AtomicBool,
+    targets: OnceLock<Targets>,
+    converged: AtomicUsize,
+    /// Threads done connecting.
+    connect_done: AtomicUsize,
+    connected: AtomicUsize,
+    connect_failures: Mutex<Vec<String>>,
+}
+
+/// A running load.
+pub struct Load {
+    threads: Vec<JoinHandle<(ThreadStats, Vec<ClientResult>)>>,
+    shared: Arc<Shared>,
+    go: watch::Sender<Option<Window>>,
+    window: Duration,
+}
+
+impl Load {
+    /// Starts the threads; each connects its sessions right away.
+    /// `window` sizes the latency-over-time buckets.
+    pub fn start(plan: LoadPlan, window: Duration) -> Load {
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            targets: OnceLock::new(),
+            converged: AtomicUsize::new(0),
+            connect_done: AtomicUsize::new(0),
+            connected: AtomicUsize::new(0),
+            connect_failures: Mutex::new(Vec::new()),
+        });
+        let (go, go_rx) = watch::channel(None);
+        let plan = Arc::new(plan);
+        let threads = (0..plan.threads)
+            .map(|t| {
+                let (plan, shared, go_rx) = (plan.clone(), shared.clone(), go_rx.clone());
+                std::thread::Builder::new()
+                    .name(format!("bench-client-{t}"))
+                    .spawn(move || thread_main(t, &plan, shared, go_rx, window))
+                    .expect("spawn client thread")
+            })
+            .collect();
+        Load { threads, shared, go, window }
+    }
+
+    /// Waits until every thread has finished connecting (or `limit`);
+    /// returns the number of sessions connected.
+    pub fn wait_connected(&self, limit: Duration) -> usize {
+        let end = Instant::now() + limit;
+        while self.shared.connect_done.load(Ordering::Acquire) < self.threads.len()
+            && Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Starts subscribing; the window is measured from `w.start_ns`.
+    pub fn go(&self, w: Window) {
+        debug_assert!(w.end_ns - w.start_ns <= self.window.as_nanos() as u64 + TIMELINE_BUCKET_NS);
+        self.go.send_replace(Some(w));
+    }
+
+    /// Publishes the convergence targets.
+    pub fn set_targets(&self, t: Targets) {
+        let _ = self.shared.targets.set(t);
+    }
+
+    /// Sessions that have reached every target so far.
+    pub fn converged(&self) -> usize {
+        self.shared.converged.load(Ordering::Acquire)
+    }
+
+    /// Stops every session and merges the threads' results; threads still
+    /// running after `limit` are left behind and counted.
+    pub fn finish(self, limit: Duration) -> LoadResult {
+        self.shared.stop.store(true, Ordering::Release);
+        self.go.send_replace(None); // wakes threads still waiting for `go`
+        let end = Instant::now() + limit;
+        let mut stats = ThreadStats::new(self.window);
+        let mut clients = Vec::new();
+        for t in self.threads {
+            while !t.is_finished() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !t.is_finished() {
+                continue;
+            }
+            if let Ok((st, cl)) = t.join() {
+                stats.add(&st);
+                clients.extend(cl);
+            }
+        }
+        let connect_failures =
+            std::mem::take(&mut *self.shared.connect_failures.lock().expect("lock"));
+        LoadResult { stats, clients, connect_failures }
+    }
+}
+
+/// One client thread: connect its share of sessions, wait for `go`, run them.
+fn thread_main(
+    t: usize,
+    plan: &LoadPlan,
+    shared: Arc<Shared>,
+    mut go: watch::Receiver<Option<Window>>,
+    window: Duration,
+) -> (ThreadStats, Vec<ClientResult>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let mine: Vec<String> = plan.subscribes.iter().skip(t).step_by(plan.threads).cloned().collect();
+    local.block_on(&rt, async move {
+        let conns = futures_util::future::join_all(
+            mine.iter().map(|_| connect(plan.url.clone(), plan.binary)),
+        )
+        .await;
+        let mut socks = Vec::new();
+        for (c, sub) in conns.into_iter().zip(mine) {
+            match c {
+                Ok(ws) => socks.push((ws, sub)),
+                Err(e) => shared.connect_failures.lock().expect("lock").push(e),
+            }
+        }
+        shared.connected.fetch_add(socks.len(), Ordering::AcqRel);
+        shared.connect_done.fetch_add(1, Ordering::AcqRel);
+        let w = loop {
+            if let Some(w) = *go.borrow_and_update() {
+                break w;
+            }
+            if shared.stop.load(Ordering::Acquire) || go.changed().await.is_err() {
+                return (ThreadStats::new(window), Vec::new());
+            }
+        };
+        let stats = Rc::new(RefCell::new(ThreadStats::new(window)));
+        let tasks: Vec<_> = socks
+            .into_iter()
+            .map(|(ws, sub)| {
+                let (stats, shared) = (stats.clone(), shared.clone());
+                tokio::task::spawn_local(run_session(ws, sub, stats, shared, w))
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap_or_else(|e| ClientResult {
+                error: Some(format!("session task: {e}")),
+                ..Default::default()
+            }));
+        }
+        let stats = Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| {
+            let mut s = ThreadStats::new(window);
+            s.add(&rc.borrow());
+            s
+        });
+        (stats, results)
+    })
+}
+
+/// Connects (offering `tickwire.v1.bin` when `binary`) and reads the
+/// welcome, which must come first; if it names a `time_unit`, it must be ns.
+async fn connect(url: String, binary: bool) -> Result<Ws, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let fut = async {
+        let mut req = url.into_client_request().map_err(|e| format!("url: {e}"))?;
+        if binary {
+            let v = BIN_PROTOCOL.parse().expect("header value");
+            req.headers_mut().insert("Sec-WebSocket-Protocol", v);
+        }
+        let (mut ws, resp) =
+            tokio_tungstenite::connect_async(req).await.map_err(|e| format!("connect: {e}"))?;
+        let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+        if binary && selected != Some(BIN_PROTOCOL) {
+            return Err(format!("the server did not select {BIN_PROTOCOL} (got {selected:?})"));
+        }
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return check_welcome(t.as_str()).map(|()| ws);
+                }
+                Some(Ok(Message::Close(f))) => return Err(format!("closed before welcome: {f:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("reading welcome: {e}")),
+                None => return Err("closed before welcome".into()),
+            }
+        }
+    };
+    timeout(CONNECT_TIMEOUT, fut).await.map_err(|_| "connect timed out".to_string())?
+}
+
+/// The first frame must be `[{"type":"welcome",...}]`, in ns if it says.
+fn check_welcome(text: &str) -> Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("welcome is not JSON: {e}"))?;
+    let w = v.get(0).filter(|w| w["type"] == "welcome");
+    match w {
+        None => Err(format!("first frame is not a welcome: {:.200}", text)),
+        Some(w) => match w.get("time_unit").and_then(|u| u.as_str()) {
+            Some(u) if u != "ns" => Err(format!("welcome time_unit is {u}, not ns")),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Position of one (channel, symbol) stream in a session.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stream {
+    /// A message of the stream arrived (the first one is taken as it is).
+    seen: bool,
+    last: u64,
+    /// The convergence target (0: none).
+    target: u64,
+}
+
+/// Per-session reader state.
+struct Session {
+    cseq: u64,
+    subscribed: bool,
+    buf: Vec<u8>,
+    /// JSON sessions, by symbol name; quotes and trades.
+    streams: [HashMap<String, Stream>; 2],
+    /// Binary sessions, by symbol id.
+    by_id: [HashMap<u32, Stream>; 2],
+    /// Binary sessions: symbol name -> id, from `subscribed`.
+    ids: HashMap<String, u32>,
+    updates: u64,
+    error: Option<String>,
+    /// Streams below their target; `None` until the targets are applied.
+    behind: Option<usize>,
+}
+
+impl Session {
+    fn new() -> Session {
+        Session {
+            cseq: 0,
+            subscribed: false,
+            buf: Vec::with_capacity(64 * 1024),
+            streams: Default::default(),
+            by_id: Default::default(),
+            ids: HashMap::new(),
+            updates: 0,
+            error: None,
+            behind: None,
+        }
+    }
+
+    /// Applies the targets to the streams this session subscribed to.
+    fn apply(&mut self, t: &Targets, binary: bool) {
+        let mut behind = 0;
+        for (ch, sym, seq) in &t.streams {
+            let ch = usize::from(*ch == 1);
+            let s = if binary {
+                self.ids.get(sym).and_then(|id| self.by_id[ch].get_mut(id))
+            } else {
+                self.streams[ch].get_mut(sym.as_str())
+            };
+            if let Some(s) = s {
+                s.target = *seq;
+                if s.last < *seq {
+                    behind += 1;
+                }
+            }
+        }
+        self.behind = Some(behind);
+    }
+
+    /// One stream below its target, for the report.
+    fn lagging_example(&self) -> String {
+        let ch_name = |ch: usize| if ch == 0 { "quotes" } else { "trades" };
+        for ch in 0..2 {
+            for (sym, st) in &self.streams[ch] {
+                if st.last < st.target {
+                    return format!("{} {sym} at seq {} < {}", ch_name(ch), st.last, st.target);
+                }
+            }
+            for (id, st) in &self.by_id[ch] {
+                if st.last < st.target {
+                    let sym = self.ids.iter().find(|(_, i)| *i == id).map_or("?", |(n, _)| n);
+                    return format!(
+                        "{} {sym} (id {id}) at seq {} < {}",
+                        ch_name(ch),
+                        st.last,
+                        st.target
+                    );
+                }
+            }
+        }
+        String::new()
+    }
+
+    fn converged(&self) -> bool {
+        self.behind == Some(0)
+    }
+}
+
+/// Moves a stream to `seq`; `step` is the expected rise (`cf`), 0 for an
+/// `overflow` (which only moves the position). False on a jump.
+fn advance(s: &mut Stream, seq: u64, step: u64, behind: &mut Option<usize>) -> bool {
+    let ok = !s.seen || step == 0 || s.last + step == seq;
+    if s.last < s.target
+        && seq >= s.target
+        && let Some(b) = behind
+    {
+        *b = b.saturating_sub(1);
+    }
+    s.seen = true;
+    s.last = seq;
+    ok
+}
+
+fn stream_of<'a>(map: &'a mut HashMap<String, Stream>, sym: &str) -> &'a mut Stream {
+    if !map.contains_key(sym) {
+        map.insert(sym.to_string(), Stream::default());
+    }
+    map.get_mut(sym).expect("inserted")
+}
+
+/// Counts a `cseq` run of `count` messages starting at `first`.
+fn check_cseq(n: &mut Counts, cseq: &mut u64, first: u64, count: u64) {
+    if first != *cseq + 1 {
+        n.cseq_gaps += 1;
+        n.cseq_missing += first.saturating_sub(*cseq + 1);
+    }
+    *cseq = first + count.saturating_sub(1);
+}
+
+/// Sends the subscription, then reads until told to stop.
+async fn run_session(
+    mut ws: Ws,
+    subscribe: String,
+    stats: Rc<RefCell<ThreadStats>>,
+    shared: Arc<Shared>,
+    w: Window,
+) -> ClientResult {
+    let mut s = Session::new();
+    if let Err(e) = ws.send(Message::Text(subscribe.into())).await {
+        return ClientResult {
+            error: Some(format!("sending subscribe: {e}")),
+            ..Default::default()
+        };
+    }
+    let mut is_binary = false;
+    let mut counted_converged = false;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if s.behind.is_none()
+            && s.subscribed
+            && let Some(t) = shared.targets.get()
+        {
+            s.apply(t, is_binary);
+        }
+        if !counted_converged && s.converged() {
+            counted_converged = true;
+            shared.converged.fetch_add(1, Ordering::AcqRel);
+        }
+        let msg = match timeout(POLL, ws.next()).await {
+            Err(_) => continue,
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => {
+                s.error.get_or_insert(format!("read: {e}"));
+                break;
+            }
+            Ok(None) => {
+                s.error.get_or_insert("connection closed by server".into());
+                break;
+            }
+        };
+        let now = now_ns();
+        let measured = now >= w.start_ns && now < w.end_ns;
+        let mut st = stats.borrow_mut();
+        match msg {
+            Message::Text(t) => on_text(&mut st, &mut s, t.as_bytes(), now, measured, w.start_ns),
+            Message::Binary(b) => {
+                is_binary = true;
+                on_binary(&mut st, &mut s, &b, now, measured, w.start_ns);
+            }
+            Message::Close(f) => {
+                s.error.get_or_insert_with(|| format!("closed by server: {f:?}"));
+                break;
+            }
+            _ => {}
+        }
+    }
+    if !s.subscribed {
+        s.error.get_or_insert_with(|| "no subscribed reply".into());
+    }
+    let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
+    let behind = s.behind.filter(|b| *b > 0).map(|b| (b, s.lagging_example()));
+    ClientResult { updates: s.updates, error: s.error, behind }
+}
+
+/// Reads one binary frame (`tickwire.v1.bin`).
+fn on_binary(
+    st: &mut ThreadStats,
+    s: &mut Session,
+    frame: &[u8],
+    now: u64,
+    measured: bool,
+    start: u64,
+) {
+    let Ok(h) = binary::decode_header(frame) else {
+        st.n.malformed += 1;
+        return;
+    };
+    check_cseq(&mut st.n, &mut s.cseq, h.first_cseq, h.count.into());
+    if measured {
+        st.n.frames += 1;
+        st.n.bytes += frame.len() as u64;
+        st.n.msgs += u64::from(h.count);
+    }
+    for i in 0..h.count as usize {
+        let r = binary::decode_record(frame, &h, i);
+        let ch = usize::from(r.ch == 1);
+        match r.kind {
+            1 | 2 => {
+                let snapshot = r.flags & binary::RECORD_SNAPSHOT != 0;
+                let step = if snapshot { 0 } else { r.cf.max(1) };
+                let stream = s.by_id[ch].entry(r.sym).or_default();
+                if !advance(stream, r.seq, step, &mut s.behind) {
+                    st.n.seq_gaps += 1;
+                }
+                if measured && !snapshot {
+                    s.updates += 1;
+                    st.n.updates += 1;
+                    st.n.cf_sum += r.cf.max(1);
+                    st.record(start, now, r.t, r.ti, r.to);
+                }
+            }
+            3 => {
+                let stream = s.by_id[ch].entry(r.sym).or_default();
+                advance(stream, r.seq, 0, &mut s.behind);
+                if measured {
+                    st.n.overflows += 1;
+                    st.n.overflow_lost += r.p2 as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Parses one JSON frame: an array of message objects.
+fn on_text(
+    st: &mut ThreadStats,
+    s: &mut Session,
+    text: &[u8],
+    now: u64,
+    measured: bool,
+    start: u64,
+) {
+    s.buf.clear();
+    s.buf.extend_from_slice(text);
+    let Ok(v) = simd_json::to_borrowed_value(&mut s.buf) else {
+        st.n.malformed += 1;
+        return;
+    };
+    let Some(arr) = v.as_array() else {
+        st.n.malformed += 1;
+        return;
+    };
+    if measured {
+        st.n.frames += 1;
+        st.n.bytes += text.len() as u64;
+        st.n.msgs += arr.len() as u64;
+    }
+    for m in arr {
+        match m.get("cseq").and_then(|c| c.as_u64()) {
+            Some(c) => check_cseq(&mut st.n, &mut s.cseq, c, 1),
+            None => st.n.malformed += 1,
+        }
+        let u64_of = |k: &str| m.get(k).and_then(|v| v.as_u64());
+        let sym = m.get("sym").and_then(|v| v.as_str()).unwrap_or("");
+        match m.get("type").and_then(|t| t.as_str()).unwrap_or("") {
+            kind @ ("q" | "t") => {
+                let cf = u64_of("cf").unwrap_or(1);
+                let seq = u64_of("seq").unwrap_or(0);
+                let stream = stream_of(&mut s.streams[usize::from(kind == "t")], sym);
+                if !advance(stream, seq, cf, &mut s.behind) {
+                    st.n.seq_gaps += 1;
+                }
+                if measured {
+                    s.updates += 1;
+                    st.n.updates += 1;
+                    st.n.cf_sum += cf;
+                    if let Some(t) = u64_of("t") {
+                        st.record(start, now, t, u64_of("ti"), u64_of("to"));
+                    }
+                }
+            }
+            "snapshot" => {
+                let ch = usize::from(m.get("ch").and_then(|v| v.as_str()) == Some("trades"));
+                let seq = u64_of("seq").unwrap_or(0);
+                advance(stream_of(&mut s.streams[ch], sym), seq, 0, &mut s.behind);
+            }
+            "overflow" => {
+                let ch = usize::from(m.get("ch").and_then(|v| v.as_str()) == Some("trades"));
+                let to_seq = u64_of("to_seq").unwrap_or(0);
+                advance(stream_of(&mut s.streams[ch], sym), to_seq, 0, &mut s.behind);
+                if measured {
+                    st.n.overflows += 1;
+                    st.n.overflow_lost += u64_of("lost").unwrap_or(0);
+                }
+            }
+            "subscribed" => {
+                s.subscribed = true;
+                st.n.rejected +=
+                    m.get("rejected").and_then(|r| r.as_array()).map_or(0, |r| r.len() as u64);
+                // Register every subscribed stream at the position the
+                // reply names (the base of its next `seq`, per the protocol),
+                // so that the first update is checked too and convergence
+                // covers streams that send nothing after the subscription.
+                for sub in m.get("subs").and_then(|r| r.as_array()).into_iter().flatten() {
+                    let (Some(name), Some(ch)) = (
+                        sub.get("sym").and_then(|v| v.as_str()),
+                        sub.get("ch").and_then(|v| v.as_str()),
+                    ) else {
+                        continue;
+                    };
+                    let ch = usize::from(ch == "trades");
+                    let base = match sub.get("seq").and_then(|v| v.as_u64()) {
+                        Some(seq) => Stream { seen: true, last: seq, target: 0 },
+                        None => Stream::default(),
+                    };
+                    *stream_of(&mut s.streams[ch], name) = base;
+                    if let Some(id) = sub.get("id").and_then(|v| v.as_u64()) {
+                        let id = id as u32;
+                        s.ids.insert(name.to_string(), id);
+                        s.by_id[ch].insert(id, base);
+                    }
+                }
+            }
+            "slow" => st.n.slow += 1,
+            "error" | "shutdown" if s.error.is_none() => {
+                let mut t = m.encode();
+                t.truncate(200);
+                s.error = Some(format!("server sent {t}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads the server's current position of every stream: a separate JSON
+/// session subscribes to `symbols` (or `["*"]`) without snapshots, and the
+/// `subscribed` reply names each stream's `seq`. Also used to list symbols.
+pub async fn probe(url: &str, symbols: Option<&[String]>) -> Result<Targets, String> {
+    let mut ws = connect(url.to_string(), false).await?;
+    let syms = match symbols {
+        None => "[\"*\"]".to_string(),
+        Some(s) => serde_json::to_string(s).expect("strings"),
+    };
+    let req = format!(
+        "{{\"type\":\"subscribe\",\"id\":7,\"symbols\":{syms},\"mode\":\"latest\",\"snapshot\":false}}"
+    );
+    ws.send(Message::Text(req.into())).await.map_err(|e| format!("probe: {e}"))?;
+    let fut = async {
+        while let Some(m) = ws.next().await {
+            let Ok(Message::Text(t)) = m else { continue };
+            let v: serde_json::Value =
+                serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
+            for m in v.as_array().into_iter().flatten() {
+                if m["type"] == "subscribed" && m["id"] == 7 {
+                    let mut out = Targets::default();
+                    for s in m["subs"].as_array().into_iter().flatten() {
+                        let ch = u8::from(s["ch"] == "trades");
+                        let sym = s["sym"].as_str().unwrap_or("").to_string();
+                        out.streams.push((ch, sym, s["seq"].as_u64().unwrap_or(0)));
+                    }
+                    return Ok(out);
+                }
+            }
+        }
+        Err("probe: closed before subscribed".to_string())
+    };
+    let r =
+        timeout(Duration::from_secs(10), fut).await.map_err(|_| "probe timed out".to_string())?;
+    let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
+    r
+}
+
+/// The symbol names a server knows (from a `["*"]` probe).
+pub async fn list_symbols(url: &str) -> Result<Vec<String>, String> {
+    let t = probe(url, None).await?;
+    let mut names: Vec<String> =
+        t.streams.into_iter().filter(|(ch, _, _)| *ch == 0).map(|(_, s, _)| s).collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_and_convergence() {
+        let mut behind = None;
+        let mut s = Stream::default();
+        assert!(advance(&mut s, 40, 1, &mut behind)); // first one taken as is
+        assert!(advance(&mut s, 41, 1, &mut behind));
+        assert!(!advance(&mut s, 43, 1, &mut behind)); // a jump
+        assert!(advance(&mut s, 50, 0, &mut behind)); // overflow to_seq
+        assert!(advance(&mut s, 53, 3, &mut behind)); // cf 3
+        s.target = 60;
+        behind = Some(1);
+        advance(&mut s, 55, 2, &mut behind);
+        assert_eq!(behind, Some(1));
+        advance(&mut s, 61, 6, &mut behind);
+        assert_eq!(behind, Some(0));
+    }
+
+    #[test]
+    fn cseq_gaps() {
+        let mut n = Counts::default();
+        let mut c = 0;
+        check_cseq(&mut n, &mut c, 1, 1);
+        check_cseq(&mut n, &mut c, 2, 10);
+        assert_eq!((n.cseq_gaps, c), (0, 11));
+        check_cseq(&mut n, &mut c, 15, 1);
+        assert_eq!((n.cseq_gaps, n.cseq_missing, c), (1, 3, 15));
+    }
+
+    #[test]
+    fn json_frames_are_checked_and_measured() {
+        let mut st = ThreadStats::new(Duration::from_secs(1));
+        let mut s = Session::new();
+        let f1 = br#"[{"type":"subscribed","id":1,"cseq":1,"subs":[{"ch":"quotes","sym":"A","seq":3},{"ch":"trades","sym":"A","seq":1}],"rejected":[]}]"#;
+        on_text(&mut st, &mut s, f1, 1_000, true, 0);
+        let f2 = br#"[{"type":"q","cseq":2,"sym":"A","seq":4,"t":100,"ti":200,"to":400},{"type":"q","cseq":3,"cf":3,"sym":"A","seq":7,"t":300,"ti":350,"to":400}]"#;
+        on_text(&mut st, &mut s, f2, 1_000, true, 0);
+        assert!(s.subscribed);
+        assert_eq!(st.n.updates, 2);
+        assert_eq!(st.n.cf_sum, 4);
+        assert_eq!(st.n.seq_gaps, 0);
+        assert_eq!(st.n.cseq_gaps, 0);
+        assert_eq!(st.lat.e2e.max(), 900);
+        assert_eq!(st.lat.ingest_send.min(), 50);
+        // the trade stream sent nothing since the subscription: it is at its target
+        s.apply(&Targets { streams: vec![(0, "A".into(), 9), (1, "A".into(), 1)] }, false);
+        assert_eq!(s.behind, Some(1));
+        let f3 = br#"[{"type":"q","cseq":5,"sym":"A","seq":9,"t":300}]"#;
+        on_text(&mut st, &mut s, f3, 1_000, false, 0);
+        assert_eq!((st.n.seq_gaps, st.n.cseq_gaps, st.n.updates), (1, 1, 2));
+        assert!(s.converged());
+    }
+
+    #[test]
+    fn welcome_check() {
+        assert!(check_welcome(r#"[{"type":"welcome","time_unit":"ns"}]"#).is_ok());
+        assert!(check_welcome(r#"[{"type":"welcome"}]"#).is_ok());
+        assert!(check_welcome(r#"[{"type":"welcome","time_unit":"ms"}]"#).is_err());
+        assert!(check_welcome(r#"[{"type":"status"}]"#).is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! tickwire-bench: the latency and throughput harness for tickwire and its
+//! reference peers. See `tools/bench/README.md`.
+//!
+//! # Layout
+//!
+//! - `scenario`: the TOML scenario files (targets × cases × runs), checked.
+//! - `server`: starting a server, finding its URL, `/proc` CPU and RSS,
+//!   machine info.
+//! - `client`: the multi-threaded WebSocket load client, its checks and
+//!   histograms.
+//! - `run`: one pass of one case on one target, through its phases.
+//! - `results`: the numbers (JSON result file), medians, `.hgrm` writer.
+//! - `report`: terminal and markdown tables, per-case files.
+//! - `svg`: the hand-written charts.
+//! - `compare`: `--compare OLD.json`, regression flags for CI.
+//!
+//! `main` only parses flags, runs the scenario under a hard deadline, and
+//! writes the files.
+
+mod client;
+mod compare;
+mod report;
+mod results;
+mod run;
+mod scenario;
+mod server;
+mod svg;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::results::{CaseResult, ResultFile, Summary};
+use crate::scenario::{Protocol, Scenario, Target};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Latency and throughput harness: starts servers, drives them with many
+/// WebSocket clients, writes tables, JSON, .hgrm and SVG charts.
+#[derive(Debug, Parser)]
+#[command(name = "tickwire-bench", version, about, long_about = None)]
+struct Args {
+    /// Scenario file (TOML), e.g. tools/bench/scenarios/smoke.toml.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Directory for results.json, summary.md, .hgrm, .svg and server logs.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// Override the scenario's number of runs.
+    #[arg(long)]
+    runs: Option<u32>,
+    /// Override the warm-up (`2s`, `500ms`).
+    #[arg(long)]
+    warmup: Option<String>,
+    /// Override the measured window.
+    #[arg(long)]
+    duration: Option<String>,
+    /// Override the client threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Only these targets (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    targets: Vec<String>,
+    /// Only these cases (repeatable).
+    #[arg(long = "case", value_name = "NAME")]
+    cases: Vec<String>,
+    /// Measure a running server instead of the scenario's targets (its feed
+    /// must match the cases' rate and symbols).
+    #[arg(long)]
+    url: Option<String>,
+    /// Pid of the server at --url, for CPU and RSS.
+    #[arg(long, requires = "url")]
+    pid: Option<u32>,
+    /// Protocol for --url: json or binary.
+    #[arg(long, default_value = "json", requires = "url", value_parser = ["json", "binary"])]
+    protocol: String,
+    /// Compare with an older result file; exit 1 on a regression.
+    #[arg(long, value_name = "OLD.json")]
+    compare: Option<PathBuf>,
+    /// With --compare and no --scenario: the new result file.
+    #[arg(long, value_name = "NEW.json", requires = "compare")]
+    result: Option<PathBuf>,
+    /// Relative change that counts as a regression (`10%` or `0.1`).
+    #[arg(long, default_value = "10%", value_parser = compare::parse_threshold)]
+    threshold: f64,
+    /// Skip the scenario's setup commands (e.g. its cargo build).
+    #[arg(long)]
+    no_setup: bool,
+    /// Kill everything and exit 3 after this many seconds (default: the
+    /// scenario's own budget plus a minute).
+    #[arg(long)]
+    hard_timeout: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    match real_main(a) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tickwire-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_results(p: &PathBuf) -> Result<ResultFile, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn real_main(a: Args) -> Result<ExitCode, String> {
+    let Some(path) = &a.scenario else {
+        // Compare two files without running anything.
+        let (Some(old), Some(new)) = (&a.compare, &a.result) else {
+            return Err("give --scenario FILE, or --compare OLD.json --result NEW.json".into());
+        };
+        return Ok(compare_and_print(&read_results(old)?, &read_results(new)?, a.threshold));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut sc = Scenario::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    apply_overrides(&mut sc, &a)?;
+    let old = a.compare.as_ref().map(read_results).transpose()?;
+
+    if !a.no_setup {
+        for cmd in &sc.setup {
+            eprintln!("tickwire-bench: setup: {}", cmd.join(" "));
+            let ok = std::process::Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .status()
+                .map_err(|e| format!("setup {}: {e}", cmd[0]))?
+                .success();
+            if !ok {
+                return Err(format!("setup failed: {}", cmd.join(" ")));
+            }
+        }
+    }
+    std::fs::create_dir_all(a.out.join("logs")).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let budget: Duration = sc
+        .targets
+        .iter()
+        .flat_map(|t| sc.cases.iter().filter(move |c| t.supports(c)))
+        .map(|c| run::budget(&sc, c) * sc.runs)
+        .sum();
+    let hard = a.hard_timeout.map_or(budget + Duration::from_secs(60), Duration::from_secs);
+    std::thread::spawn(move || {
+        std::thread::sleep(hard);
+        eprintln!("tickwire-bench: hard deadline of {hard:?} reached; killing the servers");
+        server::kill_children();
+        std::process::exit(3);
+    });
+    eprintln!(
+        "tickwire-bench: scenario {:?}: {} targets × {} cases × {} runs, {:?} warm-up + {:?} measured each (deadline {:?})",
+        sc.name,
+        sc.targets.len(),
+        sc.cases.len(),
+        sc.runs,
+        sc.warmup,
+        sc.duration,
+        hard
+    );
+
+    let machine = server::MachineInfo::collect();
+    let mut all = Vec::new();
+    let mut assertion_failures = 0;
+    for case in &sc.cases {
+        for target in sc.targets.iter().filter(|t| t.supports(case)) {
+            let mut runs = Vec::new();
+            let mut merged: Option<client::Latencies> = None;
+            for run in 1..=sc.runs {
+                eprintln!("tickwire-bench: {} / {} run {run}/{}", target.name, case.name, sc.runs);
+                let o = run::run_once(&sc, target, case, run, &a.out.join("logs"));
+                let r = &o.result;
+                eprintln!(
+                    "   delivered {}/s ({:.1}% of ideal), e2e p50 {:.2} ms p99 {:.2} ms, failed clients {}{}",
+                    report::thousands(r.delivered_per_s),
+                    r.delivered_ratio * 100.0,
+                    r.latency.e2e.p50,
+                    r.latency.e2e.p99,
+                    r.failed_clients,
+                    r.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                );
+                if let Some(l) = o.latencies {
+                    match &mut merged {
+                        Some(m) => m.add(&l),
+                        None => merged = Some(l),
+                    }
+                }
+                runs.push(o.result);
+            }
+            let failures: Vec<String> =
+                runs.iter().flat_map(|r| run::check(&sc, case, r)).collect();
+            let cr = CaseResult {
+                target: target.name.clone(),
+                case: case.name.clone(),
+                peer: target.peer,
+                protocol: match target.protocol {
+                    Protocol::Json => "json".into(),
+                    Protocol::Binary => "binary".into(),
+                },
+                mode: case.mode.as_str().into(),
+                clients: case.clients,
+                rate: case.rate,
+                symbols: case.symbols(),
+                version: target.command.first().and_then(|p| server::version_of(p)),
+                summary: Summary::of(&runs),
+                runs,
+                assertion_failures: failures,
+            };
+            print!("{}", report::case_table(&cr));
+            for f in &cr.assertion_failures {
+                println!("   ASSERTION FAILED: {f}");
+            }
+            assertion_failures += cr.assertion_failures.len();
+            if let Some(l) = &merged
+                && let Err(e) = report::write_case_files(&a.out, &cr, l)
+            {
+                eprintln!("tickwire-bench: writing files of {}: {e}", report::stem(&cr));
+            }
+            all.push(cr);
+        }
+    }
+
+    let file = ResultFile {
+        scenario_name: sc.name.clone(),
+        scenario: serde_json::to_value(&sc).unwrap_or_default(),
+        machine,
+        results: all,
+    };
+    let json = serde_json::to_string_pretty(&file).expect("serializable");
+    let json_path = a.out.join("results.json");
+    std::fs::write(&json_path, json).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let md = report::markdown(&file.results);
+    let m = &file.machine;
+    let md = format!(
+        "Scenario `{}`, {} run(s) per row, medians; {} ({} cores), Linux {}, {}, {}.\n\n{md}",
+        file.scenario_name,
+        sc.runs,
+        m.cpu_model,
+        m.cores,
+        m.kernel,
+        m.rustc.as_deref().unwrap_or("rustc ?"),
+        m.git.as_deref().map_or(String::new(), |g| format!("commit {g}"))
+    );
+    std::fs::write(a.out.join("summary.md"), &md).map_err(|e| e.to_string())?;
+    println!("\n{md}");
+    println!("results: {} (and summary.md, *.hgrm, *.svg, logs/)", json_path.display());
+
+    let mut code = ExitCode::SUCCESS;
+    if assertion_failures > 0 {
+        println!("{assertion_failures} sanity check(s) failed");
+        code = ExitCode::FAILURE;
+    }
+    if let Some(old) = old
+        && compare_and_print(&old, &file, a.threshold) != ExitCode::SUCCESS
+    {
+        code = ExitCode::FAILURE;
+    }
+    Ok(code)
+}
+
+fn apply_overrides(sc: &mut Scenario, a: &Args) -> Result<(), String> {
+    if let Some(r) = a.runs {
+        sc.runs = r.max(1);
+    }
+    if let Some(w) = &a.warmup {
+        sc.warmup = scenario::parse_duration(w)?;
+    }
+    if let Some(d) = &a.duration {
+        sc.duration = scenario::parse_duration(d)?;
+    }
+    if let Some(t) = a.threads {
+        sc.threads = t.max(1);
+    }
+    if let Some(url) = &a.url {
+        let protocol = if a.protocol == "binary" { Protocol::Binary } else { Protocol::Json };
+        sc.targets = vec![Target {
+            name: "external".into(),
+            command: Vec::new(),
+            url: Some(url.clone()),
+            pid: a.pid,
+            protocol,
+            modes: vec![scenario::Mode::All, scenario::Mode::Latest],
+            peer: false,
+        }];
+    }
+    if !a.targets.is_empty() {
+        sc.targets.retain(|t| a.targets.contains(&t.name));
+    }
+    if !a.cases.is_empty() {
+        sc.cases.retain(|c| a.cases.contains(&c.name));
+    }
+    if sc.targets.is_empty() || sc.cases.is_empty() {
+        return Err("no target or no case left after --target/--case".into());
+    }
+    Ok(())
+}
+
+fn compare_and_print(old: &ResultFile, new: &ResultFile, threshold: f64) -> ExitCode {
+    let rows = compare::compare(old, new, threshold);
+    println!("\n{}", compare::render(&rows, threshold));
+    if rows.iter().any(|r| r.regression) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,295 @@
+//! The server under test: starting it, finding its URL, sampling its CPU
+//! and memory from `/proc`, stopping it; and a description of the machine.
+//!
+//! Every child the harness starts is registered in [`CHILDREN`] so that the
+//! hard deadline (see `main.rs`) can kill it even if the run hangs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Pids of the servers the harness started and has not stopped yet.
+pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// How long a server gets to print its URL.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A started server.
+pub struct Server {
+    child: Child,
+    /// Its WebSocket URL (`ws://127.0.0.1:PORT/ws`).
+    pub url: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+impl Server {
+    /// Starts `argv` (stderr to `log`), and waits for the first `ws://` URL
+    /// on its stdout; the rest of its stdout is drained and dropped.
+    pub fn start(argv: &[String], log: &Path) -> Result<Server, String> {
+        let (prog, args) = argv.split_first().ok_or("empty command")?;
+        let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {prog}: {e}"))?;
+        let pid = child.id();
+        CHILDREN.lock().expect("lock").push(pid);
+        let out = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(url) = find_ws_url(&line) {
+                    sent = true;
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let mut server = Server { child, url: String::new(), pid };
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(url) => {
+                server.url = url;
+                Ok(server)
+            }
+            Err(_) => {
+                let status = server.child.try_wait().ok().flatten();
+                server.stop();
+                let status = status.map_or("still running".into(), |s| s.to_string());
+                Err(format!(
+                    "{prog} printed no ws:// URL (waited up to {STARTUP_TIMEOUT:?}; {status}; see {})",
+                    log.display()
+                ))
+            }
+        }
+    }
+
+    /// SIGINT, then SIGKILL if it has not exited after 3 s.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        CHILDREN.lock().expect("lock").retain(|p| *p != self.pid);
+    }
+}
+
+/// Kills every registered child (the hard deadline).
+pub fn kill_children() {
+    for pid in CHILDREN.lock().map(|c| c.clone()).unwrap_or_default() {
+        let _ =
+            Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+    }
+}
+
+/// The first `ws://...` token of a line, trailing punctuation removed.
+pub fn find_ws_url(line: &str) -> Option<String> {
+    let at = line.find("ws://")?;
+    let url: String = line[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ')' | '"' | '\'' | ','))
+        .collect();
+    Some(url)
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times.
+fn clk_tck() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds (user + system) a process has used; `"self"` for this one.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clk_tck())
+}
+
+/// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples a process's RSS every 250 ms on a thread of its own.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pid` now.
+    pub fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            loop {
+                if let Some(kib) = rss_kib(pid) {
+                    out.push((t0.elapsed().as_secs_f64(), kib));
+                }
+                if s.load(Ordering::Acquire) {
+                    break out;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        RssSampler { stop, handle }
+    }
+
+    /// Stops (taking a last sample) and returns (seconds, KiB) samples.
+    pub fn finish(self) -> Vec<(f64, u64)> {
+        self.stop.store(true, Ordering::Release);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// What the machine and the programs are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MachineInfo {
+    /// `model name` of /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Logical CPUs available to the harness.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// `rustc --version`, if rustc is on the PATH.
+    pub rustc: Option<String>,
+    /// The harness's version.
+    pub harness: String,
+    /// `git describe --always --dirty` of the working tree.
+    pub git: Option<String>,
+    /// When the run started (UTC, RFC 3339).
+    pub date: String,
+}
+
+/// First line of `prog --version` (for the report), if it runs.
+pub fn version_of(prog: &str) -> Option<String> {
+    let o = Command::new(prog).arg("--version").stdin(Stdio::null()).output().ok()?;
+    let s = String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout })
+        .lines()
+        .next()?
+        .trim()
+        .to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+impl MachineInfo {
+    /// Reads /proc and asks rustc and git.
+    pub fn collect() -> MachineInfo {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let git = Command::new("git")
+            .args(["describe", "--always", "--dirty"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        MachineInfo {
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel,
+            rustc: version_of("rustc"),
+            harness: format!("tickwire-bench {}", env!("CARGO_PKG_VERSION")),
+            git,
+            date: utc_now(),
+        }
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (civil-from-days, H. Hinnant).
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_from_banners() {
+        let tw = "tickwire listening on http://127.0.0.1:4242/ (WebSocket: ws://127.0.0.1:4242/ws)";
+        assert_eq!(find_ws_url(tw).unwrap(), "ws://127.0.0.1:4242/ws");
+        let peer = "listening on ws://127.0.0.1:5151/ws";
+        assert_eq!(find_ws_url(peer).unwrap(), "ws://127.0.0.1:5151/ws");
+        assert_eq!(find_ws_url("starting"), None);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_795_683_479), "2026-11-26T08:57:59Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn own_process_stats() {
+        assert!(cpu_seconds("self").is_some());
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
+    }
+}
