@@ -151,7 +151,11 @@ impl Synthetic {
             let in_burst = elapsed.as_secs() as f64 * 0.1 + (secs.fract()).min(0.1);
             due += in_burst * self.rate * (factor - 1.0);
         }
-        due as u64
+        // Tick k is due at k / rate: at `elapsed`, ticks 0..=floor(secs *
+        // rate) are due. (Counting floor(secs * rate) would send tick k only
+        // at (k + 1) / rate while stamping it k / rate: 1/R of latency that
+        // is not there, a full millisecond at 1,000 updates/s.)
+        due as u64 + 1
     }
 
     /// Source time of tick `k` (exact without bursts, the poll time with).
@@ -211,7 +215,7 @@ impl FeedSource for Synthetic {
         let now = Instant::now();
         let due = self.due_by(now.duration_since(self.start));
         if due <= self.emitted {
-            let next = Duration::from_secs_f64((self.emitted + 1) as f64 / self.rate);
+            let next = Duration::from_secs_f64(self.emitted as f64 / self.rate);
             let at = self.start + next;
             // During a burst the next tick may be due sooner than the plain rate says.
             let at =

@@ -154,7 +154,8 @@ const startMs = performance.now();
 let emitted = 0;
 
 function tick() {
-  const due = Math.floor(((performance.now() - startMs) / 1000) * opts.rate);
+  // Updates 0..=k with k/R <= elapsed are due: floor(elapsed * R) + 1 of them.
+  const due = Math.floor(((performance.now() - startMs) / 1000) * opts.rate) + 1;
   while (emitted < due) {
     const quote = nextQuote(emitted);
     quote.t = wallNs(startMs + (emitted * 1000) / opts.rate);

@@ -108,7 +108,8 @@ async def feed(symbols, rate):
     emitted = 0
     while True:
         await asyncio.sleep(0.001)
-        due = (time.monotonic_ns() - start) * rate // 1e9
+        # Updates 0..=k with k/R <= elapsed are due: floor(elapsed * R) + 1.
+        due = (time.monotonic_ns() - start) * rate // 1e9 + 1
         while emitted < due:
             inst = instruments[emitted % symbols]  # round-robin
             inst.mid = max(100, inst.mid + random.randint(-2, 2))

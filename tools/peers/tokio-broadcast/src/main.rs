@@ -122,7 +122,8 @@ async fn feed(tx: broadcast::Sender<Quote>, symbols: u32, rate: f64) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        // Updates 0..=k with k/R <= elapsed are due: floor(elapsed * R) + 1.
+        let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
         while emitted < due {
             let inst = &mut instruments[(emitted % u64::from(symbols)) as usize]; // round-robin
             inst.mid = (inst.mid + rng.below(5) as i64 - 2).max(100);
