@@ -166,6 +166,11 @@ pub struct ServeArgs {
     /// Hold the replay until the first subscription arrives.
     #[arg(long, requires = "replay")]
     pub wait_for_subscriber: bool,
+    /// Conformance aid: also serve `/echo`, a WebSocket endpoint that echoes
+    /// every message back, for the Autobahn test suite (`tools/autobahn.sh`).
+    /// Off by default (`/echo` is then a 404).
+    #[arg(long)]
+    pub echo_endpoint: bool,
 }
 
 impl Default for ServeArgs {
@@ -241,6 +246,10 @@ pub struct Config {
     /// How long sessions get to close on shutdown (the process exits within
     /// about this plus a few hundred ms).
     pub drain: Duration,
+    /// Whether `/echo` is served ([`crate::socket::echo`]). Off by default:
+    /// it is a conformance aid, and an echo open to anyone is a free
+    /// bandwidth reflector.
+    pub echo_endpoint: bool,
 }
 
 impl Default for Config {
@@ -361,6 +370,7 @@ impl Config {
             max_connections_per_ip: a.max_connections_per_ip.max(1),
             handshake_timeout: Duration::from_secs(10),
             drain: Duration::from_millis(1500),
+            echo_endpoint: a.echo_endpoint,
         })
     }
 }

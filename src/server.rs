@@ -132,6 +132,7 @@ pub fn start_with(
         next_session: std::sync::atomic::AtomicU64::new(0),
         send_buffer: config.send_buffer,
         limits: limits.clone(),
+        echo_endpoint: config.echo_endpoint,
     });
     let mut shards = Vec::with_capacity(config.shards);
     for (index, m) in metrics.into_iter().enumerate() {

@@ -10,6 +10,7 @@
 //! | `GET /` and other files | the dashboard ([`crate::dashboard::asset`]) |
 //! | `GET /healthz` | `{"status":"ok",...}` |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics::render`]) |
+//! | `GET /echo` with an upgrade, only with `--echo-endpoint` | echo ([`echo`], a conformance aid) |
 //! | anything else | 404 (405 for methods other than GET/HEAD) |
 //!
 //! The request head is parsed with `httparse` and the upgrade done by hand
@@ -19,6 +20,7 @@
 //! header size limit live in one place. Plain HTTP answers close the
 //! connection (`Connection: close`); nothing here needs keep-alive.
 
+pub mod echo;
 pub mod limits;
 pub mod protocol;
 pub mod session;
@@ -55,6 +57,8 @@ pub struct HttpContext {
     pub send_buffer: Option<usize>,
     /// Source of session ids (`s-1`, `s-2`...), unique across shards.
     pub next_session: AtomicU64,
+    /// Whether `/echo` is served (`--echo-endpoint`); a 404 otherwise.
+    pub echo_endpoint: bool,
 }
 
 /// What a connection task gets from its shard.
@@ -118,7 +122,8 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
         return;
     }
     match head.path.as_str() {
-        "/ws" => upgrade(stream, head, ctx).await,
+        "/ws" => upgrade(stream, head, ctx, Endpoint::Session).await,
+        "/echo" if ctx.http.echo_endpoint => upgrade(stream, head, ctx, Endpoint::Echo).await,
         "/healthz" => {
             count_http(&ctx);
             let m = &ctx.http.market;
@@ -152,7 +157,16 @@ fn count_http(ctx: &ConnContext) {
     ShardCounters::add(&ctx.shard.borrow().counters().http_requests, 1);
 }
 
-async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
+/// What an upgraded connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// A market-data session (`/ws`).
+    Session,
+    /// The conformance echo (`/echo`, only with `--echo-endpoint`).
+    Echo,
+}
+
+async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext, endpoint: Endpoint) {
     let (Some(key), true) = (head.ws_key.as_deref(), head.upgrade) else {
         count_http(&ctx);
         let _ =
@@ -169,6 +183,14 @@ async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
             false,
         )
         .await;
+        return;
+    }
+    if endpoint == Endpoint::Echo {
+        // Same handshake and socket settings as a session, no subprotocol
+        // (the echo speaks none; RFC 6455 4.2.2 lets the server pick none).
+        if stream.write_all(accept_response(key, None).as_bytes()).await.is_ok() {
+            echo::run(stream, head.rest, ctx.shutdown.clone()).await;
+        }
         return;
     }
     let mut format = Format::default();
@@ -211,6 +233,14 @@ async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
         return;
     };
     format.binary = protocol == Some(BIN_PROTOCOL);
+    if stream.write_all(accept_response(key, protocol).as_bytes()).await.is_err() {
+        return;
+    }
+    session::run(stream, head.rest, format, ctx).await;
+}
+
+/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`.
+fn accept_response(key: &str, protocol: Option<&str>) -> String {
     let mut resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
@@ -221,10 +251,7 @@ async fn upgrade(mut stream: TcpStream, head: Head, ctx: ConnContext) {
         resp.push_str("\r\n");
     }
     resp.push_str("\r\n");
-    if stream.write_all(resp.as_bytes()).await.is_err() {
-        return;
-    }
-    session::run(stream, head.rest, format, ctx).await;
+    resp
 }
 
 /// Reads and parses the request head. `Ok(None)`: the peer went away.
