@@ -27,8 +27,9 @@
 //! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
 //!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`],
 //!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
-//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops and the
-//!   client request parser ([`socket::protocol`]).
+//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops, the
+//!   client request parser ([`socket::protocol`]) and the conformance echo
+//!   ([`socket::echo`], only with `--echo-endpoint`).
 //! - [`dashboard`]: the page at `/`, embedded in the binary.
 //! - [`metrics`]: counters and the latency histogram behind `/metrics`.
 //! - [`config`]: flags (`Args`) and validated settings (`Config`).

@@ -48,6 +48,9 @@ fn serve(a: &ServeArgs) -> ExitCode {
     };
     let addr = server.local_addr();
     println!("tickwire listening on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    if config.echo_endpoint {
+        println!("conformance echo (--echo-endpoint): ws://{addr}/echo");
+    }
     wait_for_signal();
     tracing::info!("shutting down");
     server.shutdown();
