@@ -181,6 +181,11 @@ pub struct ServeArgs {
     /// Authentication, entitlements, Origin allow-list, audit log.
     #[command(flatten)]
     pub auth: crate::auth::AuthArgs,
+    /// Conformance aid: also serve `/echo`, a WebSocket endpoint that echoes
+    /// every message back, for the Autobahn test suite (`tools/autobahn.sh`).
+    /// Off by default (`/echo` is then a 404).
+    #[arg(long)]
+    pub echo_endpoint: bool,
 }
 
 impl Default for ServeArgs {
@@ -274,6 +279,10 @@ pub struct Config {
     pub drain: Duration,
     /// Authentication and the audit log (off by default).
     pub auth: crate::auth::AuthConfig,
+    /// Whether `/echo` is served ([`crate::socket::echo`]). Off by default:
+    /// it is a conformance aid, and an echo open to anyone is a free
+    /// bandwidth reflector.
+    pub echo_endpoint: bool,
 }
 
 impl Default for Config {
@@ -401,6 +410,7 @@ impl Config {
             },
             drain: Duration::from_millis(1500),
             auth: a.auth.config()?,
+            echo_endpoint: a.echo_endpoint,
         })
     }
 }

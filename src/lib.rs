@@ -28,7 +28,8 @@
 //!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`],
 //!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
 //! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops, the
-//!   client request parser ([`socket::protocol`]) and TLS ([`socket::tls`]).
+//!   client request parser ([`socket::protocol`]), TLS ([`socket::tls`]) and
+//!   the conformance echo ([`socket::echo`], only with `--echo-endpoint`).
 //! - [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and the
 //!   audit log (all off by default).
 //! - [`dashboard`]: the page at `/`, embedded in the binary.

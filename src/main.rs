@@ -51,6 +51,9 @@ fn serve(a: &ServeArgs) -> ExitCode {
     let (http, ws) = if config.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     let signals = Signals::install();
     println!("tickwire listening on {http}://{addr}/ (WebSocket: {ws}://{addr}/ws)");
+    if config.echo_endpoint {
+        println!("conformance echo (--echo-endpoint): {ws}://{addr}/echo");
+    }
     signals.wait(|| match server.reload_auth() {
         Ok(n) => tracing::info!(keys = n, "SIGHUP: API keys reloaded"),
         Err(e) => tracing::error!(error = %e, "SIGHUP: API keys not reloaded; the old keys stay"),

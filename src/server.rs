@@ -154,6 +154,7 @@ pub fn start_with(
         send_buffer: config.send_buffer,
         limits: limits.clone(),
         access: access.clone(),
+        echo_endpoint: config.echo_endpoint,
     });
     let mut shards = Vec::with_capacity(config.shards);
     for (index, m) in metrics.into_iter().enumerate() {

@@ -128,3 +128,23 @@ async fn connections_over_the_per_ip_limit_get_503() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn echo_endpoint_only_with_its_flag() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ts = manual_server(|_| {});
+    // Off by default: /echo is an unknown path, upgrade or not.
+    assert_eq!(ts.get("/echo").await.0, 404);
+    assert!(tokio_tungstenite::connect_async(format!("ws://{}/echo", ts.addr)).await.is_err());
+    let ts = manual_server(|c| c.echo_endpoint = true);
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/echo", ts.addr)).await.unwrap();
+    // On: an upgrade without a subprotocol, and whatever is sent comes back.
+    assert!(resp.headers().get("sec-websocket-protocol").is_none());
+    ws.send(Message::text("{\"type\":\"ping\"}")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("{\"type\":\"ping\"}"));
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![1u8, 2, 3]));
+    ws.close(None).await.unwrap();
+}

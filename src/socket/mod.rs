@@ -10,6 +10,7 @@
 //! | `GET /` and other files | the dashboard ([`crate::dashboard::asset`]) |
 //! | `GET /healthz` | `{"status":"ok",...}` |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics::render`]) |
+//! | `GET /echo` with an upgrade, only with `--echo-endpoint` | echo ([`echo`], a conformance aid) |
 //! | anything else | 404 (405 for methods other than GET/HEAD) |
 //!
 //! The request head is parsed with `httparse` and the upgrade done by hand
@@ -29,6 +30,7 @@
 //! Before an upgrade, [`check_access`] applies the `Origin` allow-list and
 //! checks a token that came with the request ([`crate::auth`]).
 
+pub mod echo;
 pub mod limits;
 pub mod protocol;
 pub mod session;
@@ -73,6 +75,8 @@ pub struct HttpContext {
     pub next_session: AtomicU64,
     /// Authentication, the Origin allow-list and the audit log.
     pub access: Arc<crate::auth::Access>,
+    /// Whether `/echo` is served (`--echo-endpoint`); a 404 otherwise.
+    pub echo_endpoint: bool,
 }
 
 /// What a connection task gets from its shard.
@@ -178,7 +182,8 @@ async fn serve_http<S>(
         return;
     }
     match head.path.as_str() {
-        "/ws" => upgrade(stream, head, peer, ctx).await,
+        "/ws" => upgrade(stream, head, peer, ctx, Endpoint::Session).await,
+        "/echo" if ctx.http.echo_endpoint => upgrade(stream, head, peer, ctx, Endpoint::Echo).await,
         "/healthz" => {
             count_http(&ctx);
             let m = &ctx.http.market;
@@ -212,8 +217,22 @@ fn count_http(ctx: &ConnContext) {
     ShardCounters::add(&ctx.shard.borrow().counters().http_requests, 1);
 }
 
-async fn upgrade<S>(mut stream: S, head: Head, peer: Option<std::net::SocketAddr>, ctx: ConnContext)
-where
+/// What an upgraded connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// A market-data session (`/ws`).
+    Session,
+    /// The conformance echo (`/echo`, only with `--echo-endpoint`).
+    Echo,
+}
+
+async fn upgrade<S>(
+    mut stream: S,
+    head: Head,
+    peer: Option<std::net::SocketAddr>,
+    ctx: ConnContext,
+    endpoint: Endpoint,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let (Some(key), true) = (head.ws_key.as_deref(), head.upgrade) else {
@@ -232,6 +251,14 @@ where
             false,
         )
         .await;
+        return;
+    }
+    if endpoint == Endpoint::Echo {
+        // Same handshake and socket settings as a session, no subprotocol
+        // (the echo speaks none; RFC 6455 4.2.2 lets the server pick none).
+        if stream.write_all(accept_response(key, None).as_bytes()).await.is_ok() {
+            echo::run(stream, head.rest, ctx.shutdown.clone()).await;
+        }
         return;
     }
     let mut format = Format::default();
@@ -275,6 +302,14 @@ where
     };
     format.binary = protocol == Some(BIN_PROTOCOL);
     let Some(auth) = check_access(&mut stream, &head, peer, &ctx).await else { return };
+    if stream.write_all(accept_response(key, protocol).as_bytes()).await.is_err() {
+        return;
+    }
+    session::run(stream, head.rest, format, auth, peer, ctx).await;
+}
+
+/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`.
+fn accept_response(key: &str, protocol: Option<&str>) -> String {
     let mut resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
@@ -285,10 +320,7 @@ where
         resp.push_str("\r\n");
     }
     resp.push_str("\r\n");
-    if stream.write_all(resp.as_bytes()).await.is_err() {
-        return;
-    }
-    session::run(stream, head.rest, format, auth, peer, ctx).await;
+    resp
 }
 
 /// The access checks before an upgrade: the `Origin` allow-list (HTTP 403)

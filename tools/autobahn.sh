@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# WebSocket conformance: runs the Autobahn test cases (the PyPI `kosoku`
+# fuzzing client, Python 3) against tickwire's WebSocket layer and compares
+# every case's verdict with tests/autobahn/expected.json.
+#
+#   tools/autobahn.sh            run and compare (CI)
+#   tools/autobahn.sh --update   run and rewrite the expected file (review the diff!)
+#
+# The server runs with --echo-endpoint: /echo goes through the same upgrade
+# and socket settings as a market-data session, with tungstenite's default
+# message limits (Autobahn group 9 sends messages up to 16 MiB).
+# Groups 12 and 13 (permessage-deflate) are excluded: tungstenite does not
+# implement the extension, so they test nothing of ours.
+#
+# Fails on any FAILED verdict, any case whose verdict differs from the
+# expected file, a case missing or added, or a run longer than
+# AUTOBAHN_TIMEOUT seconds (default 300; a full run takes about 10 s).
+# Environment: TICKWIRE_BIN (default: the debug build, built if needed),
+# AUTOBAHN_OUT (report directory, default target/autobahn).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+update=0
+case "${1:-}" in
+  --update) update=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--update]" >&2; exit 2 ;;
+esac
+
+KOSOKU_VERSION=0.1.0
+installed=$(python3 -m pip show kosoku 2>/dev/null || true)
+if ! grep -qx "Version: $KOSOKU_VERSION" <<<"$installed"; then
+  echo "== installing kosoku $KOSOKU_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    "kosoku==$KOSOKU_VERSION"
+fi
+
+bin="${TICKWIRE_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build --quiet --bin tickwire
+  bin="${CARGO_TARGET_DIR:-target}/debug/tickwire"
+fi
+out="${AUTOBAHN_OUT:-target/autobahn}"
+rm -rf "$out"
+mkdir -p "$out"
+
+# A small synthetic feed: the echo does not use it, and it should cost nothing.
+"$bin" serve --listen 127.0.0.1:0 --echo-endpoint --shards 1 --symbols 10 --rate 10 \
+  >"$out/server.out" 2>"$out/server.err" &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
+
+addr=""
+for _ in $(seq 100); do
+  addr=$(sed -n 's|^tickwire listening on http://\([^/]*\)/.*|\1|p' "$out/server.out")
+  [ -n "$addr" ] && break
+  kill -0 "$server" 2>/dev/null || { cat "$out/server.err" >&2; echo "server did not start" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "server printed no address" >&2; exit 1; }
+
+echo "== kosoku fuzzingclient against ws://$addr/echo (groups 12-13 excluded)"
+status=0
+timeout "${AUTOBAHN_TIMEOUT:-300}" kosoku -m fuzzingclient -x '12.*' -x '13.*' -p 2 \
+  -o "$out/reports" "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || status=$?
+tail -n 3 "$out/kosoku.log"
+if [ "$status" -eq 124 ]; then
+  echo "autobahn: timed out after ${AUTOBAHN_TIMEOUT:-300} s" >&2
+  exit 1
+fi
+# kosoku exits 1 when a case did not pass; the comparison below says which.
+
+python3 - "$out/reports/index.json" tests/autobahn/expected.json "$update" <<'EOF'
+import collections, json, sys
+
+index_path, expected_path, update = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+try:
+    index = json.load(open(index_path))
+except FileNotFoundError:
+    sys.exit(f"autobahn: no report at {index_path} (see kosoku.log)")
+(agent, cases), = index.items()
+
+def key(case_id):
+    return tuple(int(p) for p in case_id.split("."))
+
+got = {c: {"behavior": v["behavior"], "behaviorClose": v["behaviorClose"]}
+       for c, v in sorted(cases.items(), key=lambda kv: key(kv[0]))}
+counts = collections.Counter(v["behavior"] for v in got.values())
+close_counts = collections.Counter(v["behaviorClose"] for v in got.values())
+print(f"autobahn: {len(got)} cases: " + ", ".join(f"{n} {b}" for b, n in counts.most_common()))
+print("autobahn: closing handshake: " + ", ".join(f"{n} {b}" for b, n in close_counts.most_common()))
+
+if update:
+    doc = {
+        "about": "Autobahn verdicts of tickwire's /echo (tools/autobahn.sh), "
+                 "groups 12-13 (permessage-deflate) excluded. Regenerate with "
+                 "tools/autobahn.sh --update and review the diff.",
+        "kosoku": "0.1.0",
+        "summary": dict(sorted(counts.items())),
+        "cases": got,
+    }
+    with open(expected_path, "w") as f:
+        f.write("{\n")
+        for k in ("about", "kosoku", "summary"):
+            f.write(f"  {json.dumps(k)}: {json.dumps(doc[k], sort_keys=True)},\n")
+        f.write('  "cases": {\n')
+        rows = [f"    {json.dumps(c)}: {json.dumps(v, sort_keys=True)}" for c, v in got.items()]
+        f.write(",\n".join(rows) + "\n  }\n}\n")
+    print(f"autobahn: wrote {expected_path}")
+
+expected = json.load(open(expected_path))["cases"]
+problems = []
+for c, v in got.items():
+    # kosoku's own pass rule: OK, NON-STRICT or INFORMATIONAL both ways.
+    if not {v["behavior"], v["behaviorClose"]} <= {"OK", "NON-STRICT", "INFORMATIONAL"}:
+        problems.append(f"{c}: {v['behavior']} / close {v['behaviorClose']} (see {index_path})")
+    if c not in expected:
+        problems.append(f"{c}: not in {expected_path}")
+    elif expected[c] != v:
+        problems.append(f"{c}: expected {expected[c]}, got {v}")
+for c in expected.keys() - got.keys():
+    problems.append(f"{c}: expected but not run")
+if problems:
+    print("autobahn: FAILED", *problems, sep="\n  ")
+    sys.exit(1)
+print(f"autobahn: every case as expected ({expected_path})")
+EOF
