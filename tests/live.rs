@@ -97,3 +97,33 @@ async fn tcp_feed_without_upstream_is_stale_and_keeps_serving() {
     assert_eq!(pong["type"], "pong");
     server.shutdown();
 }
+
+/// A source that is quiet for a moment, then panics.
+struct Doomed {
+    panic_at: std::time::Instant,
+}
+
+impl tickwire::feed::FeedSource for Doomed {
+    fn poll(&mut self, _out: &mut Vec<tickwire::tick::Tick>) -> tickwire::feed::Poll {
+        if std::time::Instant::now() < self.panic_at {
+            return tickwire::feed::Poll::WaitUntil(self.panic_at);
+        }
+        panic!("a feed source bug (expected by this test)");
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_panics_makes_the_feed_stale_and_the_server_keeps_serving() {
+    let panic_at = std::time::Instant::now() + Duration::from_millis(300);
+    let config = test_config();
+    let server =
+        tickwire::server::start_with(&config, move |_| Ok(Box::new(Doomed { panic_at }))).unwrap();
+    let mut c = Client::connect(server.local_addr(), "").await;
+    wait_status(&mut c, "stale").await;
+    // Within one heartbeat interval of the failure.
+    let late = std::time::Instant::now().saturating_duration_since(panic_at);
+    assert!(late < config.shard.hb, "stale {late:?} after the panic");
+    let pong = c.request(json!({"type": "ping"}), 3).await;
+    assert_eq!(pong["type"], "pong");
+    server.shutdown();
+}

@@ -21,7 +21,8 @@
 //!   -> capture round trip and a replay of each; a recorder killed mid-write.
 //! - `hardening`: malformed frames, slowloris, reset storms, memory per
 //!   idle connection (raw TCP clients that break the rules).
-//! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live.
+//! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live; a
+//!   source that panics makes the feed stale.
 //! - `binary`: the binary subprotocol `tickwire.v1.bin` (negotiation, records
 //!   decoded against a JSON session on the same feed, stamps, overflow).
 //! - `tls`: `--tls-cert`/`--tls-key` (rcgen certificates made per test):

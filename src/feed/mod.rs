@@ -278,7 +278,22 @@ pub fn spawn_ingest(
         }
         while !stop.load(Ordering::Acquire) {
             batch.clear();
-            let polled = source.poll(&mut batch);
+            // A source that panics (a bug, or a decoder meeting something
+            // nobody expected) must not take the server down: sessions are
+            // told `stale`, the last values stay served, and the source is
+            // not polled again (its state is suspect).
+            let polled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.poll(&mut batch)));
+            let Ok(polled) = polled else {
+                tracing::error!("the feed source panicked; the feed is stale from now on");
+                if market.set_state(FeedState::Stale) {
+                    wakers.wake_all();
+                }
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::park_timeout(MAX_SLEEP);
+                }
+                break;
+            };
             let skipped = source.take_skipped();
             if skipped > 0 {
                 market.metrics.bad_records.fetch_add(skipped, Ordering::Relaxed);
