@@ -353,6 +353,8 @@ pub struct Replay {
     speed: Speed,
     hold: bool,
     looped: bool,
+    /// Whether the current pass over the file handed out any tick.
+    pass_had_ticks: bool,
     window: Window,
     /// Monotonic and wall-clock start, set on the first poll.
     start: Option<(Instant, u64)>,
@@ -388,6 +390,7 @@ impl Replay {
             speed,
             hold,
             looped: false,
+            pass_had_ticks: false,
             window: Window::default(),
             start: None,
             t0: None,
@@ -434,6 +437,7 @@ impl FeedSource for Replay {
                 t.src_ns = read_ns;
             }
             if !out.is_empty() {
+                self.pass_had_ticks = true;
                 return Poll::Ready;
             }
         }
@@ -445,6 +449,13 @@ impl FeedSource for Replay {
                 if !self.looped {
                     return Poll::Done;
                 }
+                if !self.pass_had_ticks {
+                    // Looping a file with no usable record would restart
+                    // (and close every session) as fast as the thread spins.
+                    tracing::warn!("the replay file has no usable record; not looping");
+                    return Poll::Done;
+                }
+                self.pass_had_ticks = false;
                 // Start over: a new schedule from now, a new epoch.
                 if let Err(e) = self.reader.rewind() {
                     tracing::error!(error = %e, "cannot rewind the replay; it ends here");
@@ -469,6 +480,7 @@ impl FeedSource for Replay {
                 }
             }
             out.push(tick);
+            self.pass_had_ticks = true;
         }
         Poll::Ready
     }
@@ -555,6 +567,15 @@ mod tests {
             assert_eq!(out.len(), 2);
             assert_eq!(r.poll(&mut Vec::new()), Poll::Restart);
         }
+    }
+
+    #[test]
+    fn a_file_without_usable_records_does_not_loop() {
+        let ticks = vec![Err(Skip { at: 1, why: "not JSON" })];
+        let mut r = Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Max, false).unwrap();
+        r.looped = true;
+        assert_eq!(r.poll(&mut Vec::new()), Poll::Done);
+        assert_eq!(r.take_skipped(), 1);
     }
 
     #[test]
