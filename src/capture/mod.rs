@@ -1087,6 +1087,17 @@ impl RecordReader for CaptureReader {
         }
     }
 
+    fn details(&self) -> Vec<(String, u64)> {
+        let info = self.info();
+        vec![
+            ("format version".into(), u64::from(info.version)),
+            ("finished".into(), u64::from(info.finished)),
+            ("blocks".into(), info.blocks.len() as u64),
+            ("block size (ticks)".into(), u64::from(info.block_ticks)),
+            ("bad blocks".into(), info.problems.len() as u64),
+        ]
+    }
+
     fn rewind(&mut self) -> io::Result<()> {
         self.next_entry = 0;
         self.pending = None;

@@ -151,7 +151,8 @@ impl Format {
     /// What [`RecordReader::details`] counts in this format.
     pub fn details_title(self) -> &'static str {
         match self {
-            Format::JsonLines | Format::Capture => "details",
+            Format::JsonLines => "details",
+            Format::Capture => "capture",
             Format::Itch => "messages by type",
         }
     }
