@@ -470,6 +470,218 @@ fn check_welcome(text: &str) -> Result<(), String> {
     }
 }
 
+/// `SO_RCVBUF` of a stalled session (the kernel doubles it and keeps a
+/// floor): small, so that the server's writes block soon after it stops
+/// reading, as a far-away client that does not read would make them.
+pub const STALLED_RCVBUF: u32 = 4096;
+
+/// How one stalled session ended (see [`Stalled`]).
+#[derive(Debug, Clone, Default)]
+pub struct StalledResult {
+    /// The server had closed it: the drain ended on a close frame, EOF or
+    /// a reset.
+    pub closed: bool,
+    /// How the drain ended (`close 4008 "slow client"`, `EOF`, `reset`,
+    /// `still open`, or why it never subscribed).
+    pub how: String,
+    /// Seconds from the subscription to the end of the drain (EOF, close
+    /// frame or error). An upper bound of when the server closed it.
+    pub drained_after_s: Option<f64>,
+    /// Payload bytes read while draining.
+    pub drained_bytes: u64,
+}
+
+type StalledWs = WebSocketStream<TcpStream>;
+
+/// Sessions that open, subscribe like the healthy ones, and then never
+/// read: nothing touches their sockets (not even a peek) until
+/// [`Stalled::drain`], after the measured window. Their receive buffer is
+/// [`STALLED_RCVBUF`], set before `connect` so that the advertised window
+/// is small too. They run on a thread of their own and appear in none of
+/// the load's numbers. Draining reads and discards until the server's
+/// close (close frame, EOF or reset) or a time limit: a session still
+/// getting data then was never closed.
+pub struct Stalled {
+    handle: JoinHandle<Vec<StalledResult>>,
+    connected: std::sync::mpsc::Receiver<Result<usize, String>>,
+    go: Option<tokio::sync::oneshot::Sender<Instant>>,
+    drain: Option<tokio::sync::oneshot::Sender<Duration>>,
+}
+
+impl Stalled {
+    /// Starts a thread that connects `n` sessions to `url` right away.
+    pub fn start(url: String, binary: bool, subscribe: String, n: usize) -> Stalled {
+        let (ctx, crx) = std::sync::mpsc::channel();
+        let (go, go_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let (drain, drain_rx) = tokio::sync::oneshot::channel::<Duration>();
+        let handle = std::thread::Builder::new()
+            .name("bench-stalled".into())
+            .spawn(move || {
+                block_on_local(async move {
+                    let conns = futures_util::future::join_all(
+                        (0..n).map(|_| connect_stalled(url.clone(), binary)),
+                    )
+                    .await;
+                    let mut socks = Vec::new();
+                    let mut errors = Vec::new();
+                    for c in conns {
+                        match c {
+                            Ok(ws) => socks.push(ws),
+                            Err(e) => errors.push(e),
+                        }
+                    }
+                    let _ = ctx.send(match errors.first() {
+                        None => Ok(socks.len()),
+                        Some(e) => Err(format!("{} stalled sessions failed: {e}", errors.len())),
+                    });
+                    let failed = |how: String| StalledResult { how, ..Default::default() };
+                    let mut out: Vec<StalledResult> =
+                        errors.into_iter().map(|e| failed(format!("connect: {e}"))).collect();
+                    let Ok(t0) = go_rx.await else { return out };
+                    let mut subscribed = Vec::new();
+                    for mut ws in socks {
+                        match ws.send(Message::Text(subscribe.clone().into())).await {
+                            Ok(()) => subscribed.push(ws),
+                            Err(e) => out.push(failed(format!("sending subscribe: {e}"))),
+                        }
+                    }
+                    // Never read: wait, without touching the sockets.
+                    let limit = drain_rx.await.unwrap_or(Duration::ZERO);
+                    let drained = futures_util::future::join_all(
+                        subscribed.into_iter().map(|ws| drain_stalled(ws, t0, limit)),
+                    )
+                    .await;
+                    out.extend(drained);
+                    out
+                })
+            })
+            .expect("spawn stalled thread");
+        Stalled { handle, connected: crx, go: Some(go), drain: Some(drain) }
+    }
+
+    /// Waits until the sessions are connected (welcome read); their count.
+    pub fn wait_connected(&self, limit: Duration) -> Result<usize, String> {
+        match self.connected.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(_) => Err("stalled sessions did not connect in time".into()),
+        }
+    }
+
+    /// Sends every `subscribe` now; `t0` is when the subscriptions went out
+    /// (the origin of the close times).
+    pub fn go(&mut self, t0: Instant) {
+        if let Some(g) = self.go.take() {
+            let _ = g.send(t0);
+        }
+    }
+
+    /// Reads and discards until the server's close, for at most `limit`
+    /// per session; how each ended.
+    pub fn drain(mut self, limit: Duration) -> Vec<StalledResult> {
+        self.go.take(); // never subscribed: the thread returns
+        if let Some(d) = self.drain.take() {
+            let _ = d.send(limit);
+        }
+        let end = Instant::now() + limit + FINISH_SLACK;
+        while !self.handle.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !self.handle.is_finished() {
+            return vec![StalledResult {
+                how: "drain did not finish".into(),
+                ..Default::default()
+            }];
+        }
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// Time a stalled thread gets beyond its drain limit to hand back results.
+const FINISH_SLACK: Duration = Duration::from_secs(3);
+
+fn block_on_local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+/// Connects with a [`STALLED_RCVBUF`] receive buffer and reads the welcome.
+async fn connect_stalled(url: String, binary: bool) -> Result<StalledWs, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let fut = async {
+        let mut req = url.into_client_request().map_err(|e| format!("url: {e}"))?;
+        if binary {
+            let v = BIN_PROTOCOL.parse().expect("header value");
+            req.headers_mut().insert("Sec-WebSocket-Protocol", v);
+        }
+        let host = req.uri().host().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
+        let port = req.uri().port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("resolve {host}: no address"))?;
+        let sock = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("socket: {e}"))?;
+        sock.set_recv_buffer_size(STALLED_RCVBUF).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+        let tcp = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let (mut ws, resp) =
+            tokio_tungstenite::client_async(req, tcp).await.map_err(|e| format!("connect: {e}"))?;
+        let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+        if binary && selected != Some(BIN_PROTOCOL) {
+            return Err(format!("the server did not select {BIN_PROTOCOL} (got {selected:?})"));
+        }
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return check_welcome(t.as_str()).map(|()| ws),
+                Some(Ok(Message::Close(f))) => return Err(format!("closed before welcome: {f:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("reading welcome: {e}")),
+                None => return Err("closed before welcome".into()),
+            }
+        }
+    };
+    timeout(CONNECT_TIMEOUT, fut).await.map_err(|_| "connect timed out".to_string())?
+}
+
+/// Reads and discards until the server's close or `limit`.
+async fn drain_stalled(mut ws: StalledWs, t0: Instant, limit: Duration) -> StalledResult {
+    let mut bytes = 0u64;
+    let read = async {
+        loop {
+            match ws.next().await {
+                None => return "EOF".to_string(),
+                Some(Err(e)) => return format!("read error: {e}"),
+                Some(Ok(Message::Close(f))) => {
+                    return match f {
+                        Some(f) => format!("close {} {:?}", u16::from(f.code), f.reason.as_str()),
+                        None => "close (no code)".into(),
+                    };
+                }
+                Some(Ok(m)) => bytes += m.len() as u64,
+            }
+        }
+    };
+    let r = timeout(limit, read).await;
+    match r {
+        Ok(how) => StalledResult {
+            closed: true,
+            how,
+            drained_after_s: Some(t0.elapsed().as_secs_f64()),
+            drained_bytes: bytes,
+        },
+        Err(_) => StalledResult {
+            closed: false,
+            how: format!("still open after draining for {limit:?}"),
+            drained_after_s: None,
+            drained_bytes: bytes,
+        },
+    }
+}
+
 /// Position of one (channel, symbol) stream in a session.
 #[derive(Debug, Default, Clone, Copy)]
 struct Stream {

@@ -165,61 +165,100 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
     let machine = server::MachineInfo::collect();
     let mut all = Vec::new();
     let mut assertion_failures = 0;
+    // Every (case, target), in scenario order; each pass of each, either
+    // pair by pair or (interleave = true) round by round, so that a noisy
+    // machine weighs on every pair alike.
+    let pairs: Vec<(&scenario::Case, &Target)> = sc
+        .cases
+        .iter()
+        .flat_map(|c| sc.targets.iter().filter(move |t| t.supports(c)).map(move |t| (c, t)))
+        .collect();
+    let order: Vec<(usize, u32)> = if sc.interleave {
+        (1..=sc.runs).flat_map(|r| (0..pairs.len()).map(move |i| (i, r))).collect()
+    } else {
+        (0..pairs.len()).flat_map(|i| (1..=sc.runs).map(move |r| (i, r))).collect()
+    };
+    let mut pair_runs: Vec<Vec<results::RunResult>> = vec![Vec::new(); pairs.len()];
+    let mut pair_merged: Vec<Option<client::Latencies>> = pairs.iter().map(|_| None).collect();
+    for (i, run) in order {
+        let (case, target) = pairs[i];
+        let runs = &mut pair_runs[i];
+        let merged = &mut pair_merged[i];
+        eprintln!("tickwire-bench: {} / {} run {run}/{}", target.name, case.name, sc.runs);
+        let o = run::run_once(&sc, target, case, run, &a.out.join("logs"));
+        let r = &o.result;
+        eprintln!(
+            "   delivered {}/s ({:.1}% of ideal), e2e p50 {:.2} ms p99 {:.2} ms, failed clients {}{}",
+            report::thousands(r.delivered_per_s),
+            r.delivered_ratio * 100.0,
+            r.latency.e2e.p50,
+            r.latency.e2e.p99,
+            r.failed_clients,
+            r.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+        if let Some(l) = o.latencies {
+            match merged {
+                Some(m) => m.add(&l),
+                None => *merged = Some(l),
+            }
+        }
+        runs.push(o.result);
+        if run < sc.runs {
+            continue;
+        }
+        let runs = std::mem::take(runs);
+        let merged = merged.take();
+        let failures: Vec<String> = runs.iter().flat_map(|r| run::check(&sc, case, r)).collect();
+        let cr = CaseResult {
+            target: target.name.clone(),
+            case: case.name.clone(),
+            peer: target.peer,
+            protocol: match target.protocol {
+                Protocol::Json => "json".into(),
+                Protocol::Binary => "binary".into(),
+            },
+            mode: case.mode.as_str().into(),
+            clients: case.clients,
+            rate: case.rate,
+            symbols: case.symbols(),
+            version: target.command.first().and_then(|p| server::version_of(p)),
+            summary: Summary::of(&runs),
+            runs,
+            assertion_failures: failures,
+        };
+        print!("{}", report::case_table(&cr));
+        for f in &cr.assertion_failures {
+            println!("   ASSERTION FAILED: {f}");
+        }
+        assertion_failures += cr.assertion_failures.len();
+        if let Some(l) = &merged
+            && let Err(e) = report::write_case_files(&a.out, &cr, l)
+        {
+            eprintln!("tickwire-bench: writing files of {}: {e}", report::stem(&cr));
+        }
+        all.push(cr);
+    }
+
+    // Cases compared with another case of the same run (same target).
     for case in &sc.cases {
-        for target in sc.targets.iter().filter(|t| t.supports(case)) {
-            let mut runs = Vec::new();
-            let mut merged: Option<client::Latencies> = None;
-            for run in 1..=sc.runs {
-                eprintln!("tickwire-bench: {} / {} run {run}/{}", target.name, case.name, sc.runs);
-                let o = run::run_once(&sc, target, case, run, &a.out.join("logs"));
-                let r = &o.result;
-                eprintln!(
-                    "   delivered {}/s ({:.1}% of ideal), e2e p50 {:.2} ms p99 {:.2} ms, failed clients {}{}",
-                    report::thousands(r.delivered_per_s),
-                    r.delivered_ratio * 100.0,
-                    r.latency.e2e.p50,
-                    r.latency.e2e.p99,
-                    r.failed_clients,
-                    r.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
-                );
-                if let Some(l) = o.latencies {
-                    match &mut merged {
-                        Some(m) => m.add(&l),
-                        None => merged = Some(l),
-                    }
-                }
-                runs.push(o.result);
+        let Some(vs) = &case.assert_p99_ratio_vs else { continue };
+        if !sc.cases.iter().any(|c| &c.name == vs) {
+            println!("   {}: p99 ratio not checked ({vs} not run: --case)", case.name);
+            continue;
+        }
+        let max = case.max_p99_ratio.unwrap_or(1.5);
+        for i in 0..all.len() {
+            if all[i].case != case.name {
+                continue;
             }
-            let failures: Vec<String> =
-                runs.iter().flat_map(|r| run::check(&sc, case, r)).collect();
-            let cr = CaseResult {
-                target: target.name.clone(),
-                case: case.name.clone(),
-                peer: target.peer,
-                protocol: match target.protocol {
-                    Protocol::Json => "json".into(),
-                    Protocol::Binary => "binary".into(),
-                },
-                mode: case.mode.as_str().into(),
-                clients: case.clients,
-                rate: case.rate,
-                symbols: case.symbols(),
-                version: target.command.first().and_then(|p| server::version_of(p)),
-                summary: Summary::of(&runs),
-                runs,
-                assertion_failures: failures,
-            };
-            print!("{}", report::case_table(&cr));
-            for f in &cr.assertion_failures {
+            let base = all.iter().find(|o| &o.case == vs && o.target == all[i].target);
+            let line = p99_ratio_check(&all[i], base, vs, max);
+            println!("   {} / {}: {}", all[i].target, case.name, line.0);
+            if let Some(f) = line.1 {
                 println!("   ASSERTION FAILED: {f}");
+                all[i].assertion_failures.push(f);
+                assertion_failures += 1;
             }
-            assertion_failures += cr.assertion_failures.len();
-            if let Some(l) = &merged
-                && let Err(e) = report::write_case_files(&a.out, &cr, l)
-            {
-                eprintln!("tickwire-bench: writing files of {}: {e}", report::stem(&cr));
-            }
-            all.push(cr);
         }
     }
 
@@ -259,6 +298,32 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
         code = ExitCode::FAILURE;
     }
     Ok(code)
+}
+
+/// The e2e p99 (medians over runs) of `cr` against case `vs` of the same
+/// target: a line for the log and the failure, if any.
+fn p99_ratio_check(
+    cr: &CaseResult,
+    base: Option<&CaseResult>,
+    vs: &str,
+    max: f64,
+) -> (String, Option<String>) {
+    let Some(b) = base.filter(|b| b.summary.runs > 0 && b.summary.latency.e2e.p99 > 0.0) else {
+        let f = format!("p99 ratio: case {vs:?} was not measured for {}", cr.target);
+        return (f.clone(), Some(f));
+    };
+    if cr.summary.runs == 0 {
+        let f = format!("p99 ratio: case {:?} was not measured", cr.case);
+        return (f.clone(), Some(f));
+    }
+    let (p, q) = (cr.summary.latency.e2e.p99, b.summary.latency.e2e.p99);
+    let ratio = p / q;
+    let line = format!(
+        "e2e p99 {p:.3} ms vs {q:.3} ms in {vs} (medians of {} and {} runs): ratio {ratio:.2} (limit {max})",
+        cr.summary.runs, b.summary.runs
+    );
+    let fail = (ratio > max).then(|| format!("p99 ratio {ratio:.2} above {max}: {line}"));
+    (line, fail)
 }
 
 fn apply_overrides(sc: &mut Scenario, a: &Args) -> Result<(), String> {

@@ -89,6 +89,36 @@ pub fn case_table(cr: &CaseResult) -> String {
     for (k, v) in rows {
         let _ = writeln!(out, "   {k:<26}{v}");
     }
+    if let Some(last) = cr.runs.last().filter(|r| r.stalled_clients > 0) {
+        let per_run: Vec<String> = cr
+            .runs
+            .iter()
+            .map(|r| {
+                let t: Vec<String> =
+                    r.stalled_closed_after_s.iter().map(|t| format!("{t:.2}")).collect();
+                format!("[{}]", t.join(", "))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "   {:<26}{} per run (from {}; median of the last {}), not closed (worst run) {}",
+            "stalled closed after (s)",
+            per_run.join(" "),
+            last.stalled_close_source.as_deref().unwrap_or("?"),
+            opt(s.stalled_closed_after_s, 2),
+            s.stalled_not_closed
+        );
+        let _ = writeln!(out, "   {:<26}{}", "stalled drain ended", last.stalled_how.join("; "));
+    }
+    if s.rss_window_growth_mb.is_some() {
+        let _ = writeln!(
+            out,
+            "   {:<26}max − start of window {} MB; before subscribing → start {} MB",
+            "RSS growth",
+            opt(s.rss_window_growth_mb, 1),
+            opt(subscribe_to_start(cr), 1)
+        );
+    }
     if let Some(n) = s.not_converged {
         let _ = writeln!(out, "   {:<26}{}", "not converged (worst run)", n);
     }
@@ -105,6 +135,13 @@ pub fn case_table(cr: &CaseResult) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Median RSS growth from just before the subscriptions to the window.
+fn subscribe_to_start(cr: &CaseResult) -> Option<f64> {
+    crate::results::median(
+        cr.runs.iter().filter_map(|r| Some(r.rss_start_mb? - r.rss_subscribe_mb?)).collect(),
+    )
 }
 
 fn best_peer<'a>(all: &'a [CaseResult], case: &str) -> Option<&'a Summary> {

@@ -171,6 +171,30 @@ pub struct RunResult {
     /// Every RSS sample of the window: (seconds into the window, MiB).
     #[serde(default)]
     pub rss_samples: Vec<(f64, f64)>,
+    /// Just before the subscriptions were sent, MiB.
+    #[serde(default)]
+    pub rss_subscribe_mb: Option<f64>,
+    /// Largest sample of the window − `rss_start_mb`, MiB.
+    #[serde(default)]
+    pub rss_window_growth_mb: Option<f64>,
+    /// Stalled sessions asked for (`stalled_clients`).
+    #[serde(default)]
+    pub stalled_clients: usize,
+    /// Stalled sessions the server had closed when they were drained.
+    #[serde(default)]
+    pub stalled_closed: usize,
+    /// When the server closed them, seconds after the subscriptions, one
+    /// per closed session, earliest first (see `stalled_close_source`).
+    #[serde(default)]
+    pub stalled_closed_after_s: Vec<f64>,
+    /// `metrics`: the server's `tickwire_slow_disconnects_total`, polled
+    /// every 100 ms; `drain`: the end of each session's drain after the
+    /// window (an upper bound: no metrics).
+    #[serde(default)]
+    pub stalled_close_source: Option<String>,
+    /// How each stalled session's drain ended.
+    #[serde(default)]
+    pub stalled_how: Vec<String>,
     /// Clients that reached every server position (mode latest), if checked.
     pub converged: Option<usize>,
     /// Seconds from the probe until the last client converged.
@@ -213,6 +237,15 @@ pub struct Summary {
     pub rss_max_mb: Option<f64>,
     /// Median RSS growth over the window (end − start), MiB.
     pub rss_growth_mb: Option<f64>,
+    /// Median RSS growth in the window (largest sample − start), MiB.
+    #[serde(default)]
+    pub rss_window_growth_mb: Option<f64>,
+    /// Median over runs of the last stalled session's close time, s.
+    #[serde(default)]
+    pub stalled_closed_after_s: Option<f64>,
+    /// Worst run: stalled sessions not closed by the server.
+    #[serde(default)]
+    pub stalled_not_closed: usize,
     /// Worst run: failed clients.
     pub failed_clients: usize,
     /// Worst run: `cseq` gaps.
@@ -276,6 +309,15 @@ impl Summary {
             client_cpu_cores: med_opt(&|r| r.client_cpu_cores),
             rss_max_mb: med_opt(&|r| r.rss_max_mb),
             rss_growth_mb: med_opt(&|r| Some(r.rss_end_mb? - r.rss_start_mb?)),
+            rss_window_growth_mb: med_opt(&|r| r.rss_window_growth_mb),
+            stalled_closed_after_s: med_opt(&|r| {
+                r.stalled_closed_after_s.last().copied().filter(|_| r.stalled_clients > 0)
+            }),
+            stalled_not_closed: runs
+                .iter()
+                .map(|r| r.stalled_clients.saturating_sub(r.stalled_closed))
+                .max()
+                .unwrap_or(0),
             failed_clients: runs.iter().map(|r| r.failed_clients).max().unwrap_or(0),
             cseq_gaps: runs.iter().map(|r| r.cseq_gaps).max().unwrap_or(0),
             seq_gaps: runs.iter().map(|r| r.seq_gaps).max().unwrap_or(0),

@@ -7,21 +7,32 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::client::{
-    self, Latencies, Load, LoadPlan, LoadResult, TIMELINE_BUCKET_NS, Window, now_ns,
+    self, Latencies, Load, LoadPlan, LoadResult, Stalled, TIMELINE_BUCKET_NS, Window, now_ns,
 };
 use crate::results::{LatencySet, Percentiles, RunResult, TimePoint};
-use crate::scenario::{Case, Mode, Protocol, Scenario, Target};
-use crate::server::{self, RssSampler, Server};
+use crate::scenario::{Assertions, Case, Mode, Protocol, Scenario, Target};
+use crate::server::{self, MetricPoller, RssSampler, Server};
 
 /// Time every thread gets to stop and hand back its numbers.
 const FINISH_LIMIT: Duration = Duration::from_secs(10);
 /// Time the sessions get to connect.
 const CONNECT_LIMIT: Duration = Duration::from_secs(30);
+/// Time each stalled session gets, after the window, to read up to the
+/// server's close.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+/// The counter that dates the closes of stalled sessions.
+const SLOW_DISCONNECTS: &str = "tickwire_slow_disconnects_total";
 
 /// Upper bound of one run's wall time (for the hard deadline).
 pub fn budget(sc: &Scenario, case: &Case) -> Duration {
     let converge = if case.converges() { sc.converge_timeout } else { Duration::ZERO };
-    Duration::from_secs(15 + 10 + 3)
+    let drain = if case.stalled_clients > 0 {
+        DRAIN_LIMIT + Duration::from_secs(3)
+    } else {
+        Duration::ZERO
+    };
+    drain
+        + Duration::from_secs(15 + 10 + 3)
         + CONNECT_LIMIT
         + sc.warmup
         + sc.duration
@@ -159,6 +170,11 @@ fn measure(
         }
     };
     let rss_idle = pid.and_then(server::rss_kib);
+    let binary = target.protocol == Protocol::Binary;
+    // Stalled sessions subscribe like client 0, then never read.
+    let mut stalled = (case.stalled_clients > 0).then(|| {
+        Stalled::start(url.to_string(), binary, subscribes[0].clone(), case.stalled_clients)
+    });
     // 3. connect, then subscribe; warm-up, window
     let plan = LoadPlan {
         url: url.to_string(),
@@ -168,9 +184,23 @@ fn measure(
     };
     let load = Load::start(plan, sc.duration);
     let connected = load.wait_connected(CONNECT_LIMIT);
+    if let Some(s) = &stalled {
+        s.wait_connected(CONNECT_LIMIT)?;
+    }
+    let rss_subscribe = pid.and_then(server::rss_kib);
+    // The close times of stalled sessions: the server's counter of
+    // slow-client closes, when it has one (tickwire's /metrics).
+    let metrics = stalled.as_ref().and_then(|_| server::metrics_addr(url));
+    let base = metrics.as_deref().and_then(|m| server::read_metric(m, SLOW_DISCONNECTS));
+    let t0 = Instant::now();
+    let poller =
+        metrics.filter(|_| base.is_some()).map(|m| MetricPoller::start(m, SLOW_DISCONNECTS, t0));
     let start_ns = now_ns() + sc.warmup.as_nanos() as u64;
     let w = Window { start_ns, end_ns: start_ns + sc.duration.as_nanos() as u64 };
     load.go(w);
+    if let Some(s) = &mut stalled {
+        s.go(t0);
+    }
     sleep_until_ns(w.start_ns);
     let pid_s = pid.map(|p| p.to_string());
     let cpu = || (pid_s.as_deref().and_then(server::cpu_seconds), server::cpu_seconds("self"));
@@ -180,6 +210,8 @@ fn measure(
     sleep_until_ns(w.end_ns);
     let (srv1, me1) = cpu();
     let samples = sampler.map(RssSampler::finish).unwrap_or_default();
+    let stalled = stalled.map(|s| s.drain(DRAIN_LIMIT));
+    let polled = poller.map(MetricPoller::finish);
     // 4. convergence
     let (mut converged, mut converge_s) = (None, None);
     if case.converges() {
@@ -214,6 +246,23 @@ fn measure(
     r.rss_max_mb = samples.iter().map(|s| s.1).max().map(mb);
     r.rss_end_mb = samples.last().map(|s| mb(s.1));
     r.rss_samples = samples.iter().map(|&(t, kib)| (t, mb(kib))).collect();
+    r.rss_subscribe_mb = rss_subscribe.map(mb);
+    r.rss_window_growth_mb = r.rss_max_mb.zip(r.rss_start_mb).map(|(m, s)| m - s);
+    if let Some(st) = stalled {
+        r.stalled_clients = case.stalled_clients;
+        r.stalled_closed = st.iter().filter(|s| s.closed).count();
+        r.stalled_how =
+            st.iter().map(|s| format!("{} ({} bytes drained)", s.how, s.drained_bytes)).collect();
+        if let (Some(base), Some(polled)) = (base, polled) {
+            r.stalled_closed_after_s = server::rise_times(&polled, base, case.stalled_clients);
+            r.stalled_close_source = Some("metrics".into());
+        } else {
+            let mut t: Vec<f64> = st.iter().filter_map(|s| s.drained_after_s).collect();
+            t.sort_by(f64::total_cmp);
+            r.stalled_closed_after_s = t;
+            r.stalled_close_source = Some("drain".into());
+        }
+    }
     r.converged = converged;
     r.converge_s = converge_s;
     Ok(Outcome { result: r, latencies: Some(lr.stats.lat) })
@@ -291,7 +340,19 @@ fn numbers(case: &Case, lr: &LoadResult, secs: f64) -> RunResult {
 
 /// The sanity checks of the scenario, on one run; one line per failure.
 pub fn check(sc: &Scenario, case: &Case, r: &RunResult) -> Vec<String> {
-    let Some(a) = &sc.assert else { return Vec::new() };
+    // The case's own assertions (stalled clients, RSS) apply without an
+    // [assert] table too.
+    let case_checks = case.stalled_close_limit().is_some() || case.max_rss_growth_mb.is_some();
+    if sc.assert.is_none() && !case_checks {
+        return Vec::new();
+    }
+    let off = Assertions {
+        min_delivered_ratio: 0.0,
+        no_seq_gaps: false,
+        no_cseq_gaps: false,
+        no_failed_clients: false,
+    };
+    let a = sc.assert.as_ref().unwrap_or(&off);
     let mut out = Vec::new();
     if let Some(e) = &r.error {
         out.push(format!("run {}: {e}", r.run));
@@ -323,6 +384,34 @@ pub fn check(sc: &Scenario, case: &Case, r: &RunResult) -> Vec<String> {
             r.failures.first()
         ));
     }
+    if let Some(limit) = case.stalled_close_limit() {
+        let n = r.stalled_clients;
+        let late = r.stalled_closed_after_s.iter().filter(|t| **t > limit.as_secs_f64()).count();
+        let undated = n.saturating_sub(r.stalled_closed_after_s.len());
+        if r.stalled_closed < n || late > 0 || undated > 0 {
+            out.push(format!(
+                "run {}: stalled clients: {} of {n} closed by the server, closed after {:?} s \
+                 ({}), limit {:.1} s; {:?}",
+                r.run,
+                r.stalled_closed,
+                r.stalled_closed_after_s,
+                r.stalled_close_source.as_deref().unwrap_or("?"),
+                limit.as_secs_f64(),
+                r.stalled_how
+            ));
+        }
+    }
+    if let Some(max) = case.max_rss_growth_mb {
+        match r.rss_window_growth_mb {
+            Some(g) if g < max => {}
+            Some(g) => out.push(format!(
+                "run {}: server RSS grew by {g:.1} MiB (largest sample of the window − its \
+                 start), limit {max} MiB",
+                r.run
+            )),
+            None => out.push(format!("run {}: no server RSS for max_rss_growth_mb", r.run)),
+        }
+    }
     if let Some(c) = r.converged
         && c < r.connected
     {
@@ -353,6 +442,11 @@ mod tests {
             subscribe: None,
             max_hz: Some(4.0),
             converge: None,
+            stalled_clients: 0,
+            assert_stalled_closed_within: None,
+            assert_p99_ratio_vs: None,
+            max_p99_ratio: None,
+            max_rss_growth_mb: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&subscribe_request(&case, false, None)).unwrap();

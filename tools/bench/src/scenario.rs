@@ -34,6 +34,10 @@ pub struct RawScenario {
     /// How long `latest`-mode clients get to reach the server's last values.
     #[serde(default = "default_converge")]
     pub converge_timeout: String,
+    /// Run the passes round by round (every pair's pass 1, then every
+    /// pair's pass 2...) instead of pair by pair.
+    #[serde(default)]
+    pub interleave: bool,
     /// Sanity checks that fail the run (for CI); none by default.
     #[serde(default)]
     pub assert: Option<Assertions>,
@@ -158,6 +162,26 @@ pub struct Case {
     /// Check convergence after the window (default: true in mode `latest`).
     #[serde(default)]
     pub converge: Option<bool>,
+    /// Extra sessions that subscribe like the others and then never read
+    /// (small `SO_RCVBUF`); excluded from every other number. See
+    /// `client::Stalled`.
+    #[serde(default)]
+    pub stalled_clients: usize,
+    /// Fail unless every stalled session is closed by the server within
+    /// this long after the subscriptions (`"3s"`).
+    #[serde(default)]
+    pub assert_stalled_closed_within: Option<String>,
+    /// Fail when this case's e2e p99 (median over runs) is above
+    /// `max_p99_ratio` × that of the named case, same target, same run.
+    #[serde(default)]
+    pub assert_p99_ratio_vs: Option<String>,
+    /// The ratio for `assert_p99_ratio_vs` (default 1.5).
+    #[serde(default)]
+    pub max_p99_ratio: Option<f64>,
+    /// Fail when the server's RSS grows by this many MiB or more in a run
+    /// (largest sample of the window − RSS at its start).
+    #[serde(default)]
+    pub max_rss_growth_mb: Option<f64>,
 }
 
 /// Sanity checks of a run (not speed targets).
@@ -204,6 +228,8 @@ pub struct Scenario {
     /// Convergence deadline (mode latest).
     #[serde(serialize_with = "secs")]
     pub converge_timeout: Duration,
+    /// Passes round by round.
+    pub interleave: bool,
     /// Sanity checks, if any.
     pub assert: Option<Assertions>,
     /// Commands to run first.
@@ -277,6 +303,32 @@ impl Scenario {
             if c.converge.unwrap_or(false) && c.mode != Mode::Latest {
                 return Err(format!("case {:?}: converge needs mode latest", c.name));
             }
+            if let Some(d) = &c.assert_stalled_closed_within {
+                parse_duration(d)
+                    .map_err(|e| format!("case {:?}: assert_stalled_closed_within: {e}", c.name))?;
+                if c.stalled_clients == 0 {
+                    return Err(format!(
+                        "case {:?}: assert_stalled_closed_within needs stalled_clients",
+                        c.name
+                    ));
+                }
+            }
+            if c.max_p99_ratio.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err(format!("case {:?}: max_p99_ratio must be > 0", c.name));
+            }
+            if c.max_p99_ratio.is_some() && c.assert_p99_ratio_vs.is_none() {
+                return Err(format!("case {:?}: max_p99_ratio needs assert_p99_ratio_vs", c.name));
+            }
+        }
+        for c in &cases {
+            if let Some(vs) = &c.assert_p99_ratio_vs
+                && (vs == &c.name || !cases.iter().any(|o| &o.name == vs))
+            {
+                return Err(format!(
+                    "case {:?}: assert_p99_ratio_vs: no other case {vs:?}",
+                    c.name
+                ));
+            }
         }
         Ok(Scenario {
             name: raw.name,
@@ -285,6 +337,7 @@ impl Scenario {
             duration,
             threads: raw.threads,
             converge_timeout,
+            interleave: raw.interleave,
             assert: raw.assert,
             setup: raw.setup,
             targets: raw.targets,
@@ -297,6 +350,12 @@ impl Case {
     /// Symbols of the feed (filled in by [`Scenario::check`]).
     pub fn symbols(&self) -> u32 {
         self.symbols.unwrap_or(1000)
+    }
+
+    /// The `assert_stalled_closed_within` limit (checked by
+    /// [`Scenario::check`]).
+    pub fn stalled_close_limit(&self) -> Option<Duration> {
+        self.assert_stalled_closed_within.as_deref().and_then(|d| parse_duration(d).ok())
     }
 
     /// Whether the run ends with a convergence check.
@@ -449,6 +508,23 @@ mod tests {
         assert!(bad("mode = \"latest\"", "mode = \"newest\"").contains("newest"));
         assert!(bad("rate = 1000", "rate = 1000\nbogus = 1").contains("bogus"));
         assert!(bad("symbols = 50", "symbols = 50\nsubscribe = 51").contains("subscribe"));
+        let vs = "rate = 1000\nassert_p99_ratio_vs = \"zz\"";
+        assert!(bad("rate = 1000", vs).contains("no other case"));
+        let within = "rate = 1000\nassert_stalled_closed_within = \"3s\"";
+        assert!(bad("rate = 1000", within).contains("needs stalled_clients"));
+    }
+
+    #[test]
+    fn stalled_options() {
+        let extra = "rate = 1000\nstalled_clients = 1\nassert_stalled_closed_within = \"3s\"\n\
+                     assert_p99_ratio_vs = \"b\"\nmax_p99_ratio = 1.5\nmax_rss_growth_mb = 16";
+        let s = Scenario::parse(&MINI.replacen("rate = 1000", extra, 1)).unwrap();
+        let c = &s.cases[0];
+        assert_eq!(c.stalled_clients, 1);
+        assert_eq!(c.stalled_close_limit(), Some(Duration::from_secs(3)));
+        assert_eq!(c.assert_p99_ratio_vs.as_deref(), Some("b"));
+        assert_eq!((c.max_p99_ratio, c.max_rss_growth_mb), (Some(1.5), Some(16.0)));
+        assert_eq!(s.cases[1].stalled_clients, 0);
     }
 
     #[test]
@@ -462,7 +538,7 @@ mod tests {
 
     #[test]
     fn shipped_scenarios_parse() {
-        for f in ["smoke.toml", "standard.toml"] {
+        for f in ["smoke.toml", "standard.toml", "slow-client.toml"] {
             let path = format!("{}/scenarios/{f}", env!("CARGO_MANIFEST_DIR"));
             let text = std::fs::read_to_string(&path).unwrap();
             Scenario::parse(&text).unwrap_or_else(|e| panic!("{f}: {e}"));

@@ -180,6 +180,80 @@ impl RssSampler {
     }
 }
 
+/// `http://HOST:PORT/metrics` of a server's `ws://HOST:PORT/...` URL.
+pub fn metrics_addr(ws_url: &str) -> Option<String> {
+    let rest = ws_url.strip_prefix("ws://")?;
+    let hostport = rest.split(['/', '?']).next()?;
+    (!hostport.is_empty()).then(|| hostport.to_string())
+}
+
+/// Reads one counter or gauge (a line `NAME VALUE`, no labels) from
+/// `GET /metrics` at `hostport`; None when the server has no such line or
+/// does not answer within 500 ms.
+pub fn read_metric(hostport: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport).ok()?.next()?;
+    let limit = Duration::from_millis(500);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.set_write_timeout(Some(limit)).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    metric_value(&body, name)
+}
+
+/// The value of the unlabelled line `NAME VALUE` of a Prometheus text page.
+pub fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Polls one metric every 100 ms on a thread of its own.
+pub struct MetricPoller {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl MetricPoller {
+    /// Starts polling `name` at `hostport`; times are seconds since `t0`.
+    pub fn start(hostport: String, name: &'static str, t0: Instant) -> MetricPoller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut next = Instant::now();
+            loop {
+                if let Some(v) = read_metric(&hostport, name) {
+                    out.push((t0.elapsed().as_secs_f64(), v));
+                }
+                if s.load(Ordering::Acquire) {
+                    break out;
+                }
+                next += Duration::from_millis(100);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        });
+        MetricPoller { stop, handle }
+    }
+
+    /// Stops (after a last poll) and returns the (seconds, value) samples.
+    pub fn finish(self) -> Vec<(f64, f64)> {
+        self.stop.store(true, Ordering::Release);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// From polled samples of a counter, the time at which it had risen by
+/// 1, 2, ... `n` above `base` (as many as it did).
+pub fn rise_times(samples: &[(f64, f64)], base: f64, n: usize) -> Vec<f64> {
+    (1..=n)
+        .map_while(|k| samples.iter().find(|(_, v)| *v - base >= k as f64).map(|(t, _)| *t))
+        .collect()
+}
+
 /// What the machine and the programs are.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MachineInfo {
@@ -278,6 +352,20 @@ mod tests {
         let peer = "listening on ws://127.0.0.1:5151/ws";
         assert_eq!(find_ws_url(peer).unwrap(), "ws://127.0.0.1:5151/ws");
         assert_eq!(find_ws_url("starting"), None);
+    }
+
+    #[test]
+    fn metrics_parsing() {
+        assert_eq!(metrics_addr("ws://127.0.0.1:4242/ws?stamps=1").unwrap(), "127.0.0.1:4242");
+        assert_eq!(metrics_addr("wss://x/ws"), None);
+        let page = "# TYPE tickwire_slow_disconnects_total counter\n\
+                    tickwire_slow_disconnects_total 2\nother{a=\"b\"} 1\n";
+        assert_eq!(metric_value(page, "tickwire_slow_disconnects_total"), Some(2.0));
+        assert_eq!(metric_value(page, "other"), None);
+        let samples = [(0.1, 0.0), (2.4, 1.0), (2.5, 1.0), (2.9, 3.0)];
+        assert_eq!(rise_times(&samples, 0.0, 1), [2.4]);
+        assert_eq!(rise_times(&samples, 0.0, 3), [2.4, 2.9, 2.9]);
+        assert_eq!(rise_times(&samples, 1.0, 3), [2.9, 2.9]);
     }
 
     #[test]
