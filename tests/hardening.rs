@@ -3,7 +3,7 @@
 //! sockets are closed at the handshake timeout while a normal client
 //! streams; thousands of abrupt resets leave no connection, session or file
 //! descriptor behind; 5,000 subscribed connections that each sent a 64 KiB
-//! request have a bounded cost (about 150 KB each today, above the issue's
+//! request have a bounded cost (about 140 KB each today, above the issue's
 //! 64 KiB target: see that test).
 //!
 //! These talk raw TCP: the frames are written by hand, so a client can
@@ -414,12 +414,13 @@ async fn subscribed_connections_memory_per_connection_is_bounded() {
     assert!(sessions.try_join_next().is_none(), "a session ended early");
     sessions.abort_all();
     let _ = std::fs::remove_file(&path);
-    // The issue's target is 64 KiB; this version holds about 150 KB (see
+    // The issue's target is 64 KiB; this version holds about 140 KB (see
     // the closing note of issue 6 and BENCHMARKS.md). Measured with a heap
     // profile (glibc build, 200 connections): tungstenite keeps its read
     // buffer at the size of the largest frame (about 66 KB after a 64 KiB
     // request) and its write buffer at the largest frame written (about
-    // 20 KB here), the session task's future is about 14 KB and the 100
+    // 20 KB here), the session task's future was about 14 KB (6 KB since
+    // the TLS path is boxed) and the 100
     // subscription entries about 11 KB. Closing the gap means owning the
     // read path (or a tungstenite that shrinks its buffer). Until then this
     // bound guards against regressions.

@@ -129,7 +129,9 @@ pub async fn serve(conn: std::net::TcpStream, ctx: ConnContext) {
         return serve_http(stream, peer, deadline, ctx).await;
     };
     match tokio::time::timeout_at(deadline, tls::accept(&acceptor, stream)).await {
-        Ok(Ok(tls)) => serve_http(tls, peer, deadline, ctx).await,
+        // Boxed: the TLS state machine is large, and inline it would make
+        // every plain-TCP connection's future as large as a TLS one.
+        Ok(Ok(tls)) => Box::pin(serve_http(tls, peer, deadline, ctx)).await,
         Ok(Err(tls::Refused::NotTls(mut stream))) => {
             tls::HandshakeFailed { reason: &"plain text on the TLS port" }
                 .emit(ctx.shard.borrow().counters());
