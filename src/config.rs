@@ -197,6 +197,31 @@ impl Default for ServeArgs {
     }
 }
 
+/// Parses a duration as the command-line tools take it: `500ms`, `10s`,
+/// `2m`, `1h`, or plain seconds (`1.5`); zero included, negative and
+/// absurd (a billion seconds or more) refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a duration such as 500ms, 10s, 2m or 1h");
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    let secs = v * scale;
+    if !(0.0..1e9).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// A flag value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid --{flag}: {msg}")]

@@ -437,8 +437,14 @@ pub fn format_time(ns: u64) -> String {
     if days == 0 {
         return clock;
     }
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02} {clock} UTC")
+}
+
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01
+/// (H. Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -446,8 +452,7 @@ pub fn format_time(ns: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {clock} UTC")
+    (yoe + era * 400 + i64::from(m <= 2), m as u32, d as u32)
 }
 
 /// What a [`Skip`]'s position means in each format.
@@ -580,26 +585,13 @@ pub fn record(
     Ok(done)
 }
 
-/// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds (`1.5`).
+/// Parses a positive duration (`--duration`): see
+/// [`crate::config::parse_duration`]; zero is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration such as 500ms, 10s, 2m or 1h");
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| bad())?;
-    let secs = v * scale;
-    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
-        return Err(bad());
+    match crate::config::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} is not a positive duration")),
+        d => Ok(d),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::util::{BIN, Client, TestServer, manual_server};
+use crate::util::{BIN, Client, TestServer, manual_server, overflow_burst};
 
 /// A server that knows AAPL, MSFT and IBM, with one quote and one trade each.
 fn seeded() -> TestServer {
@@ -210,28 +210,7 @@ async fn overflow_records_name_the_gap() {
         json!({"symbols": ["AAPL"], "mode": "all", "channels": ["quotes"], "snapshot": false}),
     )
     .await;
-    let n = 5000u64;
-    for _ in 0..n {
-        ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
-    }
-    ts.flush();
-    let (mut next, mut lost) = (2u64, 0);
-    while next <= n + 1 {
-        let m = c.until(is_data).await;
-        if m["type"] == "overflow" {
-            // The overflow names exactly the gap that follows.
-            assert_eq!(m["from_seq"], next, "{m}");
-            assert_eq!((m["ch"].as_str(), m["sym"].as_str()), (Some("quotes"), Some("AAPL")));
-            let to = m["to_seq"].as_u64().unwrap();
-            assert_eq!(m["lost"], to - next + 1);
-            lost += to - next + 1;
-            next = to + 1;
-        } else {
-            // No seq jump without an overflow.
-            assert_eq!(m["seq"], next, "{m}");
-            next += 1;
-        }
-    }
+    let lost = overflow_burst(&ts, &mut c, 5000).await;
     assert!(lost > 0, "a 16-slot queue must overflow on 5000 updates");
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tickwire::feed::FeedState;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::util::{Client, TestServer, manual_server};
+use crate::util::{Client, TestServer, manual_server, overflow_burst};
 
 fn seq(m: &Value) -> u64 {
     m["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {m}"))
@@ -230,30 +230,7 @@ async fn all_mode_reports_drops_with_overflow() {
         json!({"symbols": ["AAPL"], "mode": "all", "channels": ["quotes"], "snapshot": false}),
     )
     .await;
-    let n = 5000u64;
-    for _ in 0..n {
-        ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
-    }
-    ts.flush();
-    let mut next = 2u64;
-    let mut lost = 0;
-    while next <= n + 1 {
-        let m = c.until(|m| is_update(m) || m["type"] == "overflow").await;
-        if m["type"] == "overflow" {
-            // The overflow names exactly the gap that follows.
-            assert_eq!(m["from_seq"], next, "{m}");
-            assert_eq!(m["ch"], "quotes");
-            assert_eq!(m["sym"], "AAPL");
-            let to = m["to_seq"].as_u64().unwrap();
-            assert_eq!(m["lost"], to - next + 1);
-            lost += to - next + 1;
-            next = to + 1;
-        } else {
-            // No seq jump without an overflow.
-            assert_eq!(seq(&m), next, "{m}");
-            next += 1;
-        }
-    }
+    let lost = overflow_burst(&ts, &mut c, 5000).await;
     assert!(lost > 0, "a 16-slot queue must overflow on 5000 updates");
     let (_, metrics) = ts.get("/metrics").await;
     assert!(metrics.contains("tickwire_overflows_total "), "{metrics}");

@@ -380,3 +380,33 @@ pub fn decode_binary(frame: &[u8], ids: &HashMap<u64, String>) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Pushes `n` AAPL quotes through a server whose mode-all queue is tiny,
+/// to a client subscribed to AAPL quotes in mode all without snapshot
+/// (the stream at seq 1), and checks the accounting: every update arrives
+/// in order, and every gap is named exactly by the `overflow` before it.
+/// Returns the number of updates reported lost.
+pub async fn overflow_burst(ts: &TestServer, c: &mut Client, n: u64) -> u64 {
+    for _ in 0..n {
+        ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    }
+    ts.flush();
+    let (mut next, mut lost) = (2u64, 0);
+    while next <= n + 1 {
+        let m = c.until(|m| ["q", "t", "overflow"].contains(&m["type"].as_str().unwrap())).await;
+        if m["type"] == "overflow" {
+            // The overflow names exactly the gap that follows.
+            assert_eq!(m["from_seq"], next, "{m}");
+            assert_eq!((m["ch"].as_str(), m["sym"].as_str()), (Some("quotes"), Some("AAPL")));
+            let to = m["to_seq"].as_u64().unwrap();
+            assert_eq!(m["lost"], to - next + 1);
+            lost += to - next + 1;
+            next = to + 1;
+        } else {
+            // No seq jump without an overflow.
+            assert_eq!(m["seq"], next, "{m}");
+            next += 1;
+        }
+    }
+    lost
+}

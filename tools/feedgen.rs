@@ -115,15 +115,7 @@ fn generate(args: &Args, out: &Path) -> Result<(), String> {
         SyntheticConfig { symbols: args.symbols, rate: 1e12, seed: args.seed, burst: None };
     let mut feed = Synthetic::new(config, &table).map_err(|e| e.to_string())?;
     let mut clock = SplitMix64::new(args.seed ^ 0x7469_636b_7769_7265);
-    let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut w: Box<dyn Write> = if args.gzip {
-        Box::new(flate2::write::GzEncoder::new(
-            BufWriter::new(file),
-            flate2::Compression::default(),
-        ))
-    } else {
-        Box::new(BufWriter::new(file))
-    };
+    let mut w = create_output(out, args.gzip)?;
     let mean_gap_ns = 1e9 / args.rate;
     let mut t = args.start_ns;
     let mut batch: Vec<Tick> = Vec::with_capacity(4096);
@@ -155,17 +147,20 @@ fn generate(args: &Args, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Creates `out` for buffered writing, gzip-compressed with `gzip`.
+fn create_output(out: &Path, gzip: bool) -> Result<Box<dyn Write>, String> {
+    let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let buffered = BufWriter::new(file);
+    Ok(if gzip {
+        Box::new(flate2::write::GzEncoder::new(buffered, flate2::Compression::default()))
+    } else {
+        Box::new(buffered)
+    })
+}
+
 fn generate_itch(args: &Args, out: &Path) -> Result<(), String> {
     let bytes = tickwire::feed::itch::generate(args.seed, args.messages);
-    let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut w: Box<dyn Write> = if args.gzip {
-        Box::new(flate2::write::GzEncoder::new(
-            BufWriter::new(file),
-            flate2::Compression::default(),
-        ))
-    } else {
-        Box::new(BufWriter::new(file))
-    };
+    let mut w = create_output(out, args.gzip)?;
     w.write_all(&bytes).and_then(|()| w.flush()).map_err(|e| e.to_string())?;
     drop(w);
     let messages = tickwire::feed::itch::Frames::new(&bytes).count();

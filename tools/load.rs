@@ -72,10 +72,10 @@ struct Args {
     #[arg(long)]
     max_hz: Option<f64>,
     /// Time before measuring (e.g. 2s, 500ms, 1m; a bare number is seconds).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = tickwire::config::parse_duration)]
     warmup: Duration,
     /// Length of the measured window.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = tickwire::config::parse_duration)]
     duration: Duration,
     /// Worker threads of the client runtime.
     #[arg(long, default_value_t = 1)]
@@ -87,24 +87,6 @@ struct Args {
     /// frames) instead of JSON.
     #[arg(long)]
     binary: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| format!("bad duration {s:?} (try 2s or 500ms)"))?;
-    if !(v.is_finite() && v >= 0.0) || v * scale > 86_400.0 {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(v * scale))
 }
 
 /// Plain counters of one client (`Default` is all zero), summed after the run.

@@ -417,24 +417,9 @@ impl Target {
     }
 }
 
-/// Parses `2s`, `500ms`, `1m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| format!("bad duration {s:?} (try 2s or 500ms)"))?;
-    if !(v.is_finite() && v >= 0.0) || v * scale > 86_400.0 {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(v * scale))
-}
+/// Parses `2s`, `500ms`, `1m`, or a bare number of seconds (the server's
+/// own parser, so scenario files and flags read the same).
+pub use tickwire::config::parse_duration;
 
 #[cfg(test)]
 mod tests {
