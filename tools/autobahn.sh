@@ -7,10 +7,10 @@
 #   tools/autobahn.sh --update   run and rewrite the expected file (review the diff!)
 #
 # The server runs with --echo-endpoint: /echo goes through the same upgrade
-# and socket settings as a market-data session, with tungstenite's default
-# message limits (Autobahn group 9 sends messages up to 16 MiB).
-# Groups 12 and 13 (permessage-deflate) are excluded: tungstenite does not
-# implement the extension, so they test nothing of ours.
+# and WebSocket framing (src/socket/ws.rs) as a market-data session, with
+# larger message limits (Autobahn group 9 sends messages up to 16 MiB).
+# Groups 12 and 13 (permessage-deflate) are excluded: tickwire does not
+# implement the extension, so they would test nothing.
 #
 # Fails on any FAILED verdict, any case whose verdict differs from the
 # expected file, a case missing or added, or a run longer than

@@ -4,130 +4,115 @@
 //! and is served only with `--echo-endpoint` (a 404 otherwise).
 //!
 //! It goes through the same path as a market-data session: the hand-made
-//! upgrade in [`super::serve`] and the socket settings of
-//! [`super::session::ws_config`] (read and write buffers). Only the inbound
-//! limits differ: sessions take small control messages, while the Autobahn
-//! cases send messages up to 16 MiB (group 9), so the echo uses
-//! tungstenite's default limits ([`ECHO_MAX_MESSAGE`], [`ECHO_MAX_FRAME`]).
+//! upgrade in [`super::serve`] and the framing of [`super::ws`]. Only the
+//! inbound limits differ: sessions take small control messages, while the
+//! Autobahn cases send messages up to 16 MiB (group 9), so the echo takes
+//! [`ECHO_LIMITS`].
 //!
-//! Pings are answered by tungstenite. Errors end the connection the way a
-//! session does (1009 too large, 1007 invalid UTF-8, 1002 protocol error),
-//! and after any close the stream is polled until it ends, so that the
-//! close reply is flushed and the server closes TCP first (RFC 6455 7.1.1).
+//! Pings get a pong with their payload. Errors fail the connection the way
+//! a session does (1009 too large, 1007 invalid UTF-8, 1002 protocol
+//! error); a close from the peer is answered with its code, and the server
+//! then closes TCP first (RFC 6455 7.1.1).
 
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::session::ws_config;
+use super::ws::{Incoming, Limits, OpCode, Reader, Writer};
 
-/// Largest message the echo takes: tungstenite's default (64 MiB). The
-/// largest Autobahn message is 16 MiB (case 9.1.6).
-pub const ECHO_MAX_MESSAGE: usize = 64 << 20;
-/// Largest frame the echo takes: tungstenite's default (16 MiB), which is
-/// the largest single-frame Autobahn message.
-pub const ECHO_MAX_FRAME: usize = 16 << 20;
+/// The echo's inbound limits: tungstenite's defaults, 64 MiB messages and
+/// 16 MiB frames (the largest Autobahn message is 16 MiB, case 9.1.6).
+pub const ECHO_LIMITS: Limits = Limits { max_message: 64 << 20, max_frame: 16 << 20 };
 /// How long the echo waits for the peer's side of a close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// The session settings with tungstenite's default inbound limits.
-pub fn echo_config() -> WebSocketConfig {
-    ws_config(ECHO_MAX_MESSAGE).max_frame_size(Some(ECHO_MAX_FRAME))
-}
 
 /// Runs the echo on an upgraded socket; `rest` is what was read past the
 /// request head. Ends with a close 1001 on shutdown.
 pub async fn run<S>(stream: S, rest: Vec<u8>, shutdown: watch::Receiver<bool>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(echo_config())).await;
-    echo(ws, shutdown).await;
+    let (rd, wr) = tokio::io::split(stream);
+    echo(Reader::new(rd, &rest, ECHO_LIMITS), Writer::new(wr), shutdown).await;
 }
 
 /// Echoes data messages until the peer closes, the connection fails or the
-/// server shuts down. Generic over the WebSocket so tests can pick limits.
-pub async fn echo<W>(mut ws: W, mut shutdown: watch::Receiver<bool>)
-where
-    W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+/// server shuts down.
+pub async fn echo<R, W>(
+    mut reader: Reader<R>,
+    mut writer: Writer<W>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let mut shutting_down = *shutdown.borrow();
-    let close = loop {
+    loop {
         if shutting_down {
-            break Some(close_frame(CloseCode::Away, "server shutting down"));
+            if writer.close(1001, "server shutting down").await.is_ok() {
+                // The peer's reply ends the handshake.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    while !matches!(reader.next().await, Ok(Incoming::Close(..)) | Err(_)) {}
+                })
+                .await;
+            }
+            break;
         }
         let msg = tokio::select! {
-            msg = ws.next() => msg,
+            msg = reader.next() => msg,
             changed = shutdown.changed() => {
                 shutting_down = changed.is_err() || *shutdown.borrow();
                 continue;
             }
         };
-        match msg {
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                if ws.send(m).await.is_err() {
-                    return;
-                }
+        let sent = match msg {
+            Ok(Incoming::Text(text)) => writer.send(OpCode::Text, text.as_bytes()).await,
+            Ok(Incoming::Binary(data)) => writer.send(OpCode::Binary, data).await,
+            Ok(Incoming::Ping(payload)) => writer.send(OpCode::Pong, payload).await,
+            Ok(Incoming::Pong(_)) => Ok(()),
+            Ok(Incoming::Close(code, _)) => {
+                let _ = writer.close(code, "").await;
+                break;
             }
-            // tungstenite queued the reply; it goes out on the next poll.
-            Some(Ok(Message::Close(_))) => break None,
-            // Pings are answered by tungstenite; pongs need nothing.
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Err(e)) => match close_for(&e) {
-                Some(frame) => break Some(frame),
-                None => return,
-            },
-            None => return,
+            Err(e) => {
+                if let Some(code) = e.close_code()
+                    && writer.close(code, e.close_reason()).await.is_ok()
+                {
+                    // Closing with unread bytes would reset the connection
+                    // and could lose the close frame: drain until the peer
+                    // hangs up.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, reader.discard_until_eof()).await;
+                }
+                break;
+            }
+        };
+        if sent.is_err() {
+            return;
         }
-    };
-    if let Some(frame) = close
-        && ws.send(Message::Close(Some(frame))).await.is_err()
-    {
-        return;
     }
-    // Flush our reply or wait for theirs; the stream ends when the
-    // handshake is complete (tungstenite then has the server close TCP).
-    let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = ws.next().await {} })
-        .await;
-}
-
-/// The close frame that fails the connection after a read error, or `None`
-/// when the peer is already gone.
-fn close_for(e: &WsError) -> Option<CloseFrame> {
-    match e {
-        WsError::Capacity(_) => Some(close_frame(CloseCode::Size, "message too large")),
-        WsError::Utf8(_) => Some(close_frame(CloseCode::Invalid, "invalid UTF-8")),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        WsError::Protocol(_) => Some(close_frame(CloseCode::Protocol, "protocol error")),
-        _ => None,
-    }
-}
-
-fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
-    CloseFrame { code, reason: reason.into() }
+    let _ = writer.shutdown().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode as TOp};
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-    /// An echo on one end of an in-memory pipe, with `config`; the client end.
+    /// An echo with `limits` on one end of an in-memory pipe; a tungstenite
+    /// client on the other.
     async fn pair(
-        config: WebSocketConfig,
+        limits: Limits,
     ) -> (WebSocketStream<tokio::io::DuplexStream>, watch::Sender<bool>) {
         let (client, server) = tokio::io::duplex(1 << 16);
         let (tx, rx) = watch::channel(false);
-        let server = WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
-        tokio::spawn(echo(server, rx));
+        let (rd, wr) = tokio::io::split(server);
+        tokio::spawn(echo(Reader::new(rd, &[], limits), Writer::new(wr), rx));
         (WebSocketStream::from_raw_socket(client, Role::Client, None).await, tx)
     }
 
@@ -142,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn echoes_text_as_text_and_binary_as_binary() {
-        let (mut ws, _tx) = pair(echo_config()).await;
+        let (mut ws, _tx) = pair(ECHO_LIMITS).await;
         ws.send(Message::text("héllo")).await.unwrap();
         // Text comes back as the same text...
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("héllo"));
@@ -156,8 +141,9 @@ mod tests {
 
     #[tokio::test]
     async fn close_handshake_is_answered_with_the_same_code() {
-        let (mut ws, _tx) = pair(echo_config()).await;
-        ws.send(Message::Close(Some(close_frame(CloseCode::Normal, "bye")))).await.unwrap();
+        let (mut ws, _tx) = pair(ECHO_LIMITS).await;
+        let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+        ws.send(Message::Close(Some(bye))).await.unwrap();
         // The echo replies with the peer's code (RFC 6455 5.5.1)...
         assert_eq!(close_code(&mut ws).await, Some(1000));
         // ...and then the stream ends.
@@ -167,19 +153,19 @@ mod tests {
     #[tokio::test]
     async fn errors_fail_the_connection_with_their_code() {
         // Over the inbound limit: 1009.
-        let (mut ws, _tx) = pair(ws_config(256)).await;
+        let (mut ws, _tx) = pair(Limits { max_message: 256, max_frame: 256 }).await;
         ws.send(Message::text("x".repeat(300))).await.unwrap();
         assert_eq!(close_code(&mut ws).await, Some(1009));
         // A text message that is not UTF-8: 1007.
-        let (mut ws, _tx) = pair(echo_config()).await;
-        let bad = Frame::message(vec![0xc3u8, 0x28], OpCode::Data(Data::Text), true);
+        let (mut ws, _tx) = pair(ECHO_LIMITS).await;
+        let bad = Frame::message(vec![0xc3u8, 0x28], TOp::Data(Data::Text), true);
         ws.send(Message::Frame(bad)).await.unwrap();
         assert_eq!(close_code(&mut ws).await, Some(1007));
     }
 
     #[tokio::test]
     async fn shutdown_closes_with_going_away() {
-        let (mut ws, tx) = pair(echo_config()).await;
+        let (mut ws, tx) = pair(ECHO_LIMITS).await;
         tx.send(true).unwrap();
         // A server shutting down says so with 1001.
         assert_eq!(close_code(&mut ws).await, Some(1001));

@@ -14,10 +14,10 @@
 //! | anything else | 404 (405 for methods other than GET/HEAD) |
 //!
 //! The request head is parsed with `httparse` and the upgrade done by hand
-//! (`derive_accept_key` + `WebSocketStream::from_partially_read`) instead of
-//! through hyper: the session then owns the plain `TcpStream` (no boxed
-//! upgrade wrapper on the write path), and the handshake deadline and the
-//! header size limit live in one place. Plain HTTP answers close the
+//! (tungstenite's `derive_accept_key`, then our own framing in [`ws`])
+//! instead of through hyper: the session then owns the plain `TcpStream`
+//! (no boxed upgrade wrapper on the write path), and the handshake deadline
+//! and the header size limit live in one place. Plain HTTP answers close the
 //! connection (`Connection: close`); nothing here needs keep-alive.
 //!
 //! With `--tls-cert`/`--tls-key` the port speaks only TLS: [`tls::accept`]
@@ -35,6 +35,7 @@ pub mod limits;
 pub mod protocol;
 pub mod session;
 pub mod tls;
+pub mod ws;
 
 use std::cell::RefCell;
 use std::rc::Rc;

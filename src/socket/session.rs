@@ -1,29 +1,25 @@
 //! One WebSocket session: a reader half that applies control requests to
 //! the shard, and a writer half that writes what the shard encoded.
 //!
-//! Both halves run inside one task (`join`), generic over any
-//! `Sink`/`Stream` of tungstenite messages so they can be driven by tests
-//! without a socket. The writer takes everything queued for its session in
-//! one go, `feed`s each frame and `flush`es once: one write system call per
-//! wake-up, however many frames. While it waits for a flush, the shard keeps
+//! The reader is a task of its own; the writer runs in the connection's
+//! task. Both are generic over the socket's halves ([`ws::Reader`],
+//! [`ws::Writer`]), so tests can drive them over an in-memory pipe. The
+//! writer takes everything queued for its session in one go and writes it
+//! with one vectored write: one system call per wake-up, however many
+//! frames. While it waits for a flush, the shard keeps
 //! conflating this session's updates instead of queueing bytes (see
 //! [`crate::writer::session`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::ConnContext;
+use super::ws::{self, Incoming, OpCode, ReadError};
 use crate::auth::SessionAuth;
 use crate::writer::binary;
 use crate::writer::encode::Format;
@@ -36,20 +32,27 @@ const BINARY_FROM_CLIENT: &str = "binary frames are not accepted; send requests 
 /// How long a closing session waits for its last frames and the peer's close.
 const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 
-/// The tungstenite settings for this workload: small reads (clients send
-/// small commands, and tungstenite zero-fills the read buffer on every read
-/// attempt, so its size is paid per wake-up), inbound limits at the protocol's `max_message_bytes`, and
-/// writes gathered up to 64 KiB so that the frames of one wake-up go out in
-/// one system call at the `flush`. The write buffer bound is generous
-/// because the shard never hands over more than one batch at a time: it is
-/// the shard's build-on-ready policy, not this limit, that bounds memory.
-pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(64 << 20)
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
+/// The pong owed for the peer's latest ping (RFC 6455 5.5.3 lets a pong
+/// answer only the most recent ping), handed from the reader to the writer.
+#[derive(Clone, Copy)]
+struct Pong {
+    payload: [u8; 125],
+    len: u8,
+}
+
+impl Pong {
+    fn new(ping: &[u8]) -> Pong {
+        let mut payload = [0u8; 125];
+        let len = ping.len().min(125);
+        payload[..len].copy_from_slice(&ping[..len]);
+        Pong { payload, len: len as u8 }
+    }
+}
+
+/// What the reader half tells the writer half, besides the shard.
+#[derive(Default)]
+pub struct PeerSignals {
+    pong: Cell<Option<Pong>>,
 }
 
 /// Runs a session on an upgraded socket (plain TCP or TLS). `auth` is where
@@ -66,18 +69,27 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let max = ctx.shard.borrow().config().max_message_bytes;
-    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config(max)))
-        .await;
-    let (sink, stream) = ws.split();
+    let (rd, wr) = tokio::io::split(stream);
+    let limits = ws::Limits { max_message: max, max_frame: max };
+    let reader = ws::Reader::new(rd, &rest, limits);
+    drop(rest);
     let uid = ctx.http.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let (slot, ctl) = ctx.shard.borrow_mut().open_session_as(format, uid, auth, peer);
     let hb = ctx.shard.borrow().config().hb;
     let shard = ctx.shard.clone();
-    // The reader is a task of its own: waking the writer for every batch
-    // must not poll the reader too (each tungstenite read attempt zeroes its
-    // read buffer).
-    let mut reader = tokio::task::spawn_local(read_half(stream, ctx.shard.clone(), slot));
-    let writer = write_half(sink, ctx.shard.clone(), slot, ctl, hb, ctx.shutdown.clone());
+    let signals = Rc::new(PeerSignals::default());
+    // The reader is a task of its own, so that waking the writer for every
+    // batch does not poll the socket for reading too.
+    let mut reader = tokio::task::spawn_local(read_half(
+        reader,
+        ctx.shard.clone(),
+        slot,
+        ctl.clone(),
+        signals.clone(),
+    ));
+    let writer = ws::Writer::new(wr);
+    let writer =
+        write_half(writer, ctx.shard.clone(), slot, ctl, signals, hb, ctx.shutdown.clone());
     tokio::pin!(writer);
     tokio::select! {
         // The peer left: the reader asked the writer to stop; let it.
@@ -94,14 +106,24 @@ pub async fn run<S>(
 }
 
 /// Reads client messages until the peer closes or the connection fails.
-pub async fn read_half<S>(mut stream: S, shard: Rc<RefCell<Shard>>, slot: u32)
-where
-    S: Stream<Item = Result<Message, WsError>> + Unpin,
+/// A ping is answered by the writer half (through `signals`); a close is
+/// answered with the peer's own code, and ends the reading.
+pub async fn read_half<R>(
+    mut reader: ws::Reader<R>,
+    shard: Rc<RefCell<Shard>>,
+    slot: u32,
+    ctl: Rc<Ctl>,
+    signals: Rc<PeerSignals>,
+) where
+    R: AsyncRead + Unpin,
 {
-    while let Some(msg) = stream.next().await {
-        shard.borrow_mut().peer_alive(slot);
+    loop {
+        let msg = reader.next().await;
+        if msg.is_ok() {
+            shard.borrow_mut().peer_alive(slot);
+        }
         match msg {
-            Ok(Message::Text(text)) => {
+            Ok(Incoming::Text(text)) => {
                 let mut s = shard.borrow_mut();
                 let parsed = s.parse_request(text.as_bytes());
                 if !s.admit_message(slot, Instant::now()) {
@@ -117,7 +139,7 @@ where
                     Err(bad) => s.send_error(slot, bad.id, 400, &bad.msg, false),
                 }
             }
-            Ok(Message::Binary(_)) => {
+            Ok(Incoming::Binary(_)) => {
                 let mut s = shard.borrow_mut();
                 if s.admit_message(slot, Instant::now()) {
                     s.send_error(slot, None, 400, BINARY_FROM_CLIENT, false);
@@ -125,56 +147,50 @@ where
                     s.send_error(slot, None, 429, RATE_LIMITED, true);
                 }
             }
-            // Keep polling after a Close so its reply is flushed and the
-            // stream ends cleanly.
-            Ok(Message::Close(frame)) => {
-                shard.borrow_mut().peer_closed(slot, frame.map_or(1005, |f| u16::from(f.code)));
+            Ok(Incoming::Ping(payload)) => {
+                signals.pong.set(Some(Pong::new(payload)));
+                ctl.wake.notify_one();
             }
-            // Pings are answered by tungstenite.
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            Ok(Incoming::Pong(_)) => {}
+            Ok(Incoming::Close(code, _)) => {
                 let mut s = shard.borrow_mut();
-                s.send_error(slot, None, 413, "message too large", false);
-                s.request_close(
-                    slot,
-                    CloseRequest { code: 1009, reason: "message too large", abort: false },
-                );
+                s.peer_closed(slot, code);
+                s.request_close(slot, CloseRequest { code, reason: "", abort: false });
                 break;
             }
-            Err(WsError::Utf8(_)) => {
-                shard.borrow_mut().request_close(
-                    slot,
-                    CloseRequest { code: 1007, reason: "invalid UTF-8", abort: false },
-                );
+            Err(e) => {
+                if let Some(code) = e.close_code() {
+                    let mut s = shard.borrow_mut();
+                    if matches!(e, ReadError::TooLarge) {
+                        s.send_error(slot, None, 413, "message too large", false);
+                    }
+                    s.request_close(
+                        slot,
+                        CloseRequest { code, reason: e.close_reason(), abort: false },
+                    );
+                }
                 break;
             }
-            Err(WsError::Protocol(_)) => {
-                shard.borrow_mut().request_close(
-                    slot,
-                    CloseRequest { code: 1002, reason: "protocol error", abort: false },
-                );
-                break;
-            }
-            Err(_) => break,
         }
     }
     // The peer is gone or being closed: make sure the writer half ends too.
     shard.borrow_mut().request_close(slot, CloseRequest { code: 1000, reason: "", abort: true });
 }
 
-/// Writes what the shard queued for this session, heartbeats when idle, and
-/// closes the socket when asked to. Returns whether it ended with a clean
-/// close frame (so the peer's reply is worth waiting for).
-pub async fn write_half<K>(
-    mut sink: K,
+/// Writes what the shard queued for this session, pongs and heartbeats,
+/// and closes the socket when asked to. Returns whether it ended with a
+/// clean close frame (so the peer's reply is worth waiting for).
+pub async fn write_half<W>(
+    mut writer: ws::Writer<W>,
     shard: Rc<RefCell<Shard>>,
     slot: u32,
     ctl: Rc<Ctl>,
+    signals: Rc<PeerSignals>,
     hb: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> bool
 where
-    K: Sink<Message, Error = WsError> + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let mut last_sent = tokio::time::Instant::now();
     let mut next_ping = last_sent + hb;
@@ -188,10 +204,15 @@ where
                 DeadPeer { slot }.emit();
                 return false;
             }
-            if sink.feed(Message::Ping(bytes::Bytes::new())).await.is_err() {
+            if writer.send(OpCode::Ping, &[]).await.is_err() {
                 return false;
             }
             next_ping = now + hb;
+        }
+        if let Some(pong) = signals.pong.take()
+            && writer.send(OpCode::Pong, &pong.payload[..usize::from(pong.len)]).await.is_err()
+        {
+            return false;
         }
         if shutting_down {
             shard.borrow_mut().shutdown_session(slot);
@@ -200,14 +221,8 @@ where
         if let Some(close) = out.close {
             if !close.abort {
                 let sent = tokio::time::timeout(CLOSE_GRACE, async {
-                    for f in out.frames {
-                        sink.feed(message(f)).await?;
-                    }
-                    let frame = CloseFrame {
-                        code: CloseCode::from(close.code),
-                        reason: close.reason.into(),
-                    };
-                    sink.send(Message::Close(Some(frame))).await
+                    writer.send_each(&out.frames, opcode).await?;
+                    writer.close(close.code, close.reason).await
                 })
                 .await;
                 return matches!(sent, Ok(Ok(())));
@@ -215,23 +230,15 @@ where
             if close.code == 4008 {
                 // Not reading: try to say why (the `slow` message and the
                 // close frame) without waiting for a socket that is full.
-                let frame =
-                    CloseFrame { code: CloseCode::from(4008), reason: "slow client".into() };
                 let _ = tokio::time::timeout(Duration::from_millis(50), async {
-                    for f in out.frames {
-                        sink.feed(message(f)).await?;
-                    }
-                    sink.send(Message::Close(Some(frame))).await
+                    writer.send_each(&out.frames, opcode).await?;
+                    writer.close(4008, "slow client").await
                 })
                 .await;
             }
             return false;
         }
         if out.frames.is_empty() {
-            // A ping fed above goes out with the next frame or now.
-            if sink.flush().await.is_err() {
-                return false;
-            }
             let idle = tokio::time::sleep_until(last_sent + hb);
             tokio::select! {
                 _ = ctl.wake.notified() => {}
@@ -244,12 +251,7 @@ where
             continue;
         }
         let (n, bytes) = (out.frames.len(), out.frames.iter().map(|f| f.len()).sum::<usize>());
-        let write = async {
-            for f in out.frames {
-                sink.feed(message(f)).await?;
-            }
-            sink.flush().await
-        };
+        let write = writer.send_each(&out.frames, opcode);
         tokio::pin!(write);
         let result = loop {
             tokio::select! {
@@ -285,12 +287,9 @@ impl DeadPeer {
     }
 }
 
-/// The WebSocket message for an encoded frame: binary market data
-/// (`tickwire.v1.bin`, told apart by its first byte) or JSON text.
-fn message(frame: bytes::Bytes) -> Message {
-    if binary::is_binary_frame(&frame) {
-        return Message::Binary(frame);
-    }
-    // Frames are built from ASCII JSON and validated symbol names.
-    Message::Text(Utf8Bytes::try_from(frame).unwrap_or_else(|_| Utf8Bytes::from_static("[]")))
+/// The opcode of an encoded frame: binary market data (`tickwire.v1.bin`,
+/// told apart by its first byte) or JSON text (built from ASCII JSON and
+/// validated symbol names).
+fn opcode(frame: &[u8]) -> OpCode {
+    if binary::is_binary_frame(frame) { OpCode::Binary } else { OpCode::Text }
 }

@@ -272,7 +272,7 @@ pub struct Outgoing {
 
 /// Budget of one data frame. A session with more pending gets it in
 /// several frames, one per completed write: this bounds the bytes a session
-/// holds (our frame, tungstenite's write buffer) whatever its backlog.
+/// holds (the frame being written) whatever its backlog.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// The close after `shutdown` when the server stops (SIGTERM, SIGINT):
