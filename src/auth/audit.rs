@@ -13,7 +13,7 @@
 //! | `origin_refused` | an `Origin` not on `--allowed-origins` (HTTP 403) | `origin` |
 //! | `subscribe` | a `subscribe` was applied | `symbols` (as requested, at most 64), `channels`, `accepted` |
 //! | `subscribe_denied` | symbols of a `subscribe` refused with 403 | `symbols`, `code` |
-//! | `revoked` | a live session's key was removed or its token expired | `reason` |
+//! | `revoked` | a live session's key was removed, its token expired, or its token does not verify under a reloaded JWT key | `reason` |
 //! | `slow_disconnect` | the slow-client policy closed a session | `lag_ms` |
 //! | `close` | a session ended | `code`, `by` (`server`, `client`, or `network` with 1006) |
 //!

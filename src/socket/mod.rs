@@ -200,7 +200,9 @@ async fn serve_http<S>(
         "/metrics" => {
             count_http(&ctx);
             let refused = ctx.http.limits.refused.load(std::sync::atomic::Ordering::Relaxed);
-            let body = crate::metrics::render(&ctx.http.market, &ctx.http.shards, refused);
+            let http = &ctx.http;
+            let body =
+                crate::metrics::render(&http.market, &http.shards, refused, &http.access.metrics);
             let _ =
                 respond(&mut stream, 200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
                     .await;
