@@ -29,13 +29,19 @@ pub struct FeedMetrics {
 }
 
 /// Counters of authentication ([`crate::auth::Access`]): rare events
-/// (per reload), bumped from any thread.
+/// (per reload, per failed authentication), bumped from any thread.
 #[derive(Debug, Default)]
 pub struct AuthMetrics {
     /// Reloads of the key file and JWT key (SIGHUP) that took effect.
     pub reloads: AtomicU64,
     /// Reloads refused because a file could not be used (the old state stays).
     pub reload_failures: AtomicU64,
+    /// Failed authentications counted against a client IP.
+    pub failures: AtomicU64,
+    /// Times an IP reached `--auth-max-failures` and was blocked.
+    pub blocked_ips: AtomicU64,
+    /// Upgrades refused with HTTP 429 from a blocked IP.
+    pub rate_limited: AtomicU64,
 }
 
 /// Counters of one writer shard (a cache line of its own).
@@ -260,6 +266,21 @@ pub fn render(
             "tickwire_auth_reload_failures_total",
             "Reloads refused because a file could not be used; the old keys stayed in force.",
             &auth.reload_failures,
+        ),
+        (
+            "tickwire_auth_failures_total",
+            "Failed authentications (bad token or key, with the upgrade or in an auth message).",
+            &auth.failures,
+        ),
+        (
+            "tickwire_auth_blocked_ips_total",
+            "Times a client IP reached --auth-max-failures and was blocked.",
+            &auth.blocked_ips,
+        ),
+        (
+            "tickwire_auth_rate_limited_total",
+            "Upgrades refused with HTTP 429 because the client IP was blocked.",
+            &auth.rate_limited,
         ),
     ] {
         metric(name, "counter", help, counter.load(Ordering::Relaxed));

@@ -1,5 +1,6 @@
-//! Authentication, entitlements, reloads (SIGHUP), the Origin allow-list
-//! and the audit log (`--api-keys`, `--jwt-*`, `--allowed-origins`,
+//! Authentication, entitlements, reloads (SIGHUP), the limit on failed
+//! authentications per IP, the Origin allow-list and the audit log
+//! (`--api-keys`, `--jwt-*`, `--auth-max-failures`, `--allowed-origins`,
 //! `--audit-log`; see the "Authentication" section of docs/PROTOCOL.md).
 //!
 //! Every refusal test also checks that no market data (`q`, `t`,
@@ -268,7 +269,9 @@ async fn no_auth_before_the_deadline_closes_with_4001() {
 
 #[tokio::test]
 async fn jwt_missing_expired_forged_alg_none_and_string_nbf_are_refused() {
-    let (ts, _secret) = jwt_server("jwt-refusals", |_| {});
+    // 22 failures from one address: this test is about each refusal, not
+    // about the failure limit, which is turned off.
+    let (ts, _secret) = jwt_server("jwt-refusals", |c| c.auth.max_failures = 0);
     let good = hs256(&claims(), SECRET);
     let mut expired = claims();
     expired["exp"] = json!(now_s() - 3600);
@@ -658,4 +661,93 @@ async fn a_reload_with_a_broken_file_keeps_the_keys_and_the_jwt_secret_in_force(
     assert_revoked(&mut live, start).await;
     assert!(Client::connect_headers(ts.addr, &format!("token={new}"), &[]).await.is_ok());
     assert_eq!(ts.metric("tickwire_auth_reloads_total").await, 1);
+}
+
+/// An upgrade the server must refuse before upgrading: its HTTP status,
+/// `Retry-After` header and body.
+async fn refused_upgrade(addr: std::net::SocketAddr, query: &str) -> (u16, Option<String>, String) {
+    use tokio_tungstenite::tungstenite::Error;
+    let url = format!("ws://{addr}/ws?{query}");
+    let answer = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("an answer in time");
+    match answer {
+        Err(Error::Http(resp)) => {
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            (resp.status().as_u16(), retry, body.into_owned())
+        }
+        Err(e) => panic!("refused without an HTTP answer: {e}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn failed_authentications_from_one_ip_get_429_until_the_window_passes() {
+    let audit = Temp::new("audit-blocked.jsonl", "");
+    let path = audit.0.clone();
+    let window = Duration::from_secs(1);
+    let (ts, _keys) = key_server("keys-limit", |a| {
+        a.max_failures = 3;
+        a.failure_window = window;
+        a.audit_log = Some(path);
+    });
+    let good = format!("token={ALL_KEY}");
+    // One failure in each way a token arrives: the query, the header...
+    assert_eq!(Client::connect_headers(ts.addr, "token=k-guess-1", &[]).await.err(), Some(401));
+    let bearer = [("Authorization", "Bearer k-guess-2")];
+    assert_eq!(Client::connect_headers(ts.addr, "", &bearer).await.err(), Some(401));
+    // ...a good key in between gets in, and does not reset the count...
+    assert_eq!(Client::connect(ts.addr, &good).await.welcome["auth"], "ok");
+    // ...and an `auth` message, closed as always (402, then 4002).
+    let mut c = Client::connect(ts.addr, "").await;
+    let third = Instant::now();
+    c.send(json!({"type": "auth", "token": "k-guess-3"})).await;
+    let (msgs, code) = drain_until_close(&mut c).await;
+    assert_eq!(code, Some(4002), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m["code"] == 402), "{msgs:?}");
+
+    // Blocked: the next upgrades, good key or none, get HTTP 429 with
+    // Retry-After before any upgrade (so before any market data).
+    for query in [good.as_str(), ""] {
+        let (status, retry, body) = refused_upgrade(ts.addr, query).await;
+        assert_eq!((status, retry.as_deref()), (429, Some("1")), "{body}");
+        assert!(body.contains("too many failed authentications"), "{body}");
+    }
+    // The plain HTTP routes stay open to the address; the counters say why.
+    assert_eq!(ts.metric("tickwire_auth_failures_total").await, 3);
+    assert_eq!(ts.metric("tickwire_auth_blocked_ips_total").await, 1);
+    assert_eq!(ts.metric("tickwire_auth_rate_limited_total").await, 2);
+    // The audit log has one line for the block (written before the 4002).
+    let text = std::fs::read_to_string(&audit.0).unwrap();
+    let blocked: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "auth_blocked")
+        .collect();
+    assert_eq!(blocked.len(), 1, "{text}");
+    assert_eq!(
+        (
+            blocked[0]["ip"].as_str(),
+            blocked[0]["failures"].as_u64(),
+            blocked[0]["window_ms"].as_u64()
+        ),
+        (Some("127.0.0.1"), Some(3), Some(1000))
+    );
+
+    // Once the window has passed, the good key gets in again (polled: each
+    // refused attempt is another 429, never a failure).
+    let deadline = Instant::now() + TIMEOUT;
+    let c = loop {
+        match Client::connect_headers(ts.addr, &good, &[]).await {
+            Ok(c) => break c,
+            Err(429) => {}
+            Err(status) => panic!("HTTP {status} while blocked"),
+        }
+        assert!(Instant::now() < deadline, "still blocked after {:?}", third.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(third.elapsed() >= window, "let in after {:?}", third.elapsed());
+    assert_eq!(c.welcome["auth"], "ok");
+    assert_eq!(ts.metric("tickwire_auth_failures_total").await, 3);
 }

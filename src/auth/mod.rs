@@ -1,23 +1,27 @@
 //! Who may connect and what they may receive: API keys ([`keys`]), JWTs
-//! ([`jwt`]), entitlements ([`entitlements`]), the `Origin` allow-list and
-//! the audit log ([`audit`]).
+//! ([`jwt`]), entitlements ([`entitlements`]), the `Origin` allow-list, the
+//! limit on failed authentications per client IP ([`failures`]) and the
+//! audit log ([`audit`]).
 //!
 //! Everything here is off by default. [`AuthArgs`] are the raw flags,
 //! [`AuthConfig`] the checked settings (no I/O), and [`Access`] the live
 //! state built from them at start: the current key set and JWT verifier
 //! (swapped together, all or nothing, on [`Access::reload`], with a
-//! generation counter the shards watch), the allowed origins and the audit
-//! log. The socket layer calls [`Access::origin_allowed`] and
+//! generation counter the shards watch), the allowed origins, the failure
+//! table and the audit log. The socket layer calls
+//! [`Access::origin_allowed`], [`Access::admit`] and
 //! [`Access::authenticate`] before the upgrade; the shard enforces
 //! entitlements on `subscribe` and closes sessions whose credentials were
 //! revoked ([`Access::still_valid`]).
 
 pub mod audit;
 pub mod entitlements;
+pub mod failures;
 pub mod jwt;
 pub mod keys;
 
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -25,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::ConfigError;
 use crate::metrics::AuthMetrics;
-use audit::Audit;
+use audit::{Audit, Event, Who};
 use entitlements::Entitlements;
+use failures::FailureLimit;
 use jwt::{JwtAlg, JwtVerifier};
 use keys::{KeyEntry, KeySet};
 
@@ -54,6 +59,15 @@ pub struct AuthArgs {
     /// Milliseconds a session without a token in its upgrade gets to send `auth`.
     #[arg(long, default_value_t = 5000)]
     pub auth_timeout_ms: u64,
+    /// Failed authentications from one client IP within
+    /// --auth-failure-window-ms after which its upgrades get HTTP 429 for
+    /// one window; 0: no limit.
+    #[arg(long, default_value_t = failures::DEFAULT_MAX_FAILURES)]
+    pub auth_max_failures: u32,
+    /// The window of --auth-max-failures, in milliseconds (also how long a
+    /// blocked IP stays blocked).
+    #[arg(long, default_value_t = failures::DEFAULT_WINDOW.as_millis() as u64)]
+    pub auth_failure_window_ms: u64,
     /// Browser origins allowed to connect (comma-separated `scheme://host[:port]`);
     /// a request with any other `Origin` gets HTTP 403. Default: any.
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
@@ -88,6 +102,11 @@ pub struct AuthConfig {
     /// client to send one message after `welcome` over a slow link, and short
     /// enough that idle unauthenticated sockets do not pile up.
     pub timeout: Duration,
+    /// Failed authentications from one IP within `failure_window` that
+    /// block it for one window (0: no limit; defaults in [`failures`]).
+    pub max_failures: u32,
+    /// See `max_failures`.
+    pub failure_window: Duration,
     /// Allowed `Origin` values, normalized ([`normalize_origin`]); empty: any.
     pub allowed_origins: Vec<String>,
     /// The audit log file.
@@ -100,6 +119,8 @@ impl Default for AuthConfig {
             api_keys: None,
             jwt: None,
             timeout: Duration::from_millis(5000),
+            max_failures: failures::DEFAULT_MAX_FAILURES,
+            failure_window: failures::DEFAULT_WINDOW,
             allowed_origins: Vec::new(),
             audit_log: None,
         }
@@ -125,6 +146,9 @@ impl AuthArgs {
         if self.auth_timeout_ms == 0 {
             return Err(invalid("auth-timeout-ms", "must be > 0".into()));
         }
+        if self.auth_failure_window_ms == 0 {
+            return Err(invalid("auth-failure-window-ms", "must be > 0".into()));
+        }
         let allowed_origins = self
             .allowed_origins
             .iter()
@@ -144,6 +168,8 @@ impl AuthArgs {
                 issuer: self.jwt_issuer.clone(),
             }),
             timeout: Duration::from_millis(self.auth_timeout_ms),
+            max_failures: self.auth_max_failures,
+            failure_window: Duration::from_millis(self.auth_failure_window_ms),
             allowed_origins,
             audit_log: self.audit_log.clone(),
         })
@@ -316,9 +342,11 @@ pub struct Access {
     /// How long a session may stay unauthenticated.
     pub timeout: Duration,
     origins: Vec<String>,
+    /// Failed authentications per client IP.
+    failures: FailureLimit,
     /// The audit log.
     pub audit: Audit,
-    /// Reloads and their failures, for `/metrics`.
+    /// Reloads, failures and refusals, for `/metrics`.
     pub metrics: AuthMetrics,
 }
 
@@ -338,6 +366,11 @@ impl Access {
             generation: AtomicU64::new(0),
             timeout: config.timeout,
             origins: config.allowed_origins.clone(),
+            failures: FailureLimit::new(
+                config.max_failures,
+                config.failure_window,
+                failures::TRACKED_IPS,
+            ),
             audit,
             metrics: AuthMetrics::default(),
         })
@@ -361,6 +394,30 @@ impl Access {
 
     fn current(&self) -> Arc<Verifiers> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Before an upgrade from `ip`: `Err(retry_after)` while the IP is
+    /// blocked for too many failed authentications (counted in
+    /// `tickwire_auth_rate_limited_total`).
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.failures.check(ip, Instant::now()).inspect_err(|_| {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// A failed authentication (`via` the upgrade or an `auth` message):
+    /// written to the audit log and counted against the client's IP; the
+    /// failure that reaches the limit also writes an `auth_blocked` line.
+    pub fn auth_failed(&self, who: Who<'_>, reason: &str, via: &'static str) {
+        self.audit.emit(who, Event::AuthFailure { reason, via });
+        self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+        let Some(ip) = who.peer.map(|p| p.ip().to_canonical()) else { return };
+        if let Some(failures) = self.failures.record(ip, Instant::now()) {
+            self.metrics.blocked_ips.fetch_add(1, Ordering::Relaxed);
+            let window_ms = self.failures.window().as_millis() as u64;
+            tracing::warn!(%ip, failures, window_ms, "too many failed authentications: IP blocked");
+            self.audit.emit(who, Event::AuthBlocked { ip, failures, window_ms });
+        }
     }
 
     /// Checks a token (API key or JWT). The error is a short reason for
@@ -571,12 +628,17 @@ mod tests {
             "a",
             "--auth-timeout-ms",
             "250",
+            "--auth-max-failures",
+            "3",
+            "--auth-failure-window-ms",
+            "1500",
             "--allowed-origins",
             "https://A.example:443,http://b:8080",
         ])
         .unwrap();
         assert_eq!(c.jwt.map(|j| (j.alg, j.audience)), Some((JwtAlg::Hs256, Some("a".into()))));
         assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!((c.max_failures, c.failure_window), (3, Duration::from_millis(1500)));
         assert_eq!(c.allowed_origins, ["https://a.example", "http://b:8080"]);
         // Audience without a JWT key, two JWT keys, a bad origin, a zero timeout.
         assert_eq!(parse(&["t", "serve", "--jwt-audience", "a"]), Err("jwt-audience"));
@@ -587,6 +649,15 @@ mod tests {
             Err("allowed-origins")
         );
         assert_eq!(parse(&["t", "serve", "--auth-timeout-ms", "0"]), Err("auth-timeout-ms"));
+        assert_eq!(
+            parse(&["t", "serve", "--auth-failure-window-ms", "0"]),
+            Err("auth-failure-window-ms")
+        );
+        // 0 failures is allowed: it turns the limit off.
+        assert_eq!(
+            parse(&["t", "serve", "--auth-max-failures", "0"]).map(|c| c.max_failures),
+            Ok(0)
+        );
     }
 
     #[test]
