@@ -28,6 +28,22 @@ pub struct FeedMetrics {
     pub bad_records: AtomicU64,
 }
 
+/// Counters of authentication ([`crate::auth::Access`]): rare events
+/// (per reload, per failed authentication), bumped from any thread.
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    /// Reloads of the key file and JWT key (SIGHUP) that took effect.
+    pub reloads: AtomicU64,
+    /// Reloads refused because a file could not be used (the old state stays).
+    pub reload_failures: AtomicU64,
+    /// Failed authentications counted against a client IP.
+    pub failures: AtomicU64,
+    /// Times an IP reached `--auth-max-failures` and was blocked.
+    pub blocked_ips: AtomicU64,
+    /// Upgrades refused with HTTP 429 from a blocked IP.
+    pub rate_limited: AtomicU64,
+}
+
 /// Counters of one writer shard (a cache line of its own).
 #[derive(Default)]
 pub struct ShardCounters {
@@ -114,6 +130,7 @@ pub fn render(
     market: &Market,
     shards: &[std::sync::Arc<ShardMetrics>],
     refused_connections: u64,
+    auth: &AuthMetrics,
 ) -> String {
     let mut out = String::with_capacity(4096);
     let sum = |f: fn(&ShardCounters) -> &AtomicU64| -> u64 {
@@ -239,6 +256,35 @@ pub fn render(
         "TLS handshakes that failed or timed out (plain-text clients on the TLS port included).",
         sum(|c| &c.tls_handshake_failures),
     );
+    for (name, help, counter) in [
+        (
+            "tickwire_auth_reloads_total",
+            "Reloads of the API-key file and JWT key (SIGHUP) that took effect.",
+            &auth.reloads,
+        ),
+        (
+            "tickwire_auth_reload_failures_total",
+            "Reloads refused because a file could not be used; the old keys stayed in force.",
+            &auth.reload_failures,
+        ),
+        (
+            "tickwire_auth_failures_total",
+            "Failed authentications (bad token or key, with the upgrade or in an auth message).",
+            &auth.failures,
+        ),
+        (
+            "tickwire_auth_blocked_ips_total",
+            "Times a client IP reached --auth-max-failures and was blocked.",
+            &auth.blocked_ips,
+        ),
+        (
+            "tickwire_auth_rate_limited_total",
+            "Upgrades refused with HTTP 429 because the client IP was blocked.",
+            &auth.rate_limited,
+        ),
+    ] {
+        metric(name, "counter", help, counter.load(Ordering::Relaxed));
+    }
 
     let mut merged = new_histogram();
     for s in shards {

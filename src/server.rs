@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::auth::{Access, AuthSetupError};
+use crate::auth::{Access, AuthSetupError, Reloaded};
 use crate::config::{Config, SourceChoice};
 use crate::feed::manual::{ManualFeedHandle, manual};
 use crate::feed::replay::Replay;
@@ -198,10 +198,12 @@ impl Server {
         &self.market
     }
 
-    /// Re-reads the API-key file (SIGHUP in the binary). Sessions whose key
-    /// was removed or changed are closed with 4001 within about 100 ms; on
-    /// an error the old keys stay in force. Returns the number of keys.
-    pub fn reload_auth(&self) -> Result<usize, AuthSetupError> {
+    /// Re-reads the API-key file and the JWT key (SIGHUP in the binary),
+    /// all or nothing ([`Access::reload`]). Sessions whose key was removed
+    /// or changed, or whose token does not verify under a new JWT key, are
+    /// closed with 4001 within about 100 ms; on an error (logged and counted
+    /// in `tickwire_auth_reload_failures_total`) the old keys stay in force.
+    pub fn reload_auth(&self) -> Result<Reloaded, AuthSetupError> {
         self.access.reload()
     }
 

@@ -1,6 +1,7 @@
-//! Authentication, entitlements, the Origin allow-list and the audit log
-//! (`--api-keys`, `--jwt-*`, `--allowed-origins`, `--audit-log`; see the
-//! "Authentication" section of docs/PROTOCOL.md).
+//! Authentication, entitlements, reloads (SIGHUP), the limit on failed
+//! authentications per IP, the Origin allow-list and the audit log
+//! (`--api-keys`, `--jwt-*`, `--auth-max-failures`, `--allowed-origins`,
+//! `--audit-log`; see the "Authentication" section of docs/PROTOCOL.md).
 //!
 //! Every refusal test also checks that no market data (`q`, `t`,
 //! `snapshot`, `overflow`) reached the client before the refusal.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use tickwire::Config;
 use tickwire::auth::jwt::JwtAlg;
 use tickwire::auth::keys::hash_key;
 use tickwire::auth::{AuthConfig, JwtConfig};
@@ -23,6 +25,7 @@ const DESK_KEY: &str = "k-desk-7f3a9c1e5b";
 const QUOTES_KEY: &str = "k-quotes-2d8e4f6a0c";
 const ALL_KEY: &str = "k-all-9b1d3f5e7a";
 const SECRET: &str = "tickwire-test-secret-0123456789abcdef";
+const NEW_SECRET: &str = "tickwire-rotated-secret-fedcba9876543210";
 const RS_PRIVATE: &str = include_str!("fixtures/jwt-rs256-test.key.pem");
 const RS_PUBLIC: &str = "tests/fixtures/jwt-rs256-test.pub.pem";
 const DATA: [&str; 4] = ["q", "t", "snapshot", "overflow"];
@@ -90,7 +93,7 @@ fn key_server(name: &str, tweak: impl FnOnce(&mut AuthConfig)) -> (TestServer, T
 }
 
 /// A seeded server that accepts HS256 tokens for audience `tw-test`.
-fn jwt_server(name: &str) -> (TestServer, Temp) {
+fn jwt_server(name: &str, tweak: impl FnOnce(&mut Config)) -> (TestServer, Temp) {
     let secret = Temp::new(name, &format!("{SECRET}\n"));
     let path = secret.0.clone();
     let ts = manual_server(|c| {
@@ -100,6 +103,7 @@ fn jwt_server(name: &str) -> (TestServer, Temp) {
             audience: Some("tw-test".into()),
             issuer: Some("tw-issuer".into()),
         });
+        tweak(c);
     });
     seed(&ts);
     (ts, secret)
@@ -158,6 +162,25 @@ fn assert_no_data(msgs: &[Value]) {
         let t = m["type"].as_str().unwrap_or("");
         assert!(!DATA.contains(&t), "market data before authentication: {m}");
     }
+}
+
+/// Asserts the session is open and served: a ping is answered.
+async fn assert_open(c: &mut Client, id: u64) {
+    let pong = c.request(json!({"type": "ping"}), id).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+}
+
+/// Asserts the session gets `error` 401 "credentials revoked", then close
+/// 4001, within 1 s of `since`.
+async fn assert_revoked(c: &mut Client, since: Instant) {
+    let (msgs, code) = drain_until_close(c).await;
+    assert!(since.elapsed() < Duration::from_secs(1), "closed after {:?}", since.elapsed());
+    assert_eq!(code, Some(4001), "{msgs:?}");
+    let err = msgs.iter().find(|m| m["type"] == "error").expect("error before close");
+    assert_eq!(
+        (err["code"].as_u64(), err["msg"].as_str()),
+        (Some(401), Some("credentials revoked"))
+    );
 }
 
 #[tokio::test]
@@ -246,7 +269,9 @@ async fn no_auth_before_the_deadline_closes_with_4001() {
 
 #[tokio::test]
 async fn jwt_missing_expired_forged_alg_none_and_string_nbf_are_refused() {
-    let (ts, _secret) = jwt_server("jwt-refusals");
+    // 22 failures from one address: this test is about each refusal, not
+    // about the failure limit, which is turned off.
+    let (ts, _secret) = jwt_server("jwt-refusals", |c| c.auth.max_failures = 0);
     let good = hs256(&claims(), SECRET);
     let mut expired = claims();
     expired["exp"] = json!(now_s() - 3600);
@@ -437,16 +462,9 @@ async fn revoking_a_key_closes_its_live_sessions_within_1s() {
     // Remove the desk key and reload (what SIGHUP does in the binary).
     keys.write(&(key_line("all", ALL_KEY, json!(["*"]), None)));
     let start = Instant::now();
-    assert_eq!(ts.server.reload_auth().unwrap(), 1);
-    let (msgs, code) = drain_until_close(&mut desk).await;
+    assert_eq!(ts.server.reload_auth().unwrap().keys, 1);
     // error 401 "credentials revoked", then close 4001, within 1 s.
-    assert!(start.elapsed() < Duration::from_secs(1), "closed after {:?}", start.elapsed());
-    assert_eq!(code, Some(4001), "{msgs:?}");
-    let err = msgs.iter().find(|m| m["type"] == "error").expect("error before close");
-    assert_eq!(
-        (err["code"].as_u64(), err["msg"].as_str()),
-        (Some(401), Some("credentials revoked"))
-    );
+    assert_revoked(&mut desk, start).await;
     // The other key's session is untouched, and the revoked key is refused.
     ts.feed.quote("AAPL", 191.0, 1, 191.1, 1);
     ts.flush();
@@ -549,4 +567,187 @@ async fn audit_log_records_events_and_never_a_token() {
     let msg = find("auth_failure", &|l| l["via"] == "message");
     let closed = find("close", &|l| l["session"] == msg["session"]);
     assert_eq!((closed["code"].as_u64(), closed["by"].as_str()), (Some(4002), Some("server")));
+}
+
+/// A server with both the test keys and HS256 JWTs, on one shard (so a
+/// session closed by a reload shows that the shard has checked every
+/// session since), and its key file and secret file.
+fn keys_and_jwt_server(name: &str) -> (TestServer, Temp, Temp) {
+    let keys = Temp::new(&format!("{name}-keys"), &key_file());
+    let path = keys.0.clone();
+    let (ts, secret) = jwt_server(name, |c| {
+        c.shards = 1;
+        c.auth.api_keys = Some(path);
+    });
+    (ts, keys, secret)
+}
+
+#[tokio::test]
+async fn rotating_the_jwt_secret_closes_old_token_sessions_within_1s() {
+    let (ts, _keys, secret) = keys_and_jwt_server("jwt-rotate");
+    let old = hs256(&claims(), SECRET);
+    // Old-secret sessions: token with the upgrade, and token in `auth`.
+    let mut upgrade = Client::connect(ts.addr, &format!("token={old}")).await;
+    upgrade.subscribe(json!({"symbols": ["AAPL"], "snapshot": false})).await;
+    let mut message = Client::connect(ts.addr, "").await;
+    let a = message.request(json!({"type": "auth", "token": old}), 1).await;
+    assert_eq!(a["type"], "authenticated", "{a}");
+    let mut keyed = Client::connect(ts.addr, &format!("token={ALL_KEY}")).await;
+    keyed.subscribe(json!({"symbols": ["AAPL"], "snapshot": false})).await;
+
+    // Rotate the secret and reload (what SIGHUP does in the binary).
+    secret.write(&format!("{NEW_SECRET}\n"));
+    let start = Instant::now();
+    let r = ts.server.reload_auth().unwrap();
+    assert_eq!((r.keys, r.jwt_key_changed), (3, true));
+    // Both old-token sessions: error 401, close 4001, within 1 s.
+    assert_revoked(&mut upgrade, start).await;
+    assert_revoked(&mut message, start).await;
+    // The API-key session on the same shard is untouched and still served.
+    assert_open(&mut keyed, 1).await;
+    ts.feed.quote("AAPL", 191.0, 1, 191.1, 1);
+    ts.flush();
+    assert_eq!(keyed.until(|m| m["type"] == "q").await["sym"], "AAPL");
+
+    // The old token is refused, a token of the new secret accepted.
+    let r = Client::connect_headers(ts.addr, &format!("token={old}"), &[]).await;
+    assert_eq!(r.err(), Some(401));
+    let new = hs256(&claims(), NEW_SECRET);
+    let mut fresh = Client::connect(ts.addr, &format!("token={new}")).await;
+    assert_eq!(fresh.welcome["auth"], "ok");
+    // Rewriting the same secret changes nothing: the new-token session stays.
+    secret.write(&format!("{NEW_SECRET}\n"));
+    assert!(!ts.server.reload_auth().unwrap().jwt_key_changed);
+    assert_open(&mut fresh, 2).await;
+    assert_eq!(ts.metric("tickwire_auth_reloads_total").await, 2);
+    assert_eq!(ts.metric("tickwire_auth_reload_failures_total").await, 0);
+}
+
+#[tokio::test]
+async fn a_reload_with_a_broken_file_keeps_the_keys_and_the_jwt_secret_in_force() {
+    let (ts, keys, secret) = keys_and_jwt_server("jwt-broken");
+    let old = hs256(&claims(), SECRET);
+    let new = hs256(&claims(), NEW_SECRET);
+    let mut live = Client::connect(ts.addr, &format!("token={old}")).await;
+
+    // A new secret with a broken key file: refused as a whole, so the old
+    // secret stays in force although its own file was fine.
+    secret.write(&format!("{NEW_SECRET}\n"));
+    keys.write("not json\n");
+    let e = ts.server.reload_auth().unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+    assert!(Client::connect_headers(ts.addr, &format!("token={old}"), &[]).await.is_ok());
+    assert_eq!(
+        Client::connect_headers(ts.addr, &format!("token={new}"), &[]).await.err(),
+        Some(401)
+    );
+    // A good key file without `all` and a secret too short to use: the
+    // keys in force stay too.
+    keys.write(&key_line("desk", DESK_KEY, json!(["AAPL"]), None));
+    secret.write("short\n");
+    let e = ts.server.reload_auth().unwrap_err();
+    assert!(e.to_string().contains("32 bytes"), "{e}");
+    assert!(Client::connect_headers(ts.addr, &format!("token={ALL_KEY}"), &[]).await.is_ok());
+    assert!(Client::connect_headers(ts.addr, &format!("token={old}"), &[]).await.is_ok());
+    assert_eq!(ts.metric("tickwire_auth_reload_failures_total").await, 2);
+    assert_eq!(ts.metric("tickwire_auth_reloads_total").await, 0);
+
+    // The live session was never disturbed; once both files are good, the
+    // rotation takes effect and closes it.
+    assert_open(&mut live, 1).await;
+    secret.write(&format!("{NEW_SECRET}\n"));
+    let start = Instant::now();
+    assert_eq!(ts.server.reload_auth().unwrap().keys, 1);
+    assert_revoked(&mut live, start).await;
+    assert!(Client::connect_headers(ts.addr, &format!("token={new}"), &[]).await.is_ok());
+    assert_eq!(ts.metric("tickwire_auth_reloads_total").await, 1);
+}
+
+/// An upgrade the server must refuse before upgrading: its HTTP status,
+/// `Retry-After` header and body.
+async fn refused_upgrade(addr: std::net::SocketAddr, query: &str) -> (u16, Option<String>, String) {
+    use tokio_tungstenite::tungstenite::Error;
+    let url = format!("ws://{addr}/ws?{query}");
+    let answer = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("an answer in time");
+    match answer {
+        Err(Error::Http(resp)) => {
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            (resp.status().as_u16(), retry, body.into_owned())
+        }
+        Err(e) => panic!("refused without an HTTP answer: {e}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn failed_authentications_from_one_ip_get_429_until_the_window_passes() {
+    let audit = Temp::new("audit-blocked.jsonl", "");
+    let path = audit.0.clone();
+    let window = Duration::from_secs(1);
+    let (ts, _keys) = key_server("keys-limit", |a| {
+        a.max_failures = 3;
+        a.failure_window = window;
+        a.audit_log = Some(path);
+    });
+    let good = format!("token={ALL_KEY}");
+    // One failure in each way a token arrives: the query, the header...
+    assert_eq!(Client::connect_headers(ts.addr, "token=k-guess-1", &[]).await.err(), Some(401));
+    let bearer = [("Authorization", "Bearer k-guess-2")];
+    assert_eq!(Client::connect_headers(ts.addr, "", &bearer).await.err(), Some(401));
+    // ...a good key in between gets in, and does not reset the count...
+    assert_eq!(Client::connect(ts.addr, &good).await.welcome["auth"], "ok");
+    // ...and an `auth` message, closed as always (402, then 4002).
+    let mut c = Client::connect(ts.addr, "").await;
+    let third = Instant::now();
+    c.send(json!({"type": "auth", "token": "k-guess-3"})).await;
+    let (msgs, code) = drain_until_close(&mut c).await;
+    assert_eq!(code, Some(4002), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m["code"] == 402), "{msgs:?}");
+
+    // Blocked: the next upgrades, good key or none, get HTTP 429 with
+    // Retry-After before any upgrade (so before any market data).
+    for query in [good.as_str(), ""] {
+        let (status, retry, body) = refused_upgrade(ts.addr, query).await;
+        assert_eq!((status, retry.as_deref()), (429, Some("1")), "{body}");
+        assert!(body.contains("too many failed authentications"), "{body}");
+    }
+    // The plain HTTP routes stay open to the address; the counters say why.
+    assert_eq!(ts.metric("tickwire_auth_failures_total").await, 3);
+    assert_eq!(ts.metric("tickwire_auth_blocked_ips_total").await, 1);
+    assert_eq!(ts.metric("tickwire_auth_rate_limited_total").await, 2);
+    // The audit log has one line for the block (written before the 4002).
+    let text = std::fs::read_to_string(&audit.0).unwrap();
+    let blocked: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "auth_blocked")
+        .collect();
+    assert_eq!(blocked.len(), 1, "{text}");
+    assert_eq!(
+        (
+            blocked[0]["ip"].as_str(),
+            blocked[0]["failures"].as_u64(),
+            blocked[0]["window_ms"].as_u64()
+        ),
+        (Some("127.0.0.1"), Some(3), Some(1000))
+    );
+
+    // Once the window has passed, the good key gets in again (polled: each
+    // refused attempt is another 429, never a failure).
+    let deadline = Instant::now() + TIMEOUT;
+    let c = loop {
+        match Client::connect_headers(ts.addr, &good, &[]).await {
+            Ok(c) => break c,
+            Err(429) => {}
+            Err(status) => panic!("HTTP {status} while blocked"),
+        }
+        assert!(Instant::now() < deadline, "still blocked after {:?}", third.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(third.elapsed() >= window, "let in after {:?}", third.elapsed());
+    assert_eq!(c.welcome["auth"], "ok");
+    assert_eq!(ts.metric("tickwire_auth_failures_total").await, 3);
 }

@@ -4,7 +4,8 @@
 //!
 //! Index:
 //! - `util`: the test server (manual feed) and a client that checks `cseq`.
-//! - `auth`: API keys, JWTs, entitlements, revocation, the Origin allow-list,
+//! - `auth`: API keys, JWTs, entitlements, revocation and reloads, the limit
+//!   on failed authentications per IP, the Origin allow-list,
 //!   the audit log.
 //! - `protocol`: one test per rule of docs/PROTOCOL.md (replies, snapshots,
 //!   `seq`/`cf`/`overflow`, `max_hz`, wildcard, errors and limits).

@@ -10,10 +10,11 @@
 //! | `connect` | a WebSocket session opened | `auth`: `off`, `ok` (token with the upgrade) or `required` |
 //! | `auth` | an `auth` message succeeded | |
 //! | `auth_failure` | a bad token (upgrade or `auth`), or no `auth` before the deadline | `reason`, `via` |
+//! | `auth_blocked` | a client IP reached `--auth-max-failures`; its upgrades get HTTP 429 for one window | `ip`, `failures`, `window_ms` |
 //! | `origin_refused` | an `Origin` not on `--allowed-origins` (HTTP 403) | `origin` |
 //! | `subscribe` | a `subscribe` was applied | `symbols` (as requested, at most 64), `channels`, `accepted` |
 //! | `subscribe_denied` | symbols of a `subscribe` refused with 403 | `symbols`, `code` |
-//! | `revoked` | a live session's key was removed or its token expired | `reason` |
+//! | `revoked` | a live session's key was removed, its token expired, or its token does not verify under a reloaded JWT key | `reason` |
 //! | `slow_disconnect` | the slow-client policy closed a session | `lag_ms` |
 //! | `close` | a session ended | `code`, `by` (`server`, `client`, or `network` with 1006) |
 //!
@@ -22,7 +23,7 @@
 //! line-buffered file is enough.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -55,6 +56,15 @@ pub enum Event<'a> {
         reason: &'a str,
         /// `upgrade` or `message` or `timeout`.
         via: &'static str,
+    },
+    /// A client IP reached the failure limit and is blocked.
+    AuthBlocked {
+        /// The blocked address.
+        ip: IpAddr,
+        /// Failures counted in its window.
+        failures: u32,
+        /// How long it is blocked.
+        window_ms: u64,
     },
     /// An `Origin` was refused.
     OriginRefused {
@@ -126,6 +136,10 @@ impl Audit {
             Event::AuthFailure { reason, via } => {
                 ("auth_failure", json!({ "reason": reason, "via": via }))
             }
+            Event::AuthBlocked { ip, failures, window_ms } => (
+                "auth_blocked",
+                json!({ "ip": ip.to_string(), "failures": failures, "window_ms": window_ms }),
+            ),
             Event::OriginRefused { origin } => {
                 let origin: String = origin.chars().take(256).collect();
                 ("origin_refused", json!({ "origin": origin }))

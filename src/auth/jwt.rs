@@ -15,6 +15,7 @@
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::entitlements::Entitlements;
 
@@ -62,6 +63,9 @@ pub struct Verified {
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// SHA-256 of the key as given: a reload compares it to tell whether
+    /// the key changed (and live tokens must be verified again).
+    fingerprint: [u8; 32],
 }
 
 impl JwtVerifier {
@@ -73,6 +77,7 @@ impl JwtVerifier {
         audience: Option<&str>,
         issuer: Option<&str>,
     ) -> Result<JwtVerifier, String> {
+        let key_bytes = key;
         let (key, algorithm) = match alg {
             JwtAlg::Hs256 => {
                 if key.len() < 32 {
@@ -103,7 +108,14 @@ impl JwtVerifier {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        Ok(JwtVerifier { key, validation })
+        let fingerprint = Sha256::digest(key_bytes).into();
+        Ok(JwtVerifier { key, validation, fingerprint })
+    }
+
+    /// Whether `other` verifies with the same key bytes (a reload that
+    /// rewrote the file unchanged).
+    pub fn same_key(&self, other: &JwtVerifier) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     /// Verifies `token`. The error is a short reason fit for the audit log

@@ -1,29 +1,37 @@
 //! Who may connect and what they may receive: API keys ([`keys`]), JWTs
-//! ([`jwt`]), entitlements ([`entitlements`]), the `Origin` allow-list and
-//! the audit log ([`audit`]).
+//! ([`jwt`]), entitlements ([`entitlements`]), the `Origin` allow-list, the
+//! limit on failed authentications per client IP ([`failures`]) and the
+//! audit log ([`audit`]).
 //!
 //! Everything here is off by default. [`AuthArgs`] are the raw flags,
 //! [`AuthConfig`] the checked settings (no I/O), and [`Access`] the live
-//! state built from them at start: the current key set (swapped whole on
-//! [`Access::reload`], with a generation counter the shards watch), the JWT
-//! verifier, the allowed origins and the audit log. The socket layer calls
-//! [`Access::origin_allowed`] and [`Access::authenticate`] before the
-//! upgrade; the shard enforces entitlements on `subscribe` and closes
-//! sessions whose credentials were revoked ([`Access::still_valid`]).
+//! state built from them at start: the current key set and JWT verifier
+//! (swapped together, all or nothing, on [`Access::reload`], with a
+//! generation counter the shards watch), the allowed origins, the failure
+//! table and the audit log. The socket layer calls
+//! [`Access::origin_allowed`], [`Access::admit`] and
+//! [`Access::authenticate`] before the upgrade; the shard enforces
+//! entitlements on `subscribe` and closes sessions whose credentials were
+//! revoked ([`Access::still_valid`]).
 
 pub mod audit;
 pub mod entitlements;
+pub mod failures;
 pub mod jwt;
 pub mod keys;
 
+use std::cell::Cell;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::ConfigError;
-use audit::Audit;
+use crate::metrics::AuthMetrics;
+use audit::{Audit, Event, Who};
 use entitlements::Entitlements;
+use failures::FailureLimit;
 use jwt::{JwtAlg, JwtVerifier};
 use keys::{KeyEntry, KeySet};
 
@@ -34,10 +42,12 @@ pub struct AuthArgs {
     /// symbols, channels); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub api_keys: Option<PathBuf>,
-    /// Accept HS256 JWTs signed with the secret in FILE (at least 32 bytes).
+    /// Accept HS256 JWTs signed with the secret in FILE (at least 32
+    /// bytes); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE", conflicts_with = "jwt_rs256_public_key")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
-    /// Accept RS256 JWTs verified with the PEM public key in FILE.
+    /// Accept RS256 JWTs verified with the PEM public key in FILE; reloaded
+    /// on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub jwt_rs256_public_key: Option<PathBuf>,
     /// Require this `aud` in JWTs.
@@ -49,6 +59,15 @@ pub struct AuthArgs {
     /// Milliseconds a session without a token in its upgrade gets to send `auth`.
     #[arg(long, default_value_t = 5000)]
     pub auth_timeout_ms: u64,
+    /// Failed authentications from one client IP within
+    /// --auth-failure-window-ms after which its upgrades get HTTP 429 for
+    /// one window; 0: no limit.
+    #[arg(long, default_value_t = failures::DEFAULT_MAX_FAILURES)]
+    pub auth_max_failures: u32,
+    /// The window of --auth-max-failures, in milliseconds (also how long a
+    /// blocked IP stays blocked).
+    #[arg(long, default_value_t = failures::DEFAULT_WINDOW.as_millis() as u64)]
+    pub auth_failure_window_ms: u64,
     /// Browser origins allowed to connect (comma-separated `scheme://host[:port]`);
     /// a request with any other `Origin` gets HTTP 403. Default: any.
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
@@ -83,6 +102,11 @@ pub struct AuthConfig {
     /// client to send one message after `welcome` over a slow link, and short
     /// enough that idle unauthenticated sockets do not pile up.
     pub timeout: Duration,
+    /// Failed authentications from one IP within `failure_window` that
+    /// block it for one window (0: no limit; defaults in [`failures`]).
+    pub max_failures: u32,
+    /// See `max_failures`.
+    pub failure_window: Duration,
     /// Allowed `Origin` values, normalized ([`normalize_origin`]); empty: any.
     pub allowed_origins: Vec<String>,
     /// The audit log file.
@@ -95,6 +119,8 @@ impl Default for AuthConfig {
             api_keys: None,
             jwt: None,
             timeout: Duration::from_millis(5000),
+            max_failures: failures::DEFAULT_MAX_FAILURES,
+            failure_window: failures::DEFAULT_WINDOW,
             allowed_origins: Vec::new(),
             audit_log: None,
         }
@@ -120,6 +146,9 @@ impl AuthArgs {
         if self.auth_timeout_ms == 0 {
             return Err(invalid("auth-timeout-ms", "must be > 0".into()));
         }
+        if self.auth_failure_window_ms == 0 {
+            return Err(invalid("auth-failure-window-ms", "must be > 0".into()));
+        }
         let allowed_origins = self
             .allowed_origins
             .iter()
@@ -139,6 +168,8 @@ impl AuthArgs {
                 issuer: self.jwt_issuer.clone(),
             }),
             timeout: Duration::from_millis(self.auth_timeout_ms),
+            max_failures: self.auth_max_failures,
+            failure_window: Duration::from_millis(self.auth_failure_window_ms),
             allowed_origins,
             audit_log: self.audit_log.clone(),
         })
@@ -183,6 +214,14 @@ pub enum Credential {
     Jwt {
         /// Expiry.
         exp: u64,
+        /// The token itself, kept to verify it again when a reload brings
+        /// a new JWT key (its `Debug` never shows it).
+        token: Token,
+        /// The JWT key version ([`Verifiers::jwt_version`]) the token was
+        /// last verified under. A `Cell` so that [`Access::still_valid`]
+        /// can record a successful re-verification: a token is verified
+        /// once per key change, not on every housekeeping round.
+        verified_under: Cell<u64>,
     },
 }
 
@@ -236,47 +275,85 @@ impl SessionAuth {
     }
 }
 
-/// The live authentication state of a server. See the module docs.
+/// The key material a reload swaps whole: the API-key set and the JWT
+/// verifier, read together so that a reload is all or nothing.
 #[derive(Default)]
-pub struct Access {
-    key_file: Option<PathBuf>,
-    /// The current key set, replaced whole by a reload (readers clone the
-    /// `Arc`, so a lookup never holds the lock while hashing).
-    keys: RwLock<Option<Arc<KeySet>>>,
-    jwt: Option<JwtVerifier>,
-    /// Bumped by every successful reload; shards compare it at housekeeping
-    /// (every 100 ms) and re-check their sessions' keys when it moved.
-    generation: AtomicU64,
-    /// How long a session may stay unauthenticated.
-    pub timeout: Duration,
-    origins: Vec<String>,
-    /// The audit log.
-    pub audit: Audit,
+struct Verifiers {
+    keys: Option<Arc<KeySet>>,
+    jwt: Option<Arc<JwtVerifier>>,
+    /// Bumped by every reload that brought a different JWT key; a live
+    /// token verified under an older version is verified again.
+    jwt_version: u64,
 }
 
-impl Access {
-    /// Reads the key file, the JWT key and opens the audit log.
-    pub fn open(config: &AuthConfig) -> Result<Access, AuthSetupError> {
-        let keys = match &config.api_keys {
+impl Verifiers {
+    /// Reads the key file and the JWT key; nothing is kept if either fails.
+    fn load(
+        key_file: Option<&PathBuf>,
+        jwt: Option<&JwtConfig>,
+    ) -> Result<Verifiers, AuthSetupError> {
+        let keys = match key_file {
             Some(path) => Some(Arc::new(KeySet::load(path).map_err(AuthSetupError)?)),
             None => None,
         };
-        let jwt = match &config.jwt {
+        let jwt = match jwt {
             Some(j) => {
-                let key = std::fs::read(&j.key_file)
-                    .map_err(|e| AuthSetupError(format!("{}: {e}", j.key_file.display())))?;
+                let at = |e: &dyn std::fmt::Display| {
+                    AuthSetupError(format!("{}: {e}", j.key_file.display()))
+                };
+                let key = std::fs::read(&j.key_file).map_err(|e| at(&e))?;
                 // A secret file usually ends with a newline that is not part of it.
                 let key = match j.alg {
                     JwtAlg::Hs256 => key.trim_ascii_end().to_vec(),
                     JwtAlg::Rs256 => key,
                 };
-                Some(
-                    JwtVerifier::new(&j.alg, &key, j.audience.as_deref(), j.issuer.as_deref())
-                        .map_err(|e| AuthSetupError(format!("{}: {e}", j.key_file.display())))?,
-                )
+                let v = JwtVerifier::new(&j.alg, &key, j.audience.as_deref(), j.issuer.as_deref())
+                    .map_err(|e| at(&e))?;
+                Some(Arc::new(v))
             }
             None => None,
         };
+        Ok(Verifiers { keys, jwt, jwt_version: 0 })
+    }
+}
+
+/// What a successful [`Access::reload`] put in force.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Number of API keys (0 without `--api-keys`).
+    pub keys: usize,
+    /// Whether the JWT key differs from the one before (live tokens are
+    /// then verified again by their shard).
+    pub jwt_key_changed: bool,
+}
+
+/// The live authentication state of a server. See the module docs.
+#[derive(Default)]
+pub struct Access {
+    key_file: Option<PathBuf>,
+    jwt_config: Option<JwtConfig>,
+    /// The current key set and JWT verifier, replaced whole by a reload
+    /// (readers clone the `Arc`, so a lookup never holds the lock while
+    /// hashing or verifying).
+    current: RwLock<Arc<Verifiers>>,
+    /// Bumped by every successful reload; shards compare it at housekeeping
+    /// (every 100 ms) and re-check their sessions' credentials when it moved.
+    generation: AtomicU64,
+    /// How long a session may stay unauthenticated.
+    pub timeout: Duration,
+    origins: Vec<String>,
+    /// Failed authentications per client IP.
+    failures: FailureLimit,
+    /// The audit log.
+    pub audit: Audit,
+    /// Reloads, failures and refusals, for `/metrics`.
+    pub metrics: AuthMetrics,
+}
+
+impl Access {
+    /// Reads the key file, the JWT key and opens the audit log.
+    pub fn open(config: &AuthConfig) -> Result<Access, AuthSetupError> {
+        let current = Verifiers::load(config.api_keys.as_ref(), config.jwt.as_ref())?;
         let audit = match &config.audit_log {
             Some(path) => Audit::open(path)
                 .map_err(|e| AuthSetupError(format!("audit log {}: {e}", path.display())))?,
@@ -284,18 +361,24 @@ impl Access {
         };
         Ok(Access {
             key_file: config.api_keys.clone(),
-            keys: RwLock::new(keys),
-            jwt,
+            jwt_config: config.jwt.clone(),
+            current: RwLock::new(Arc::new(current)),
             generation: AtomicU64::new(0),
             timeout: config.timeout,
             origins: config.allowed_origins.clone(),
+            failures: FailureLimit::new(
+                config.max_failures,
+                config.failure_window,
+                failures::TRACKED_IPS,
+            ),
             audit,
+            metrics: AuthMetrics::default(),
         })
     }
 
     /// Whether clients must authenticate.
     pub fn required(&self) -> bool {
-        self.key_file.is_some() || self.jwt.is_some()
+        self.key_file.is_some() || self.jwt_config.is_some()
     }
 
     /// Whether a request with this `Origin` header may upgrade. No header
@@ -309,8 +392,32 @@ impl Access {
         }
     }
 
-    fn key_set(&self) -> Option<Arc<KeySet>> {
-        self.keys.read().ok().and_then(|k| k.clone())
+    fn current(&self) -> Arc<Verifiers> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Before an upgrade from `ip`: `Err(retry_after)` while the IP is
+    /// blocked for too many failed authentications (counted in
+    /// `tickwire_auth_rate_limited_total`).
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.failures.check(ip, Instant::now()).inspect_err(|_| {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// A failed authentication (`via` the upgrade or an `auth` message):
+    /// written to the audit log and counted against the client's IP; the
+    /// failure that reaches the limit also writes an `auth_blocked` line.
+    pub fn auth_failed(&self, who: Who<'_>, reason: &str, via: &'static str) {
+        self.audit.emit(who, Event::AuthFailure { reason, via });
+        self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+        let Some(ip) = who.peer.map(|p| p.ip().to_canonical()) else { return };
+        if let Some(failures) = self.failures.record(ip, Instant::now()) {
+            self.metrics.blocked_ips.fetch_add(1, Ordering::Relaxed);
+            let window_ms = self.failures.window().as_millis() as u64;
+            tracing::warn!(%ip, failures, window_ms, "too many failed authentications: IP blocked");
+            self.audit.emit(who, Event::AuthBlocked { ip, failures, window_ms });
+        }
     }
 
     /// Checks a token (API key or JWT). The error is a short reason for
@@ -319,7 +426,8 @@ impl Access {
         if token.is_empty() {
             return Err("empty token");
         }
-        if let Some(set) = self.key_set()
+        let current = self.current();
+        if let Some(set) = &current.keys
             && let Some(entry) = set.find(token)
         {
             return Ok(Principal {
@@ -329,32 +437,56 @@ impl Access {
             });
         }
         let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
-        match &self.jwt {
+        match &current.jwt {
             Some(v) if looks_like_jwt || self.key_file.is_none() => {
                 let t = v.verify(token)?;
                 Ok(Principal {
                     id: t.subject.into(),
                     entitlements: Arc::new(t.entitlements),
-                    credential: Credential::Jwt { exp: t.exp },
+                    credential: Credential::Jwt {
+                        exp: t.exp,
+                        token: Token(token.to_string()),
+                        verified_under: Cell::new(current.jwt_version),
+                    },
                 })
             }
             _ => Err("unknown API key"),
         }
     }
 
-    /// Re-reads the key file. On success the new keys apply to new
-    /// connections at once, and sessions whose key was removed or changed
-    /// are closed by their shard within a housekeeping round (100 ms). On
-    /// failure the old keys stay in force. Returns the number of keys.
-    pub fn reload(&self) -> Result<usize, AuthSetupError> {
-        let Some(path) = &self.key_file else { return Ok(0) };
-        let set = KeySet::load(path).map_err(AuthSetupError)?;
-        let n = set.len();
-        if let Ok(mut k) = self.keys.write() {
-            *k = Some(Arc::new(set));
+    /// Re-reads the key file and the JWT key (SIGHUP), all or nothing: if
+    /// either cannot be used, both stay as they were. On success the new
+    /// keys apply to new connections at once, and within a housekeeping
+    /// round (100 ms) shards close the sessions whose key was removed or
+    /// changed, or whose token does not verify under a new JWT key. Every
+    /// reload is logged and counted in `/metrics`.
+    pub fn reload(&self) -> Result<Reloaded, AuthSetupError> {
+        if !self.required() {
+            tracing::info!("reload: authentication is off, nothing to reload");
+            return Ok(Reloaded::default());
         }
+        let mut next = match Verifiers::load(self.key_file.as_ref(), self.jwt_config.as_ref()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "auth reload failed; the keys in force stay");
+                return Err(e);
+            }
+        };
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let jwt_key_changed = match (&current.jwt, &next.jwt) {
+            (Some(old), Some(new)) => !old.same_key(new),
+            _ => false,
+        };
+        next.jwt_version = current.jwt_version + u64::from(jwt_key_changed);
+        let reloaded =
+            Reloaded { keys: next.keys.as_ref().map_or(0, |k| k.len()), jwt_key_changed };
+        *current = Arc::new(next);
+        drop(current);
         self.generation.fetch_add(1, Ordering::Release);
-        Ok(n)
+        self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(keys = reloaded.keys, jwt_key_changed, "auth reloaded");
+        Ok(reloaded)
     }
 
     /// Bumped by every reload.
@@ -363,17 +495,31 @@ impl Access {
     }
 
     /// Whether `p`'s credentials still hold at `now_s` (Unix seconds): its
-    /// key is still in the file unchanged, or its token has not expired.
+    /// key is still in the file unchanged, or its token has not expired and
+    /// verifies under the current JWT key (checked again only when the key
+    /// changed since the token was last verified).
     pub fn still_valid(&self, p: &Principal, now_s: u64) -> Result<(), &'static str> {
         match &p.credential {
-            Credential::Key(entry) => match self.key_set() {
+            Credential::Key(entry) => match &self.current().keys {
                 Some(set) if set.holds(entry) => Ok(()),
                 _ => Err("key revoked"),
             },
-            Credential::Jwt { exp } if now_s > exp.saturating_add(jwt::LEEWAY_S) => {
+            Credential::Jwt { exp, .. } if now_s > exp.saturating_add(jwt::LEEWAY_S) => {
                 Err("token expired")
             }
-            Credential::Jwt { .. } => Ok(()),
+            Credential::Jwt { token, verified_under, .. } => {
+                let current = self.current();
+                if verified_under.get() == current.jwt_version {
+                    return Ok(());
+                }
+                match &current.jwt {
+                    Some(v) if v.verify(&token.0).is_ok() => {
+                        verified_under.set(current.jwt_version);
+                        Ok(())
+                    }
+                    _ => Err("token does not verify under the new JWT key"),
+                }
+            }
         }
     }
 }
@@ -482,12 +628,17 @@ mod tests {
             "a",
             "--auth-timeout-ms",
             "250",
+            "--auth-max-failures",
+            "3",
+            "--auth-failure-window-ms",
+            "1500",
             "--allowed-origins",
             "https://A.example:443,http://b:8080",
         ])
         .unwrap();
         assert_eq!(c.jwt.map(|j| (j.alg, j.audience)), Some((JwtAlg::Hs256, Some("a".into()))));
         assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!((c.max_failures, c.failure_window), (3, Duration::from_millis(1500)));
         assert_eq!(c.allowed_origins, ["https://a.example", "http://b:8080"]);
         // Audience without a JWT key, two JWT keys, a bad origin, a zero timeout.
         assert_eq!(parse(&["t", "serve", "--jwt-audience", "a"]), Err("jwt-audience"));
@@ -498,6 +649,55 @@ mod tests {
             Err("allowed-origins")
         );
         assert_eq!(parse(&["t", "serve", "--auth-timeout-ms", "0"]), Err("auth-timeout-ms"));
+        assert_eq!(
+            parse(&["t", "serve", "--auth-failure-window-ms", "0"]),
+            Err("auth-failure-window-ms")
+        );
+        // 0 failures is allowed: it turns the limit off.
+        assert_eq!(
+            parse(&["t", "serve", "--auth-max-failures", "0"]).map(|c| c.max_failures),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn a_live_token_is_verified_again_once_per_key_change() {
+        let path = std::env::temp_dir().join(format!("tickwire-unit-jwt-{}", std::process::id()));
+        let (secret_a, secret_b) = ("a".repeat(32), "b".repeat(32));
+        std::fs::write(&path, &secret_a).unwrap();
+        let jwt =
+            JwtConfig { alg: JwtAlg::Hs256, key_file: path.clone(), audience: None, issuer: None };
+        let a = Access::open(&AuthConfig { jwt: Some(jwt), ..AuthConfig::default() }).unwrap();
+        let exp = crate::tick::now_ns() / 1_000_000_000 + 600;
+        let claims = serde_json::json!({"sub": "u", "exp": exp, "tw": {"symbols": ["*"]}});
+        let key = jsonwebtoken::EncodingKey::from_secret(secret_a.as_bytes());
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let p = a.authenticate(&token).unwrap();
+        let now_s = exp - 600;
+        let under = |p: &Principal| match &p.credential {
+            Credential::Jwt { verified_under, .. } => verified_under.get(),
+            Credential::Key(_) => unreachable!(),
+        };
+        let reload = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            a.reload().map(|r| r.jwt_key_changed)
+        };
+        // The same secret (a trailing newline is not part of it): no change.
+        assert!(!reload(&format!("{secret_a}\n")).unwrap());
+        assert_eq!((a.still_valid(&p, now_s), under(&p)), (Ok(()), 0));
+        // Another secret: the token no longer verifies.
+        assert!(reload(&secret_b).unwrap());
+        assert!(a.still_valid(&p, now_s).is_err());
+        // The first one back: it verifies again, and is marked as verified
+        // under the current key so the next round does not verify it again.
+        assert!(reload(&secret_a).unwrap());
+        assert_eq!((a.still_valid(&p, now_s), under(&p)), (Ok(()), 2));
+        // A file that cannot be used changes nothing.
+        assert!(reload("short").is_err());
+        assert_eq!(a.still_valid(&p, now_s), Ok(()));
+        assert_eq!(a.metrics.reloads.load(Ordering::Relaxed), 3);
+        assert_eq!(a.metrics.reload_failures.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
@@ -505,7 +705,11 @@ mod tests {
         let p = Principal {
             id: "alice".into(),
             entitlements: Arc::new(Entitlements::everything()),
-            credential: Credential::Jwt { exp: 1000 },
+            credential: Credential::Jwt {
+                exp: 1000,
+                token: Token("t".into()),
+                verified_under: Cell::new(0),
+            },
         };
         let a = Access::default();
         // Valid until exp plus the leeway; expired after.

@@ -27,7 +27,8 @@
 //! `TlsStream<TcpStream>`) and monomorphized, so plain TCP keeps its
 //! unwrapped write path.
 //!
-//! Before an upgrade, [`check_access`] applies the `Origin` allow-list and
+//! Before an upgrade, [`check_access`] applies the `Origin` allow-list,
+//! refuses a client IP blocked for failed authentications (HTTP 429) and
 //! checks a token that came with the request ([`crate::auth`]).
 
 pub mod echo;
@@ -201,7 +202,9 @@ async fn serve_http<S>(
         "/metrics" => {
             count_http(&ctx);
             let refused = ctx.http.limits.refused.load(std::sync::atomic::Ordering::Relaxed);
-            let body = crate::metrics::render(&ctx.http.market, &ctx.http.shards, refused);
+            let http = &ctx.http;
+            let body =
+                crate::metrics::render(&http.market, &http.shards, refused, &http.access.metrics);
             let _ =
                 respond(&mut stream, 200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
                     .await;
@@ -327,10 +330,12 @@ fn accept_response(key: &str, protocol: Option<&str>) -> String {
 }
 
 /// The access checks before an upgrade: the `Origin` allow-list (HTTP 403)
-/// and, when authentication is on, the token that came with the request
-/// (`Authorization: Bearer` or `?token=`; a bad one gets HTTP 401). A
-/// request without a token is let through as [`SessionAuth::Pending`]: it
-/// must send `auth` within the deadline. `None`: refused (and answered).
+/// and, when authentication is on, the failure limit of the client's IP
+/// (HTTP 429 with `Retry-After` while it is blocked) and the token that
+/// came with the request (`Authorization: Bearer` or `?token=`; a bad one
+/// gets HTTP 401). A request without a token is let through as
+/// [`SessionAuth::Pending`]: it must send `auth` within the deadline.
+/// `None`: refused (and answered).
 async fn check_access<S: AsyncWrite + Unpin>(
     stream: &mut S,
     head: &Head,
@@ -349,6 +354,17 @@ async fn check_access<S: AsyncWrite + Unpin>(
     if !access.required() {
         return Some(SessionAuth::Off);
     }
+    if let Some(peer) = peer
+        && let Err(retry_after) = access.admit(peer.ip())
+    {
+        count_http(ctx);
+        // Whole seconds, rounded up: a client that waits this long is let in.
+        let secs = retry_after.as_millis().div_ceil(1000).max(1);
+        let body = b"too many failed authentications from your address; retry later\n";
+        let headers = format!("Retry-After: {secs}\r\n");
+        let _ = respond_with(stream, 429, &headers, "text/plain", body, false).await;
+        return None;
+    }
     let Some(token) = auth::upgrade_token(&head.query, head.authorization.as_deref()) else {
         return Some(SessionAuth::Pending { deadline: Instant::now() + access.timeout });
     };
@@ -356,14 +372,10 @@ async fn check_access<S: AsyncWrite + Unpin>(
         Ok(p) => Some(SessionAuth::Ok(p)),
         Err(reason) => {
             count_http(ctx);
-            access.audit.emit(who, Event::AuthFailure { reason, via: "upgrade" });
+            access.auth_failed(who, reason, "upgrade");
+            let challenge = "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n";
             let body = b"authentication failed\n";
-            let resp = format!(
-                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer error=\"invalid_token\"\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&[resp.as_bytes(), body].concat()).await;
-            let _ = stream.shutdown().await;
+            let _ = respond_with(stream, 401, challenge, "text/plain", body, false).await;
             None
         }
     }
@@ -437,10 +449,12 @@ fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         403 => "Forbidden",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         _ => "Error",
     }
@@ -453,8 +467,20 @@ async fn respond<S: AsyncWrite + Unpin>(
     body: &[u8],
     head_only: bool,
 ) -> std::io::Result<()> {
+    respond_with(stream, status, "", content_type, body, head_only).await
+}
+
+/// [`respond`] with extra header lines (each ending in `\r\n`).
+async fn respond_with<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    headers: &str,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {}\r\n{headers}Content-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         status_text(status),
         body.len()
     );

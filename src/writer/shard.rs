@@ -1238,8 +1238,7 @@ impl Shard {
                 let p = match result {
                     Ok(p) => p,
                     Err(reason) => {
-                        let via = "message";
-                        self.access.audit.emit(self.who(slot), Event::AuthFailure { reason, via });
+                        self.access.auth_failed(self.who(slot), reason, "message");
                         self.send_error(slot, id, 402, "authentication failed", false);
                         self.request_close(slot, AUTH_FAILED_CLOSE);
                         return;
