@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Fuzzes the client control-message parser and every feed decoder with
+# Fuzzes the WebSocket frame reader, the client control-message parser and
+# every feed decoder with
 # cargo-fuzz (libFuzzer + AddressSanitizer), each for SECONDS (default 30).
 #
 #   tools/fuzz.sh [SECONDS] [TARGET...]
 #
-# Targets (fuzz/fuzz_targets/): control_message, jsonl_line, capture_file,
-# itch_stream; default all four. Fails on the first crash: libFuzzer prints
+# Targets (fuzz/fuzz_targets/): ws_frames, control_message, jsonl_line,
+# capture_file, itch_stream; default all five. Fails on the first crash: libFuzzer prints
 # the input and saves it under fuzz/artifacts/TARGET/. Keep every crash as a
 # regression test next to the code it broke, with the bytes inline, then fix.
 #
@@ -23,7 +24,7 @@ case "$secs" in
   '' | *[!0-9]*) echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2 ;;
 esac
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(control_message jsonl_line capture_file itch_stream)
+[ "${#targets[@]}" -gt 0 ] || targets=(ws_frames control_message jsonl_line capture_file itch_stream)
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz: needs a nightly toolchain: rustup toolchain install nightly" >&2
