@@ -290,16 +290,18 @@ async fn upgrade<S>(
             _ => {}
         }
     }
-    // The server picks the subprotocol: binary whenever it is offered (it
-    // is the cheaper one for both sides), else JSON; none offered is JSON
-    // without a `Sec-WebSocket-Protocol` header (RFC 6455 4.2.2).
-    let offered = |name: &str| head.protocols.iter().any(|p| p == name);
+    // The client's first offer that the server speaks wins (a client lists
+    // its preference first); none offered is JSON without a
+    // `Sec-WebSocket-Protocol` header (RFC 6455 4.2.2).
+    let known = head.protocols.iter().find_map(|p| match p.as_str() {
+        BIN_PROTOCOL => Some(BIN_PROTOCOL),
+        JSON_PROTOCOL => Some(JSON_PROTOCOL),
+        _ => None,
+    });
     let protocol = if head.protocols.is_empty() {
         None
-    } else if offered(BIN_PROTOCOL) {
-        Some(BIN_PROTOCOL)
-    } else if offered(JSON_PROTOCOL) {
-        Some(JSON_PROTOCOL)
+    } else if known.is_some() {
+        known
     } else {
         count_http(&ctx);
         let msg = "unsupported subprotocol; offer tickwire.v1.json or tickwire.v1.bin\n";
