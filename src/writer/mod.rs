@@ -11,6 +11,7 @@
 //! `max_hz` delay expires, or housekeeping is due.
 
 pub mod binary;
+pub mod changes;
 pub mod encode;
 pub mod session;
 pub mod shard;
