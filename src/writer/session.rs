@@ -45,10 +45,9 @@ pub struct Entry {
     pub ch: Channel,
     /// Delivery mode.
     pub mode: Mode,
-    /// The client's `max_hz`, for the `subscribed` reply.
+    /// The client's `max_hz`, for the `subscribed` reply and
+    /// [`Entry::min_interval`].
     pub max_hz: Option<f64>,
-    /// Minimum time between two messages (from `max_hz`, latest mode only).
-    pub min_interval: Option<Duration>,
     /// Subscribed by name (counts against the symbol limit) rather than
     /// through `["*"]`.
     pub explicit: bool,
@@ -89,7 +88,6 @@ impl Entry {
             ch,
             mode,
             max_hz,
-            min_interval: min_interval(mode, max_hz),
             explicit,
             dirty: false,
             in_index: false,
@@ -98,6 +96,14 @@ impl Entry {
             next_allowed: None,
             lost: 0,
         }
+    }
+
+    /// Minimum time between two messages (from `max_hz`, latest mode only).
+    /// Derived when needed rather than stored: entries are most of a
+    /// session's memory, and only throttled ones need it.
+    #[inline]
+    pub fn min_interval(&self) -> Option<Duration> {
+        min_interval(self.mode, self.max_hz)
     }
 
     /// First `seq` of the unreported loss.
@@ -197,7 +203,10 @@ pub struct Session {
     pub entries: Vec<Entry>,
     /// Free slots of `entries`.
     pub free: Vec<u32>,
-    /// Entry index by stream index (`sym * 2 + channel`).
+    /// Entry index by stream index (`sym * 2 + channel`), for the entries
+    /// that are not at `entries[stream]` (see [`Session::entry_of`]): a
+    /// session that subscribed to `["*"]` on both channels first keeps this
+    /// map empty.
     pub by_stream: HashMap<u32, u32, StreamHash>,
     /// `["*"]` options per channel, when subscribed to all.
     pub wildcard: [Option<WildOpts>; 2],

@@ -40,7 +40,7 @@ use hdrhistogram::Histogram;
 use super::binary;
 use super::changes::ChangeLog;
 use super::encode::{self, Format, Obj};
-use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts, min_interval};
+use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts};
 use crate::auth::audit::{Event, Who};
 use crate::auth::{Access, SessionAuth};
 use crate::feed::{FeedState, Market, epoch_name};
@@ -1420,14 +1420,13 @@ impl Shard {
         let explicit = origin == Origin::Named;
         let stream = stream_index(sym, ch);
         let s = self.sessions[slot as usize].as_mut().expect("live session");
-        if let Some(&idx) = s.by_stream.get(&(stream as u32)) {
+        if let Some(idx) = s.entry_of(stream as u32) {
             // A scanned entry first takes what the change log holds for it.
             catch_up(s, idx, &self.last);
             let e = &mut s.entries[idx as usize];
             let old_mode = e.mode;
             e.mode = mode;
             e.max_hz = max_hz;
-            e.min_interval = min_interval(mode, max_hz);
             if explicit && !e.explicit {
                 e.explicit = true;
                 add_explicit(s, sym);
@@ -1464,7 +1463,9 @@ impl Shard {
                 (s.entries.len() - 1) as u32
             }
         };
-        s.by_stream.insert(stream as u32, idx);
+        if idx as usize != stream {
+            s.by_stream.insert(stream as u32, idx);
+        }
         if explicit {
             add_explicit(s, sym);
         }
@@ -1719,7 +1720,7 @@ impl Shard {
                         e.accepted_seq = e.accepted_seq.max(t.seq);
                         e.lost = 0;
                         // A snapshot is a message of the stream for max_hz too.
-                        e.next_allowed = e.min_interval.map(|d| now + d);
+                        e.next_allowed = e.min_interval().map(|d| now + d);
                     }
                     // The position the stream's next `cf` counts from: the
                     // snapshot's, or where a new subscription started.
@@ -1818,7 +1819,7 @@ impl Shard {
                 let s = self.sessions[slot as usize].as_ref().expect("live session");
                 let mut any = false;
                 for ch in channels.iter() {
-                    if let Some(&idx) = s.by_stream.get(&(stream_index(sym, ch) as u32)) {
+                    if let Some(idx) = s.entry_of(stream_index(sym, ch) as u32) {
                         to_remove.push(idx);
                         removed_channels = removed_channels.with(ch);
                         any = true;
@@ -1922,7 +1923,7 @@ fn send_latest(
     let cf = tick.seq - e.sent_seq;
     e.sent_seq = tick.seq;
     e.dirty = false;
-    e.next_allowed = e.min_interval.map(|d| now + d);
+    e.next_allowed = e.min_interval().map(|d| now + d);
     *cseq += 1;
     cache.update(buf, tick, name, format, *cseq, cf, first);
     LatestStep::Sent(cf)
