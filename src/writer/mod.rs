@@ -11,6 +11,7 @@
 //! `max_hz` delay expires, or housekeeping is due.
 
 pub mod binary;
+pub mod changes;
 pub mod encode;
 pub mod session;
 pub mod shard;
@@ -32,8 +33,19 @@ use crate::socket::{self, HttpContext};
 use crate::tick::Tick;
 use shard::{Shard, ShardConfig};
 
-/// Most ticks dispatched before the shard encodes and yields.
+/// Most ticks read from the ring at once.
 pub const BATCH: usize = 1024;
+
+/// Work the pump does before it encodes and yields to the socket tasks: one
+/// unit per tick read, plus one per subscriber the tick is offered to.
+///
+/// Ticks that only a scanning session wants (latest mode on `["*"]`, see
+/// [`changes`]) cost one unit, so the pump drains up to 32 batches and the
+/// frames built next hold values at most one round old: at 200,000 updates/s
+/// a shard that read one batch per round fell a lap behind the ring while
+/// its sockets wrote. A batch offered to 50 `mode:"all"` sessions costs 52K
+/// units: one batch per round, as before, so their frames wait no longer.
+const DRAIN_WORK: usize = 32 * 1024;
 
 /// Per-session share of the time between two flushes of a busy shard.
 ///
@@ -189,24 +201,30 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
         let seen = shard.borrow().feed_state();
         shard.borrow_mut().sync_epoch();
         let mut drained = false;
-        let outcome = shard.borrow_mut().read_ring(&mut batch, BATCH);
-        let got = match outcome {
-            ReadOutcome::Items(n) => {
-                drained = n < BATCH;
-                let mut s = shard.borrow_mut();
-                for t in &batch {
-                    s.dispatch(t);
+        let mut got = 0;
+        let mut work = 0;
+        while !drained && work < DRAIN_WORK {
+            batch.clear();
+            let outcome = shard.borrow_mut().read_ring(&mut batch, BATCH);
+            match outcome {
+                ReadOutcome::Items(n) => {
+                    drained = n < BATCH;
+                    let mut s = shard.borrow_mut();
+                    for t in &batch {
+                        work += 1 + s.dispatch(t);
+                    }
+                    got += n;
                 }
-                n
+                ReadOutcome::Overrun { lost } => {
+                    let mut s = shard.borrow_mut();
+                    ShardCounters::add(&s.counters().ring_overruns, 1);
+                    ShardCounters::add(&s.counters().ring_lost, lost);
+                    s.resync();
+                    got += 1;
+                    break;
+                }
             }
-            ReadOutcome::Overrun { lost } => {
-                let mut s = shard.borrow_mut();
-                ShardCounters::add(&s.counters().ring_overruns, 1);
-                ShardCounters::add(&s.counters().ring_lost, lost);
-                s.resync();
-                1
-            }
-        };
+        }
         let (next_throttle, flush_at) = {
             let mut s = shard.borrow_mut();
             let now = Instant::now();
@@ -235,8 +253,14 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
         if got > 0 {
             // Let the socket tasks write what this batch produced.
             tokio::task::yield_now().await;
-            continue;
+            if !drained {
+                continue;
+            }
         }
+        // Drained: wait for the feed's next publication (its wake-up is a
+        // stored permit when it came meanwhile) instead of polling the ring
+        // in a loop, which would take the CPU the clients on this machine
+        // and the socket tasks need.
         let mut until =
             next_throttle.map_or(housekeeping, |t| Instant::from_std(t).min(housekeeping));
         if let Some(at) = flush_at {

@@ -6,7 +6,11 @@
 //!   itself is the shard's newest tick of the stream, shared by every
 //!   subscriber (see `Shard::last`); `cf` is derived from the sequence
 //!   numbers (`seq` of the new message minus `seq` of the last one sent), so
-//!   it is exact without counting.
+//!   it is exact without counting. A session with `["*"]` in latest mode on
+//!   a channel is not told about each tick of that channel at all: it reads
+//!   the shard's change log from its `scan_cursor` when a frame is built
+//!   (see `super::changes`), and its dirty list only holds what `max_hz`
+//!   held back.
 //! - `mode:"all"`: a FIFO of at most `queue_cap` ticks for the whole session.
 //!   When it is full, further ticks of an entry are counted as lost until an
 //!   `overflow` message naming them is encoded. Losses of an entry are always
@@ -17,6 +21,7 @@
 //!   as bytes.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -40,16 +45,20 @@ pub struct Entry {
     pub ch: Channel,
     /// Delivery mode.
     pub mode: Mode,
-    /// The client's `max_hz`, for the `subscribed` reply.
+    /// The client's `max_hz`, for the `subscribed` reply and
+    /// [`Entry::min_interval`].
     pub max_hz: Option<f64>,
-    /// Minimum time between two messages (from `max_hz`, latest mode only).
-    pub min_interval: Option<Duration>,
     /// Subscribed by name (counts against the symbol limit) rather than
     /// through `["*"]`.
     pub explicit: bool,
     /// Latest mode: the entry is on the session's dirty list (the shard's
     /// newest tick of the stream may be newer than `sent_seq`).
     pub dirty: bool,
+    /// The entry is in the shard's per-tick index of its stream (every tick
+    /// is offered to it). False for a latest-mode entry on a channel the
+    /// session scans ([`Session::scans`]): the change log covers it, and its
+    /// `accepted_seq` is only brought up to date when it leaves the scan.
+    pub in_index: bool,
     /// Highest `seq` accepted for delivery (dirty, queued or sent);
     /// anything at or below it is old news and skipped.
     pub accepted_seq: u64,
@@ -79,14 +88,22 @@ impl Entry {
             ch,
             mode,
             max_hz,
-            min_interval: min_interval(mode, max_hz),
             explicit,
             dirty: false,
+            in_index: false,
             accepted_seq: position,
             sent_seq: position,
             next_allowed: None,
             lost: 0,
         }
+    }
+
+    /// Minimum time between two messages (from `max_hz`, latest mode only).
+    /// Derived when needed rather than stored: entries are most of a
+    /// session's memory, and only throttled ones need it.
+    #[inline]
+    pub fn min_interval(&self) -> Option<Duration> {
+        min_interval(self.mode, self.max_hz)
     }
 
     /// First `seq` of the unreported loss.
@@ -101,6 +118,39 @@ pub fn min_interval(mode: Mode, max_hz: Option<f64>) -> Option<Duration> {
     match mode {
         Mode::Latest => max_hz.map(|hz| Duration::from_secs_f64(1.0 / hz)),
         Mode::All => None,
+    }
+}
+
+/// Hashing for maps keyed by stream index: a multiply instead of SipHash.
+/// Keys are small integers the server assigns, not client input, so there
+/// is nothing to defend against, and a scanning session looks one up per
+/// message it sends.
+pub type StreamHash = BuildHasherDefault<StreamHasher>;
+
+/// See [`StreamHash`].
+#[derive(Default)]
+pub struct StreamHasher(u64);
+
+impl Hasher for StreamHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: an odd multiplier spreads consecutive keys.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -153,8 +203,11 @@ pub struct Session {
     pub entries: Vec<Entry>,
     /// Free slots of `entries`.
     pub free: Vec<u32>,
-    /// Entry index by stream index (`sym * 2 + channel`).
-    pub by_stream: HashMap<u32, u32>,
+    /// Entry index by stream index (`sym * 2 + channel`), for the entries
+    /// that are not at `entries[stream]` (see [`Session::entry_of`]): a
+    /// session that subscribed to `["*"]` on both channels first keeps this
+    /// map empty.
+    pub by_stream: HashMap<u32, u32, StreamHash>,
     /// `["*"]` options per channel, when subscribed to all.
     pub wildcard: [Option<WildOpts>; 2],
     /// Number of distinct symbols subscribed by name.
@@ -163,6 +216,12 @@ pub struct Session {
     pub explicit_by_sym: HashMap<u32, u8>,
     /// Latest-mode entries that may have something newer to send.
     pub dirty: Vec<u32>,
+    /// Generation of the shard's change log up to which every change of a
+    /// scanned channel was looked at (meaningful while [`Session::scanning`]).
+    pub scan_cursor: u64,
+    /// Whether the session scanned the change log at the last check: set
+    /// when it starts, so the cursor starts at the log's end.
+    pub scanning: bool,
     /// All-mode queue.
     pub queue: VecDeque<Queued>,
     /// All-mode entries with unreported losses.
@@ -215,11 +274,13 @@ impl Session {
             cseq: 0,
             entries: Vec::new(),
             free: Vec::new(),
-            by_stream: HashMap::new(),
+            by_stream: HashMap::default(),
             wildcard: [None, None],
             explicit_symbols: 0,
             explicit_by_sym: HashMap::new(),
             dirty: Vec::new(),
+            scan_cursor: 0,
+            scanning: false,
             queue: VecDeque::new(),
             lost_entries: Vec::new(),
             outbox: VecDeque::new(),
@@ -250,9 +311,47 @@ impl Session {
         self.cseq
     }
 
-    /// Whether there is market data waiting to be encoded.
-    pub fn has_data(&self) -> bool {
-        !self.dirty.is_empty() || !self.queue.is_empty() || !self.lost_entries.is_empty()
+    /// Whether there is market data waiting to be encoded, the changes a
+    /// scanning session has not looked at included (`changes` is the
+    /// generation of the shard's change log).
+    pub fn has_data(&self, changes: u64) -> bool {
+        !self.dirty.is_empty()
+            || !self.queue.is_empty()
+            || !self.lost_entries.is_empty()
+            || (self.scanning && changes > self.scan_cursor)
+    }
+
+    /// Whether latest-mode entries of channel `ch` are served from the
+    /// shard's change log instead of tick by tick: the session has `["*"]`
+    /// in latest mode on it, so it takes (nearly) every stream of the
+    /// channel anyway.
+    #[inline]
+    pub fn scans(&self, ch: Channel) -> bool {
+        matches!(self.wildcard[ch as usize], Some(WildOpts { mode: Mode::Latest, .. }))
+    }
+
+    /// The entry of stream `stream` (`sym * 2 + channel`), if any.
+    ///
+    /// A session that subscribed to `["*"]` on both channels before anything
+    /// else has its entries in stream order, so `entries[stream]` is checked
+    /// first: a sweep over the streams then reads the entries in order
+    /// instead of probing the map for each.
+    #[inline]
+    pub fn entry_of(&self, stream: u32) -> Option<u32> {
+        if let Some(e) = self.entries.get(stream as usize)
+            && e.live
+            && crate::tick::stream_index(e.sym, e.ch) == stream as usize
+        {
+            return Some(stream);
+        }
+        self.by_stream.get(&stream).copied()
+    }
+
+    /// Whether an entry of mode `mode` on channel `ch` must be offered every
+    /// tick of its stream (it is then in the shard's per-tick index).
+    #[inline]
+    pub fn per_tick(&self, mode: Mode, ch: Channel) -> bool {
+        mode == Mode::All || !self.scans(ch)
     }
 
     /// Queues an encoded frame for the socket task.

@@ -38,8 +38,9 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::binary;
+use super::changes::ChangeLog;
 use super::encode::{self, Format, Obj};
-use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts, min_interval};
+use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts};
 use crate::auth::audit::{Event, Who};
 use crate::auth::{Access, SessionAuth};
 use crate::feed::{FeedState, Market, epoch_name};
@@ -335,6 +336,15 @@ pub struct Shard {
     /// Newest tick of every stream this shard has dispatched: the value a
     /// latest-mode subscriber is sent, shared by all of them.
     last: Vec<Tick>,
+    /// Streams by the generation of their last change in `last`: what
+    /// sessions that scan (latest mode on `["*"]`) read at frame-building
+    /// time instead of being offered every tick.
+    changes: ChangeLog,
+    /// The change log's generation at the last end of batch: scanning
+    /// sessions need a frame only when it moved.
+    flushed_changes: u64,
+    /// Slots of the sessions that scan the change log.
+    scanners: Vec<u32>,
     /// Slots of sessions with a `["*"]` subscription.
     wild_sessions: Vec<u32>,
     /// Sessions with new data since the last end of batch.
@@ -374,6 +384,9 @@ impl Shard {
             free_slots: Vec::new(),
             index: Vec::new(),
             last: Vec::new(),
+            changes: ChangeLog::new(),
+            flushed_changes: 0,
+            scanners: Vec::new(),
             wild_sessions: Vec::new(),
             dirty: Vec::new(),
             cache: EncodeCache::new(),
@@ -420,7 +433,9 @@ impl Shard {
             let max = (start - self.reader.position()).min(1024) as usize;
             match self.reader.read_batch(&mut batch, max) {
                 ReadOutcome::Items(0) => break,
-                ReadOutcome::Items(_) => batch.iter().for_each(|t| self.dispatch(t)),
+                ReadOutcome::Items(_) => batch.iter().for_each(|t| {
+                    self.dispatch(t);
+                }),
                 ReadOutcome::Overrun { lost } => {
                     // The latest values are already forgotten: what the old
                     // sessions lost here is lost (they are closing anyway).
@@ -433,7 +448,7 @@ impl Shard {
         let now = Instant::now();
         self.cache.begin_if_stale();
         for slot in 0..self.sessions.len() as u32 {
-            let pending = self.session(slot).is_some_and(|s| s.has_data() && s.close.is_none());
+            let pending = self.pending_data(slot);
             if pending {
                 while self.build_data_frame(slot, now) {}
             }
@@ -474,6 +489,16 @@ impl Shard {
     /// Whether some session got data since the last end of batch.
     pub fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
+            || (!self.scanners.is_empty() && self.changes.generation() > self.flushed_changes)
+    }
+
+    /// Whether a session that is not closing has market data to encode.
+    fn pending_data(&self, slot: u32) -> bool {
+        let generation = self.changes.generation();
+        self.sessions
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.has_data(generation) && s.close.is_none())
     }
 
     fn session(&mut self, slot: u32) -> Option<&mut Session> {
@@ -570,16 +595,17 @@ impl Shard {
         };
         let mut removed = 0u64;
         for (i, e) in session.entries.iter().enumerate() {
-            if e.live {
+            if e.live && e.in_index {
                 remove_ref(
                     &mut self.index,
                     stream_index(e.sym, e.ch),
                     SubRef { session: slot, entry: i as u32 },
                 );
-                removed += 1;
             }
+            removed += u64::from(e.live);
         }
         self.wild_sessions.retain(|&s| s != slot);
+        self.scanners.retain(|&s| s != slot);
         self.dirty.retain(|&s| s != slot);
         self.free_slots.push(slot);
         let m = self.counters();
@@ -645,24 +671,29 @@ impl Shard {
             };
             self.last.push(placeholder);
         }
+        self.changes.grow(n);
     }
 
-    /// Offers one tick to every local subscriber of its stream.
+    /// Offers one tick to every local subscriber of its stream that takes
+    /// it tick by tick, and records the change for the scanning sessions.
+    /// Returns the number of subscribers offered.
     ///
     /// Hot path: no allocation, no lock, no await.
     #[inline]
-    pub fn dispatch(&mut self, tick: &Tick) {
+    pub fn dispatch(&mut self, tick: &Tick) -> usize {
         let stream = tick.stream();
         if stream >= self.index.len() {
             self.sync_symbols();
             if stream >= self.index.len() {
-                return;
+                return 0;
             }
         }
         if tick.seq > self.last[stream].seq {
             self.last[stream] = *tick;
+            self.changes.touch(stream);
         }
         let queue_cap = self.config.queue_cap;
+        // Per-tick subscribers only: sessions that scan read `changes` later.
         for r in &self.index[stream] {
             let Some(s) = self.sessions[r.session as usize].as_mut() else { continue };
             if s.offer(r.entry, tick, queue_cap) && !s.on_dirty_list {
@@ -670,6 +701,7 @@ impl Shard {
                 self.dirty.push(r.session);
             }
         }
+        self.index[stream].len()
     }
 
     /// After a ring overrun: brings every subscription up to the latest-value
@@ -677,20 +709,26 @@ impl Shard {
     /// gap as `overflow`.
     pub fn resync(&mut self) {
         self.sync_symbols();
+        // Every stream's newest value, read once; sessions that scan find
+        // the changed ones in the change log.
+        for stream in 0..self.last.len() {
+            let t = self.last[stream];
+            let Some(latest) = self.market.latest(t.sym, t.channel()) else { continue };
+            if latest.seq > t.seq {
+                self.last[stream] = latest;
+                self.changes.touch(stream);
+            }
+        }
         let queue_cap = self.config.queue_cap;
         for slot in 0..self.sessions.len() as u32 {
             let Some(s) = self.sessions[slot as usize].as_mut() else { continue };
             let mut touched = false;
             for i in 0..s.entries.len() as u32 {
                 let e = &s.entries[i as usize];
-                if !e.live {
+                if !e.live || !e.in_index {
                     continue;
                 }
-                let Some(latest) = self.market.latest(e.sym, e.ch) else { continue };
-                let stream = latest.stream();
-                if stream < self.last.len() && latest.seq > self.last[stream].seq {
-                    self.last[stream] = latest;
-                }
+                let Some(&latest) = self.last.get(stream_index(e.sym, e.ch)) else { continue };
                 if latest.seq <= e.accepted_seq {
                     continue;
                 }
@@ -713,6 +751,22 @@ impl Shard {
     /// idle and wakes its socket task. Busy sessions keep their pending data
     /// (still conflating) until their socket task asks for more.
     pub fn end_of_batch(&mut self) {
+        let generation = self.changes.generation();
+        if generation > self.flushed_changes {
+            // Scanning sessions have news (whether it is news *for them* the
+            // frame build finds out).
+            self.flushed_changes = generation;
+            let Shard { sessions, scanners, dirty, .. } = self;
+            for &slot in scanners.iter() {
+                let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if !s.on_dirty_list {
+                    s.on_dirty_list = true;
+                    dirty.push(slot);
+                }
+            }
+        }
         if self.dirty.is_empty() {
             return;
         }
@@ -738,15 +792,19 @@ impl Shard {
     /// Encodes everything sendable of a session into one frame in its
     /// outbox. Returns whether a frame was made.
     fn build_data_frame(&mut self, slot: u32, now: Instant) -> bool {
-        let Shard { sessions, cache, names, metrics, throttle, last, .. } = self;
+        let Shard { sessions, cache, names, metrics, throttle, last, changes, .. } = self;
         let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else {
             return false;
         };
-        if !s.has_data() {
+        if !s.has_data(changes.generation()) {
             return false;
         }
         let format = s.format;
-        let pending = s.queue.len() + s.dirty.len();
+        let mut pending = s.queue.len() + s.dirty.len();
+        if s.scanning {
+            // At most one per tick since the cursor (usually far fewer).
+            pending += (changes.generation() - s.scan_cursor).min(512) as usize;
+        }
         let mut buf: Vec<u8> = Vec::with_capacity((64 + 160 * pending).min(MAX_FRAME_BYTES + 512));
         begin_data_frame(&mut buf, format, s.cseq + 1);
         let mut msgs = 0u64;
@@ -810,29 +868,66 @@ impl Shard {
             if buf.len() >= MAX_FRAME_BYTES {
                 return true; // the next frame takes it
             }
-            let tick = last[stream_index(e.sym, e.ch)];
-            if tick.seq <= e.sent_seq {
-                e.dirty = false;
-                return false;
+            let tick = &last[stream_index(e.sym, e.ch)];
+            let name = &names[tick.sym.index()];
+            match send_latest(e, tick, now, &mut s.cseq, cache, &mut buf, name, format, msgs == 0) {
+                LatestStep::Stale => {
+                    e.dirty = false;
+                    false
+                }
+                LatestStep::Held(at) => {
+                    earliest = Some(earliest.map_or(at, |x: Instant| x.min(at)));
+                    true
+                }
+                LatestStep::Sent(cf) => {
+                    conflated += cf - 1;
+                    msgs += 1;
+                    updates += 1;
+                    false
+                }
             }
-            if let Some(at) = e.next_allowed
-                && at > now
-            {
-                earliest = Some(earliest.map_or(at, |x: Instant| x.min(at)));
-                return true;
-            }
-            let cf = tick.seq - e.sent_seq;
-            e.sent_seq = tick.seq;
-            e.dirty = false;
-            e.next_allowed = e.min_interval.map(|d| now + d);
-            s.cseq += 1;
-            cache.update(&mut buf, &tick, &names[tick.sym.index()], format, s.cseq, cf, msgs == 0);
-            conflated += cf.saturating_sub(1);
-            msgs += 1;
-            updates += 1;
-            false
         });
         s.dirty = dirty;
+        // Mode latest on `["*"]`: every stream changed since the cursor,
+        // each once however many ticks it had. Past the frame budget they
+        // wait on the dirty list for the next frame.
+        let cursor = std::mem::replace(&mut s.scan_cursor, changes.generation());
+        let changed = if s.scanning { Some(changes.changed_since(cursor)) } else { None };
+        for stream in changed.into_iter().flatten() {
+            let tick = &last[stream as usize];
+            if !s.scans(tick.channel()) {
+                continue;
+            }
+            let Some(idx) = s.entry_of(stream) else { continue };
+            let e = &mut s.entries[idx as usize];
+            if !e.live || e.in_index {
+                continue; // offered tick by tick (mode all)
+            }
+            if buf.len() >= MAX_FRAME_BYTES {
+                if tick.seq > e.sent_seq && !e.dirty {
+                    e.dirty = true;
+                    s.dirty.push(idx);
+                }
+                continue;
+            }
+            let name = &names[tick.sym.index()];
+            match send_latest(e, tick, now, &mut s.cseq, cache, &mut buf, name, format, msgs == 0) {
+                LatestStep::Stale => {}
+                LatestStep::Held(at) => {
+                    // The dirty list keeps it until `max_hz` lets it go.
+                    if !e.dirty {
+                        e.dirty = true;
+                        s.dirty.push(idx);
+                    }
+                    earliest = Some(earliest.map_or(at, |x: Instant| x.min(at)));
+                }
+                LatestStep::Sent(cf) => {
+                    conflated += cf - 1;
+                    msgs += 1;
+                    updates += 1;
+                }
+            }
+        }
         if let Some(at) = earliest
             && s.throttle_at.is_none_or(|t| t > at)
         {
@@ -881,8 +976,7 @@ impl Shard {
     /// (building a data frame first if there is data) and marks it busy.
     pub fn take_outgoing(&mut self, slot: u32) -> Outgoing {
         let now = Instant::now();
-        let has_data = self.session(slot).is_some_and(|s| s.has_data() && s.close.is_none());
-        if has_data {
+        if self.pending_data(slot) {
             self.cache.begin_if_stale();
             self.build_data_frame(slot, now);
         }
@@ -1054,7 +1148,7 @@ impl Shard {
         let now = Instant::now();
         let mut sent = 0;
         for slot in 0..self.sessions.len() as u32 {
-            let pending = self.session(slot).is_some_and(|s| s.has_data() && s.close.is_none());
+            let pending = self.pending_data(slot);
             if pending {
                 // As many frames as the backlog needs (each sends at least one
                 // message, so this ends); state changes are rare.
@@ -1325,12 +1419,13 @@ impl Shard {
         let explicit = origin == Origin::Named;
         let stream = stream_index(sym, ch);
         let s = self.sessions[slot as usize].as_mut().expect("live session");
-        if let Some(&idx) = s.by_stream.get(&(stream as u32)) {
+        if let Some(idx) = s.entry_of(stream as u32) {
+            // A scanned entry first takes what the change log holds for it.
+            catch_up(s, idx, &self.last);
             let e = &mut s.entries[idx as usize];
             let old_mode = e.mode;
             e.mode = mode;
             e.max_hz = max_hz;
-            e.min_interval = min_interval(mode, max_hz);
             if explicit && !e.explicit {
                 e.explicit = true;
                 add_explicit(s, sym);
@@ -1345,6 +1440,7 @@ impl Shard {
                 s.dirty.retain(|&i| i != idx);
                 s.lose_through(idx, accepted);
             }
+            self.place_entry(slot, idx);
             return (idx, false);
         }
         // A subscription starts at the current source position: older
@@ -1366,16 +1462,64 @@ impl Shard {
                 (s.entries.len() - 1) as u32
             }
         };
-        s.by_stream.insert(stream as u32, idx);
+        if idx as usize != stream {
+            s.by_stream.insert(stream as u32, idx);
+        }
         if explicit {
             add_explicit(s, sym);
         }
         if stream >= self.index.len() {
             self.index.resize_with(stream + 1, Vec::new);
         }
-        self.index[stream].push(SubRef { session: slot, entry: idx });
+        self.place_entry(slot, idx);
         ShardCounters::add(&self.metrics.counters.subscriptions, 1);
         (idx, true)
+    }
+
+    /// Puts a live entry in the per-tick index of its stream or takes it
+    /// out, as [`Session::per_tick`] says. An entry leaving the scan first
+    /// takes what the change log holds for it.
+    fn place_entry(&mut self, slot: u32, idx: u32) {
+        let Shard { sessions, index, last, .. } = self;
+        let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        let e = &s.entries[idx as usize];
+        let want = s.per_tick(e.mode, e.ch);
+        if !e.live || want == e.in_index {
+            return;
+        }
+        let stream = stream_index(e.sym, e.ch);
+        let r = SubRef { session: slot, entry: idx };
+        if want {
+            catch_up(s, idx, last);
+            if stream >= index.len() {
+                index.resize_with(stream + 1, Vec::new);
+            }
+            index[stream].push(r);
+        } else {
+            remove_ref(index, stream, r);
+        }
+        s.entries[idx as usize].in_index = want;
+    }
+
+    /// After a session's `["*"]` options changed: every entry where it
+    /// belongs, and the scan of the change log started (from its end: the
+    /// entries start at the current position) or stopped.
+    fn place_entries(&mut self, slot: u32) {
+        let Some(s) = self.session(slot) else { return };
+        let n = s.entries.len() as u32;
+        for idx in 0..n {
+            self.place_entry(slot, idx);
+        }
+        let generation = self.changes.generation();
+        let Some(s) = self.session(slot) else { return };
+        let scanning = Channel::ALL.into_iter().any(|ch| s.scans(ch));
+        let was = std::mem::replace(&mut s.scanning, scanning);
+        if scanning && !was {
+            s.scan_cursor = generation;
+            self.scanners.push(slot);
+        } else if was && !scanning {
+            self.scanners.retain(|&w| w != slot);
+        }
     }
 
     fn remove_entry(&mut self, slot: u32, idx: u32) {
@@ -1386,7 +1530,8 @@ impl Shard {
         }
         e.live = false;
         e.dirty = false;
-        let (sym, ch, explicit) = (e.sym, e.ch, e.explicit);
+        let (sym, ch, explicit, in_index) = (e.sym, e.ch, e.explicit, e.in_index);
+        e.in_index = false;
         let stream = stream_index(sym, ch);
         s.by_stream.remove(&(stream as u32));
         s.free.push(idx);
@@ -1398,7 +1543,9 @@ impl Shard {
                 s.explicit_symbols -= 1;
             }
         }
-        remove_ref(&mut self.index, stream, SubRef { session: slot, entry: idx });
+        if in_index {
+            remove_ref(&mut self.index, stream, SubRef { session: slot, entry: idx });
+        }
         ShardCounters::sub(&self.metrics.counters.subscriptions, 1);
     }
 
@@ -1508,6 +1655,9 @@ impl Shard {
                 }
             }
         }
+        if wildcard {
+            self.place_entries(slot);
+        }
         self.reply_subscribed(slot, id, &accepted, &rejected, snapshot);
         self.audit_subscribe(slot, symbols, channels, accepted.len(), &rejected);
     }
@@ -1569,7 +1719,7 @@ impl Shard {
                         e.accepted_seq = e.accepted_seq.max(t.seq);
                         e.lost = 0;
                         // A snapshot is a message of the stream for max_hz too.
-                        e.next_allowed = e.min_interval.map(|d| now + d);
+                        e.next_allowed = e.min_interval().map(|d| now + d);
                     }
                     // The position the stream's next `cf` counts from: the
                     // snapshot's, or where a new subscription started.
@@ -1668,7 +1818,7 @@ impl Shard {
                 let s = self.sessions[slot as usize].as_ref().expect("live session");
                 let mut any = false;
                 for ch in channels.iter() {
-                    if let Some(&idx) = s.by_stream.get(&(stream_index(sym, ch) as u32)) {
+                    if let Some(idx) = s.entry_of(stream_index(sym, ch) as u32) {
                         to_remove.push(idx);
                         removed_channels = removed_channels.with(ch);
                         any = true;
@@ -1681,6 +1831,9 @@ impl Shard {
         }
         for idx in to_remove {
             self.remove_entry(slot, idx);
+        }
+        if !removed_channels.is_empty() && removed.iter().any(|n| n == "*") {
+            self.place_entries(slot);
         }
         let Some(s) = self.session(slot) else { return };
         let mut buf = Vec::with_capacity(96 + removed.len() * 8);
@@ -1699,6 +1852,21 @@ impl Shard {
     }
 }
 
+/// Brings a latest-mode entry that the change log covers (not in the
+/// per-tick index) up to the shard's newest value of its stream, as if it
+/// had been offered every tick: before it leaves the scan or changes mode.
+fn catch_up(s: &mut Session, idx: u32, last: &[Tick]) {
+    let Some(e) = s.entries.get(idx as usize) else { return };
+    if !e.live || e.in_index || e.mode != Mode::Latest {
+        return;
+    }
+    if let Some(t) = last.get(stream_index(e.sym, e.ch))
+        && t.seq > e.accepted_seq
+    {
+        s.offer(idx, t, 0);
+    }
+}
+
 fn add_explicit(s: &mut Session, sym: SymbolId) {
     let n = s.explicit_by_sym.entry(sym.0).or_insert(0);
     if *n == 0 {
@@ -1713,6 +1881,51 @@ fn remove_ref(index: &mut [Vec<SubRef>], stream: usize, r: SubRef) {
     {
         list.swap_remove(pos);
     }
+}
+
+/// What became of a latest-mode entry offered its stream's newest value.
+enum LatestStep {
+    /// Nothing newer than what was sent.
+    Stale,
+    /// `max_hz` holds it back until then.
+    Held(Instant),
+    /// Encoded; the message stands for this many source updates (`cf`).
+    Sent(u64),
+}
+
+/// Appends `tick`, the newest value of a latest-mode entry's stream, to a
+/// data frame with the next `cseq`, unless the entry already sent it or
+/// `max_hz` holds it back.
+///
+/// Hot path: a few compares, then the cached encode.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn send_latest(
+    e: &mut Entry,
+    tick: &Tick,
+    now: Instant,
+    cseq: &mut u64,
+    cache: &mut EncodeCache,
+    buf: &mut Vec<u8>,
+    name: &str,
+    format: Format,
+    first: bool,
+) -> LatestStep {
+    if tick.seq <= e.sent_seq {
+        return LatestStep::Stale;
+    }
+    if let Some(at) = e.next_allowed
+        && at > now
+    {
+        return LatestStep::Held(at);
+    }
+    let cf = tick.seq - e.sent_seq;
+    e.sent_seq = tick.seq;
+    e.dirty = false;
+    e.next_allowed = e.min_interval().map(|d| now + d);
+    *cseq += 1;
+    cache.update(buf, tick, name, format, *cseq, cf, first);
+    LatestStep::Sent(cf)
 }
 
 /// Starts a data frame whose first message has `first_cseq`: a JSON array,
@@ -1770,4 +1983,214 @@ fn write_str_array<'a>(b: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
         encode::write_str(b, item);
     }
     b.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::socket::protocol::Channels;
+    use crate::tick::SymbolTable;
+    use crate::writer::binary::{Record, decode_header, decode_record, is_binary_frame};
+
+    const SYMBOLS: u32 = 20;
+
+    fn shard() -> Shard {
+        shard_of(SYMBOLS)
+    }
+
+    fn shard_of(symbols: u32) -> Shard {
+        let table = Arc::new(SymbolTable::new(4096));
+        for i in 0..symbols {
+            table.intern(&format!("S{i}")).expect("symbol");
+        }
+        let market = Arc::new(Market::new(table));
+        let reader = crate::ring::ring::<Tick>(2).1.reader();
+        Shard::new(market, reader, ShardConfig::default(), Arc::new(ShardMetrics::default()))
+    }
+
+    fn subscribe(shard: &mut Shard, slot: u32, symbols: &[&str], mode: Mode) {
+        let symbols = symbols.iter().map(|s| (*s).to_string()).collect();
+        let req = Request::Subscribe {
+            id: None,
+            symbols,
+            channels: Channels::BOTH,
+            mode,
+            max_hz: None,
+            snapshot: false,
+        };
+        shard.handle(slot, req);
+    }
+
+    /// A `tickwire.v1.bin` session with the replies to its requests taken.
+    fn session(shard: &mut Shard, uid: u64, symbols: &[&str], mode: Mode) -> u32 {
+        let (slot, _ctl) = shard.open_session(Format { binary: true, ..Format::default() }, uid);
+        subscribe(shard, slot, symbols, mode);
+        take(shard, slot);
+        slot
+    }
+
+    /// What the socket task would write now, as decoded market-data records.
+    fn take(shard: &mut Shard, slot: u32) -> Vec<Record> {
+        let out = shard.take_outgoing(slot);
+        shard.write_done(slot, out.frames.len(), 0);
+        let mut records = Vec::new();
+        for f in out.frames.iter().filter(|f| is_binary_frame(f)) {
+            let h = decode_header(f).expect("a valid frame");
+            records.extend((0..h.count as usize).map(|i| decode_record(f, &h, i)));
+        }
+        records
+    }
+
+    /// A tick of stream `stream` (`sym * 2 + channel`) with `seq`.
+    fn tick(stream: u32, seq: u64) -> Tick {
+        let sym = SymbolId(stream / 2);
+        let t = if stream.is_multiple_of(2) {
+            Tick::quote(sym, seq, Price(100 + seq as i64), 1, Price(200), 1)
+        } else {
+            Tick::trade(sym, seq, Price(100 + seq as i64), 1)
+        };
+        Tick { seq, ..t }
+    }
+
+    /// (ch, sym) -> (seq, cf) of every quote or trade record, in order.
+    fn by_stream(records: &[Record]) -> BTreeMap<(u8, u32), Vec<(u64, u64)>> {
+        let mut m: BTreeMap<(u8, u32), Vec<(u64, u64)>> = BTreeMap::new();
+        for r in records.iter().filter(|r| r.kind == 1 || r.kind == 2) {
+            m.entry((r.ch, r.sym)).or_default().push((r.seq, r.cf));
+        }
+        m
+    }
+
+    #[test]
+    fn scanning_session_gets_what_a_per_tick_session_gets() {
+        let mut shard = shard();
+        let names: Vec<String> = (0..SYMBOLS).map(|i| format!("S{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        // The same streams, latest mode: through the change log, and named
+        // (offered tick by tick, the reference).
+        let scan = session(&mut shard, 1, &["*"], Mode::Latest);
+        let named = session(&mut shard, 2, &names, Mode::Latest);
+        assert!(shard.session(scan).expect("open").scanning);
+        assert!(!shard.session(named).expect("open").scanning);
+        let mut seqs = vec![0u64; SYMBOLS as usize * 2];
+        let mut sent = vec![[0u64; 2]; SYMBOLS as usize * 2];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for round in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Busy streams and quiet ones, as in a real feed.
+            let stream = ((x % 64) * (x % 64) / 100) as u32 % (SYMBOLS * 2);
+            seqs[stream as usize] += 1;
+            shard.dispatch(&tick(stream, seqs[stream as usize]));
+            if !(x >> 20).is_multiple_of(7) && round != 2999 {
+                continue;
+            }
+            shard.end_of_batch();
+            let (a, b) = (take(&mut shard, scan), take(&mut shard, named));
+            // Same updates, each stream once per frame, order aside.
+            let (a, b) = (by_stream(&a), by_stream(&b));
+            assert_eq!(a, b, "round {round}");
+            for ((ch, sym), msgs) in a {
+                let st = (sym * 2 + u32::from(ch)) as usize;
+                for (seq, cf) in msgs {
+                    // `seq` rises by exactly `cf` from the last message.
+                    assert_eq!(seq, sent[st][0] + cf, "stream {st}");
+                    sent[st][0] = seq;
+                }
+            }
+        }
+        // Converged: every stream's last message is its newest value.
+        for (st, seq) in seqs.iter().enumerate() {
+            assert_eq!(sent[st][0], *seq, "stream {st}");
+        }
+        // cseq contiguous: both sessions sent the same number of messages.
+        let (a, b) =
+            (shard.session(scan).expect("open").cseq, shard.session(named).expect("open").cseq);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_scan_past_the_frame_budget_goes_on_in_the_next_frame() {
+        let mut shard = shard_of(1000);
+        let slot = session(&mut shard, 1, &["*"], Mode::Latest);
+        // 2,000 changed streams: more than one frame's budget.
+        for stream in 0..2000 {
+            shard.dispatch(&tick(stream, 1));
+        }
+        // One frame per take: the socket task's write loop.
+        let mut got = BTreeMap::new();
+        let mut frames = 0;
+        loop {
+            let records = take(&mut shard, slot);
+            if records.is_empty() {
+                break;
+            }
+            frames += 1;
+            for (k, v) in by_stream(&records) {
+                assert!(got.insert(k, v).is_none(), "{k:?} twice");
+            }
+        }
+        assert!(frames > 1, "one frame of {} bytes", MAX_FRAME_BYTES);
+        // Every stream once, nothing conflated.
+        assert_eq!(got.len(), 2000);
+        assert!(got.values().all(|v| *v == vec![(1, 1)]));
+    }
+
+    #[test]
+    fn a_named_all_mode_stream_inside_a_latest_wildcard_gets_every_tick() {
+        let mut shard = shard();
+        let slot = session(&mut shard, 1, &["*"], Mode::Latest);
+        subscribe(&mut shard, slot, &["S1"], Mode::All);
+        take(&mut shard, slot);
+        for seq in 1..=3 {
+            shard.dispatch(&tick(2, seq)); // S1 quotes: mode all
+            shard.dispatch(&tick(4, seq)); // S2 quotes: latest via the wildcard
+        }
+        shard.end_of_batch();
+        let got = by_stream(&take(&mut shard, slot));
+        assert_eq!(got[&(0, 1)], vec![(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(got[&(0, 2)], vec![(3, 3)]);
+    }
+
+    #[test]
+    fn leaving_latest_mode_reports_what_the_scan_had_not_sent() {
+        let mut shard = shard();
+        let slot = session(&mut shard, 1, &["*"], Mode::Latest);
+        for seq in 1..=5 {
+            shard.dispatch(&tick(0, seq));
+        }
+        // Five updates conflated and not sent, then mode all.
+        subscribe(&mut shard, slot, &["*"], Mode::All);
+        assert!(!shard.session(slot).expect("open").scanning);
+        // Until that loss is reported, more updates join it (one run per entry).
+        shard.dispatch(&tick(0, 6));
+        shard.end_of_batch();
+        let got = take(&mut shard, slot);
+        let overflow = got.iter().find(|r| r.kind == 3).expect("an overflow record");
+        // from_seq 1, to_seq 6, lost 6: no seq jump without an overflow.
+        assert_eq!((overflow.p1, overflow.seq, overflow.p2), (1, 6, 6));
+        assert!(by_stream(&got).is_empty());
+        // After it, every update.
+        shard.dispatch(&tick(0, 7));
+        shard.end_of_batch();
+        assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(7, 1)]);
+    }
+
+    #[test]
+    fn unsubscribing_the_wildcard_stops_the_scan() {
+        let mut shard = shard();
+        let slot = session(&mut shard, 1, &["*"], Mode::Latest);
+        shard.dispatch(&tick(0, 1));
+        let req =
+            Request::Unsubscribe { id: None, symbols: vec!["*".into()], channels: Channels::BOTH };
+        shard.handle(slot, req);
+        take(&mut shard, slot);
+        shard.dispatch(&tick(0, 2));
+        // Nothing scans, so a batch of ticks leaves nothing to flush.
+        assert!(!shard.has_dirty());
+        assert!(take(&mut shard, slot).is_empty());
+    }
 }
