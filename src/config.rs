@@ -165,6 +165,11 @@ pub struct ServeArgs {
     /// SO_SNDBUF of client sockets in bytes; 0 leaves it to the kernel's autotuning.
     #[arg(long, default_value_t = 131072)]
     pub send_buffer: usize,
+    /// Per-session share (µs) of the time a busy shard leaves between two
+    /// flushes: more batches more updates per frame (less CPU per message),
+    /// less cuts latency. An idle shard flushes at once whatever this is.
+    #[arg(long, default_value_t = 8)]
+    pub flush_share_us: u64,
     /// Close a session (4008) whose oldest unwritten frame has waited this long (ms) for its socket.
     #[arg(long, default_value_t = 5000)]
     pub lag_limit_ms: u64,
@@ -421,6 +426,7 @@ impl Config {
                 queue_cap: a.all_queue,
                 lag_limit: Duration::from_millis(a.lag_limit_ms.max(1)),
                 slow_warn: Duration::from_millis((a.lag_limit_ms / 5).max(1)),
+                flush_share: Duration::from_micros(a.flush_share_us),
                 ..ShardConfig::default()
             },
             send_buffer: (a.send_buffer > 0).then_some(a.send_buffer),

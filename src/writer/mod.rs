@@ -47,24 +47,22 @@ pub const BATCH: usize = 1024;
 /// units: one batch per round, as before, so their frames wait no longer.
 const DRAIN_WORK: usize = 32 * 1024;
 
-/// Per-session share of the time between two flushes of a busy shard.
+/// Longest a busy shard holds a flush back, however many sessions it has.
+const MAX_FLUSH_GAP: Duration = Duration::from_millis(10);
+
+/// Time a busy shard with `sessions` sessions leaves between two flushes,
+/// `share` per session (`--flush-share-us`).
 ///
 /// Every flush costs each dirty session a frame: a wake-up, a frame header
 /// and a `write` system call, several microseconds whatever the frame holds.
 /// An idle shard flushes at once (the first update after a quiet spell pays
-/// no delay), but a busy one waits `sessions x FRAME_SHARE` since its last
-/// flush, so the frame rate stays near one per `FRAME_SHARE` per shard and
+/// no delay), but a busy one waits `sessions x share` since its last
+/// flush, so the frame rate stays near one per `share` per shard and
 /// the cost per message falls as updates share frames. A frame costs about
 /// 4-5 us here (BENCHMARKS.md), so 8 us per session keeps frames to about
 /// half a core; 50 sessions wait at most 0.4 ms.
-const FRAME_SHARE: Duration = Duration::from_micros(8);
-
-/// Longest a busy shard holds a flush back, however many sessions it has.
-const MAX_FLUSH_GAP: Duration = Duration::from_millis(10);
-
-/// Time a busy shard with `sessions` sessions leaves between two flushes.
-fn flush_gap(sessions: usize) -> Duration {
-    (FRAME_SHARE * sessions as u32).min(MAX_FLUSH_GAP)
+fn flush_gap(sessions: usize, share: Duration) -> Duration {
+    (share * sessions as u32).min(MAX_FLUSH_GAP)
 }
 
 /// How often slow clients are checked and latency merged into the metrics.
@@ -231,7 +229,7 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
             let next = s.run_throttle(now.into_std());
             let mut flush_at = None;
             if s.has_dirty() {
-                let due = last_flush + flush_gap(s.session_count());
+                let due = last_flush + flush_gap(s.session_count(), s.config().flush_share);
                 if now >= due {
                     s.end_of_batch();
                     last_flush = now;

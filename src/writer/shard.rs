@@ -72,6 +72,9 @@ pub struct ShardConfig {
     pub max_queued_bytes: usize,
     /// Whether `["*"]` subscriptions are allowed (refused with 403 when not).
     pub allow_wildcard: bool,
+    /// Per-session share of the time between two flushes of a busy shard
+    /// (see `writer::flush_gap`).
+    pub flush_share: Duration,
 }
 
 impl Default for ShardConfig {
@@ -86,6 +89,7 @@ impl Default for ShardConfig {
             lag_limit: Duration::from_secs(5),
             max_queued_bytes: 4 << 20,
             allow_wildcard: true,
+            flush_share: Duration::from_micros(8),
         }
     }
 }
