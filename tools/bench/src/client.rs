@@ -8,9 +8,13 @@
 //!
 //! 1. connect every session and read its `welcome` ([`Load::start`],
 //!    [`Load::wait_connected`]);
-//! 2. [`Load::go`]: every session sends its `subscribe`; messages received
-//!    before the window are checked but not measured (warm-up);
-//! 3. the measured window: every message is checked and measured;
+//! 2. [`Load::subscribe`]: every session sends its `subscribe`; the harness
+//!    waits until each has its `subscribed` reply ([`Load::wait_subscribed`]),
+//!    so that the warm-up starts after the subscriptions, however long a
+//!    thousand of them take; messages received before the window are
+//!    checked but not measured (warm-up);
+//! 3. [`Load::go`] sets the measured window: every message in it is checked
+//!    and measured;
 //! 4. optionally, convergence ([`Load::set_targets`]): each session counts
 //!    the streams still behind the server's positions and reports when none
 //!    is;
@@ -277,6 +281,10 @@ struct Shared {
     /// Threads done connecting.
     connect_done: AtomicUsize,
     connected: AtomicUsize,
+    /// Sessions that have their `subscribed` reply.
+    subscribed: AtomicUsize,
+    /// The measured window, once [`Load::go`] set it.
+    window: OnceLock<Window>,
     connect_failures: Mutex<Vec<String>>,
 }
 
@@ -284,7 +292,8 @@ struct Shared {
 pub struct Load {
     threads: Vec<JoinHandle<(ThreadStats, Vec<ClientResult>)>>,
     shared: Arc<Shared>,
-    go: watch::Sender<Option<Window>>,
+    /// Flips to true at [`Load::subscribe`].
+    go: watch::Sender<bool>,
     window: Duration,
 }
 
@@ -298,9 +307,11 @@ impl Load {
             converged: AtomicUsize::new(0),
             connect_done: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
+            subscribed: AtomicUsize::new(0),
+            window: OnceLock::new(),
             connect_failures: Mutex::new(Vec::new()),
         });
-        let (go, go_rx) = watch::channel(None);
+        let (go, go_rx) = watch::channel(false);
         let plan = Arc::new(plan);
         let threads = (0..plan.threads)
             .map(|t| {
@@ -326,10 +337,25 @@ impl Load {
         self.shared.connected.load(Ordering::Acquire)
     }
 
-    /// Starts subscribing; the window is measured from `w.start_ns`.
+    /// Every session sends its `subscribe`.
+    pub fn subscribe(&self) {
+        self.go.send_replace(true);
+    }
+
+    /// Waits until `sessions` sessions have their `subscribed` reply (or
+    /// `limit`); returns how many do.
+    pub fn wait_subscribed(&self, sessions: usize, limit: Duration) -> usize {
+        let end = Instant::now() + limit;
+        while self.shared.subscribed.load(Ordering::Acquire) < sessions && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.shared.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Sets the measured window, from `w.start_ns` to `w.end_ns`.
     pub fn go(&self, w: Window) {
         debug_assert!(w.end_ns - w.start_ns <= self.window.as_nanos() as u64 + TIMELINE_BUCKET_NS);
-        self.go.send_replace(Some(w));
+        let _ = self.shared.window.set(w);
     }
 
     /// Publishes the convergence targets.
@@ -346,7 +372,7 @@ impl Load {
     /// running after `limit` are left behind and counted.
     pub fn finish(self, limit: Duration) -> LoadResult {
         self.shared.stop.store(true, Ordering::Release);
-        self.go.send_replace(None); // wakes threads still waiting for `go`
+        self.go.send_replace(true); // wakes threads still waiting; they see `stop`
         let end = Instant::now() + limit;
         let mut stats = ThreadStats::new(self.window);
         let mut clients = Vec::new();
@@ -373,7 +399,7 @@ fn thread_main(
     t: usize,
     plan: &LoadPlan,
     shared: Arc<Shared>,
-    mut go: watch::Receiver<Option<Window>>,
+    mut go: watch::Receiver<bool>,
     window: Duration,
 ) -> (ThreadStats, Vec<ClientResult>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -393,20 +419,23 @@ fn thread_main(
         }
         shared.connected.fetch_add(socks.len(), Ordering::AcqRel);
         shared.connect_done.fetch_add(1, Ordering::AcqRel);
-        let w = loop {
-            if let Some(w) = *go.borrow_and_update() {
-                break w;
-            }
-            if shared.stop.load(Ordering::Acquire) || go.changed().await.is_err() {
+        loop {
+            if shared.stop.load(Ordering::Acquire) {
                 return (ThreadStats::new(window), Vec::new());
             }
-        };
+            if *go.borrow_and_update() {
+                break;
+            }
+            if go.changed().await.is_err() {
+                return (ThreadStats::new(window), Vec::new());
+            }
+        }
         let stats = Rc::new(RefCell::new(ThreadStats::new(window)));
         let tasks: Vec<_> = socks
             .into_iter()
             .map(|(ws, sub)| {
                 let (stats, shared) = (stats.clone(), shared.clone());
-                tokio::task::spawn_local(run_session(ws, sub, stats, shared, w))
+                tokio::task::spawn_local(run_session(ws, sub, stats, shared))
             })
             .collect();
         let mut results = Vec::new();
@@ -810,7 +839,6 @@ async fn run_session(
     subscribe: String,
     stats: Rc<RefCell<ThreadStats>>,
     shared: Arc<Shared>,
-    w: Window,
 ) -> ClientResult {
     let mut s = Session::new();
     if let Err(e) = ws.send(Message::Text(subscribe.into())).await {
@@ -821,6 +849,9 @@ async fn run_session(
     }
     let mut is_binary = false;
     let mut counted_converged = false;
+    let mut counted_subscribed = false;
+    // Before `go` sets the window nothing is measured.
+    let unset = Window { start_ns: u64::MAX, end_ns: u64::MAX };
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
@@ -848,6 +879,7 @@ async fn run_session(
             }
         };
         let now = now_ns();
+        let w = shared.window.get().copied().unwrap_or(unset);
         let measured = now >= w.start_ns && now < w.end_ns;
         let mut st = stats.borrow_mut();
         match msg {
@@ -861,6 +893,10 @@ async fn run_session(
                 break;
             }
             _ => {}
+        }
+        if s.subscribed && !counted_subscribed {
+            counted_subscribed = true;
+            shared.subscribed.fetch_add(1, Ordering::AcqRel);
         }
     }
     if !s.subscribed {

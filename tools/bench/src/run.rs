@@ -17,6 +17,8 @@ use crate::server::{self, MetricPoller, RssSampler, Server};
 const FINISH_LIMIT: Duration = Duration::from_secs(10);
 /// Time the sessions get to connect.
 const CONNECT_LIMIT: Duration = Duration::from_secs(30);
+/// Time the sessions get to have their `subscribed` replies.
+const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(15);
 /// Time each stalled session gets, after the window, to read up to the
 /// server's close.
 const DRAIN_LIMIT: Duration = Duration::from_secs(3);
@@ -34,6 +36,7 @@ pub fn budget(sc: &Scenario, case: &Case) -> Duration {
     drain
         + Duration::from_secs(15 + 10 + 3)
         + CONNECT_LIMIT
+        + SUBSCRIBE_LIMIT
         + sc.warmup
         + sc.duration
         + converge
@@ -195,12 +198,17 @@ fn measure(
     let t0 = Instant::now();
     let poller =
         metrics.filter(|_| base.is_some()).map(|m| MetricPoller::start(m, SLOW_DISCONNECTS, t0));
-    let start_ns = now_ns() + sc.warmup.as_nanos() as u64;
-    let w = Window { start_ns, end_ns: start_ns + sc.duration.as_nanos() as u64 };
-    load.go(w);
+    load.subscribe();
     if let Some(s) = &mut stalled {
         s.go(t0);
     }
+    // The warm-up starts once every session has its `subscribed` reply: a
+    // thousand sessions' replies and snapshots can take longer than the
+    // warm-up itself, and would otherwise be measured as latency.
+    load.wait_subscribed(connected, SUBSCRIBE_LIMIT);
+    let start_ns = now_ns() + sc.warmup.as_nanos() as u64;
+    let w = Window { start_ns, end_ns: start_ns + sc.duration.as_nanos() as u64 };
+    load.go(w);
     sleep_until_ns(w.start_ns);
     let pid_s = pid.map(|p| p.to_string());
     let cpu = || (pid_s.as_deref().and_then(server::cpu_seconds), server::cpu_seconds("self"));
