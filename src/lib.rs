@@ -27,9 +27,10 @@
 //! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
 //!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`],
 //!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
-//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket session loops, the
-//!   client request parser ([`socket::protocol`]), TLS ([`socket::tls`]) and
-//!   the conformance echo ([`socket::echo`], only with `--echo-endpoint`).
+//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket framing
+//!   ([`socket::ws`]), the session loops, the client request parser
+//!   ([`socket::protocol`]), TLS ([`socket::tls`]) and the conformance echo
+//!   ([`socket::echo`], only with `--echo-endpoint`).
 //! - [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and the
 //!   audit log (all off by default).
 //! - [`dashboard`]: the page at `/`, embedded in the binary.
