@@ -217,7 +217,7 @@ pub enum Credential {
         /// The token itself, kept to verify it again when a reload brings
         /// a new JWT key (its `Debug` never shows it).
         token: Token,
-        /// The JWT key version ([`Verifiers::jwt_version`]) the token was
+        /// The JWT key version (bumped by each reload that changes the key) the token was
         /// last verified under. A `Cell` so that [`Access::still_valid`]
         /// can record a successful re-verification: a token is verified
         /// once per key change, not on every housekeeping round.

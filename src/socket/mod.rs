@@ -27,7 +27,7 @@
 //! `TlsStream<TcpStream>`) and monomorphized, so plain TCP keeps its
 //! unwrapped write path.
 //!
-//! Before an upgrade, [`check_access`] applies the `Origin` allow-list,
+//! Before an upgrade, `check_access` applies the `Origin` allow-list,
 //! refuses a client IP blocked for failed authentications (HTTP 429) and
 //! checks a token that came with the request ([`crate::auth`]).
 

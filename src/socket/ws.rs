@@ -44,7 +44,7 @@ pub const KEEP_MESSAGE_BUF: usize = 4096;
 const RESERVE_AHEAD: usize = 256 * 1024;
 
 /// Frames per vectored write (two slices each, a header and a payload).
-const FRAMES_PER_WRITE: usize = 32;
+pub const FRAMES_PER_WRITE: usize = 32;
 
 /// Largest payload of a control frame (RFC 6455 5.5).
 const MAX_CONTROL: usize = 125;
