@@ -333,7 +333,7 @@ async fn subscribed_session(
     while seen < snapshots {
         let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
             .await
-            .expect("snapshots in time")
+            .unwrap_or_else(|_| panic!("{seen} of {snapshots} snapshots in time"))
             .unwrap();
         assert!(n > 0, "closed before the snapshots arrived");
         // Count `"type":"snapshot"` across read boundaries.
@@ -377,6 +377,18 @@ async fn subscribed_connections_memory_per_connection_is_bounded() {
         "20000",
     ]);
     let pid = srv.proc.pid().to_string();
+    // The replay's first 100 quotes must be in before anyone subscribes:
+    // a symbol the feed has not named yet is rejected (404), and one
+    // without a value gets no snapshot.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let body = crate::util::http_get(srv.addr, "/metrics").await.1;
+        if crate::util::metric(&body, "tickwire_ticks_in_total") >= SYMBOLS as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay's first quotes never came in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // A 64 KiB subscribe for the 100 symbols, padded to the message limit.
     let names: Vec<String> = (0..SYMBOLS).map(|i| format!("S{i:03}")).collect();
     let mut text =
@@ -391,9 +403,11 @@ async fn subscribed_connections_memory_per_connection_is_bounded() {
     // Warm up with one session, so allocator arenas and lazily built tables
     // are in the baseline.
     sessions.spawn(subscribed_session(srv.addr, msg.clone(), SYMBOLS, ready_tx.clone()));
-    // A session that fails panics in its task and never reports ready.
+    // A session that fails panics in its task (saying why, within TIMEOUT)
+    // and never reports ready.
     let mut ready_one = async || {
-        tokio::time::timeout(TIMEOUT, ready.recv()).await.expect("a session got ready in time")
+        let wait = TIMEOUT + Duration::from_secs(2);
+        tokio::time::timeout(wait, ready.recv()).await.expect("a session got ready in time")
     };
     ready_one().await.unwrap();
     let baseline = rss_bytes(&pid);
