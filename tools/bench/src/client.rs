@@ -40,10 +40,10 @@ use tickwire::writer::binary;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<TcpStream>;
 
 /// Largest latency the histograms hold (larger values saturate): 100 s.
 pub const HIST_MAX_NS: u64 = 100_000_000_000;
@@ -407,7 +407,7 @@ fn thread_main(
     let mine: Vec<String> = plan.subscribes.iter().skip(t).step_by(plan.threads).cloned().collect();
     local.block_on(&rt, async move {
         let conns = futures_util::future::join_all(
-            mine.iter().map(|_| connect(plan.url.clone(), plan.binary)),
+            mine.iter().map(|_| connect(plan.url.clone(), plan.binary, None)),
         )
         .await;
         let mut socks = Vec::new();
@@ -454,37 +454,6 @@ fn thread_main(
     })
 }
 
-/// Connects (offering `tickwire.v1.bin` when `binary`) and reads the
-/// welcome, which must come first; if it names a `time_unit`, it must be ns.
-async fn connect(url: String, binary: bool) -> Result<Ws, String> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let fut = async {
-        let mut req = url.into_client_request().map_err(|e| format!("url: {e}"))?;
-        if binary {
-            let v = BIN_PROTOCOL.parse().expect("header value");
-            req.headers_mut().insert("Sec-WebSocket-Protocol", v);
-        }
-        let (mut ws, resp) =
-            tokio_tungstenite::connect_async(req).await.map_err(|e| format!("connect: {e}"))?;
-        let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
-        if binary && selected != Some(BIN_PROTOCOL) {
-            return Err(format!("the server did not select {BIN_PROTOCOL} (got {selected:?})"));
-        }
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    return check_welcome(t.as_str()).map(|()| ws);
-                }
-                Some(Ok(Message::Close(f))) => return Err(format!("closed before welcome: {f:?}")),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(format!("reading welcome: {e}")),
-                None => return Err("closed before welcome".into()),
-            }
-        }
-    };
-    timeout(CONNECT_TIMEOUT, fut).await.map_err(|_| "connect timed out".to_string())?
-}
-
 /// The first frame must be `[{"type":"welcome",...}]`, in ns if it says.
 fn check_welcome(text: &str) -> Result<(), String> {
     let v: serde_json::Value =
@@ -520,8 +489,6 @@ pub struct StalledResult {
     pub drained_bytes: u64,
 }
 
-type StalledWs = WebSocketStream<TcpStream>;
-
 /// Sessions that open, subscribe like the healthy ones, and then never
 /// read: nothing touches their sockets (not even a peek) until
 /// [`Stalled::drain`], after the measured window. Their receive buffer is
@@ -548,7 +515,7 @@ impl Stalled {
             .spawn(move || {
                 block_on_local(async move {
                     let conns = futures_util::future::join_all(
-                        (0..n).map(|_| connect_stalled(url.clone(), binary)),
+                        (0..n).map(|_| connect(url.clone(), binary, Some(STALLED_RCVBUF))),
                     )
                     .await;
                     let mut socks = Vec::new();
@@ -633,8 +600,10 @@ fn block_on_local<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
-/// Connects with a [`STALLED_RCVBUF`] receive buffer and reads the welcome.
-async fn connect_stalled(url: String, binary: bool) -> Result<StalledWs, String> {
+/// Connects (offering `tickwire.v1.bin` when `binary`, with `rcvbuf` as the
+/// socket's `SO_RCVBUF` when given) and reads the welcome, which must come
+/// first; if it names a `time_unit`, it must be ns.
+async fn connect(url: String, binary: bool, rcvbuf: Option<u32>) -> Result<Ws, String> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let fut = async {
         let mut req = url.into_client_request().map_err(|e| format!("url: {e}"))?;
@@ -655,7 +624,9 @@ async fn connect_stalled(url: String, binary: bool) -> Result<StalledWs, String>
             tokio::net::TcpSocket::new_v6()
         }
         .map_err(|e| format!("socket: {e}"))?;
-        sock.set_recv_buffer_size(STALLED_RCVBUF).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+        if let Some(bytes) = rcvbuf {
+            sock.set_recv_buffer_size(bytes).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+        }
         let tcp = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         let (mut ws, resp) =
             tokio_tungstenite::client_async(req, tcp).await.map_err(|e| format!("connect: {e}"))?;
@@ -677,7 +648,7 @@ async fn connect_stalled(url: String, binary: bool) -> Result<StalledWs, String>
 }
 
 /// Reads and discards until the server's close or `limit`.
-async fn drain_stalled(mut ws: StalledWs, t0: Instant, limit: Duration) -> StalledResult {
+async fn drain_stalled(mut ws: Ws, t0: Instant, limit: Duration) -> StalledResult {
     let mut bytes = 0u64;
     let read = async {
         loop {
@@ -1062,7 +1033,7 @@ fn on_text(
 /// session subscribes to `symbols` (or `["*"]`) without snapshots, and the
 /// `subscribed` reply names each stream's `seq`. Also used to list symbols.
 pub async fn probe(url: &str, symbols: Option<&[String]>) -> Result<Targets, String> {
-    let mut ws = connect(url.to_string(), false).await?;
+    let mut ws = connect(url.to_string(), false, None).await?;
     let syms = match symbols {
         None => "[\"*\"]".to_string(),
         Some(s) => serde_json::to_string(s).expect("strings"),
