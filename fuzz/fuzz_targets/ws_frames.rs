@@ -3,7 +3,7 @@
 //! the size checks are reached with small inputs. Oracle: the stream read
 //! whole and the stream read one byte per `read` call give the same
 //! messages and end the same way (the reader's state survives any split of
-//! its input), and no message is over the limits.
+//! its input), no message is over the limits, and text is UTF-8.
 #![no_main]
 
 use std::pin::Pin;
@@ -46,6 +46,7 @@ fn read_all(data: &[u8], step: usize, limits: Limits) -> Vec<String> {
         let (line, end) = match msg {
             Ok(Incoming::Text(t)) => {
                 assert!(t.len() <= limits.max_message);
+                assert!(std::str::from_utf8(t).is_ok(), "text that is not UTF-8");
                 (format!("text {t:?}"), false)
             }
             Ok(Incoming::Binary(b)) => {

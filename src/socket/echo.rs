@@ -67,7 +67,7 @@ pub async fn echo<R, W>(
             }
         };
         let sent = match msg {
-            Ok(Incoming::Text(text)) => writer.send(OpCode::Text, text.as_bytes()).await,
+            Ok(Incoming::Text(text)) => writer.send(OpCode::Text, text).await,
             Ok(Incoming::Binary(data)) => writer.send(OpCode::Binary, data).await,
             Ok(Incoming::Ping(payload)) => writer.send(OpCode::Pong, payload).await,
             Ok(Incoming::Pong(_)) => Ok(()),

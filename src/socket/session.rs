@@ -125,7 +125,7 @@ pub async fn read_half<R>(
         match msg {
             Ok(Incoming::Text(text)) => {
                 let mut s = shard.borrow_mut();
-                let parsed = s.parse_request(text.as_bytes());
+                let parsed = s.parse_request(text);
                 if !s.admit_message(slot, Instant::now()) {
                     let id = match &parsed {
                         Ok(req) => req.id(),

@@ -108,8 +108,9 @@ impl OpCode {
 /// to [`Reader::next`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    /// A text message (valid UTF-8).
-    Text(&'a str),
+    /// A text message, its bytes: valid UTF-8, checked once as they
+    /// arrived (no second pass to make a `&str`).
+    Text(&'a [u8]),
     /// A binary message.
     Binary(&'a [u8]),
     /// A ping; the caller answers with a pong carrying the same payload.
@@ -257,8 +258,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let op = self.msg_op.take().unwrap_or(OpCode::Binary);
             self.handed_out = true;
             if op == OpCode::Text {
-                let text = std::str::from_utf8(&self.msg).map_err(|_| ReadError::InvalidUtf8)?;
-                return Ok(Incoming::Text(text));
+                // Whatever the last check left (an empty final fragment
+                // after a cut character) is checked now.
+                self.check_utf8(true)?;
+                return Ok(Incoming::Text(&self.msg));
             }
             return Ok(Incoming::Binary(&self.msg));
         }
@@ -590,7 +593,7 @@ mod tests {
     /// The next message, owned.
     async fn next_owned<R: AsyncRead + Unpin>(r: &mut Reader<R>) -> Result<String, String> {
         match r.next().await {
-            Ok(Incoming::Text(t)) => Ok(format!("text:{t}")),
+            Ok(Incoming::Text(t)) => Ok(format!("text:{}", std::str::from_utf8(t).unwrap())),
             Ok(Incoming::Binary(b)) => Ok(format!("binary:{}", b.len())),
             Ok(Incoming::Ping(p)) => Ok(format!("ping:{}", String::from_utf8_lossy(p))),
             Ok(Incoming::Pong(p)) => Ok(format!("pong:{}", String::from_utf8_lossy(p))),
@@ -721,6 +724,12 @@ mod tests {
                 Some(1009),
             ),
             ("invalid UTF-8", masked(0x81, &[0xc3, 0x28]), LIMITS, Some(1007)),
+            (
+                "a character cut by an empty final fragment",
+                [masked(0x01, &[b'a', 0xe2, 0x82]), masked(0x80, b"")].concat(),
+                LIMITS,
+                Some(1007),
+            ),
             ("continuation first", masked(0x80, b"x"), LIMITS, Some(1002)),
             (
                 "new message inside a fragmented one",
