@@ -165,10 +165,12 @@ pub struct ServeArgs {
     /// SO_SNDBUF of client sockets in bytes; 0 leaves it to the kernel's autotuning.
     #[arg(long, default_value_t = 131072)]
     pub send_buffer: usize,
-    /// Per-session share (µs) of the time a busy shard leaves between two
-    /// flushes: more batches more updates per frame (less CPU per message),
-    /// less cuts latency. An idle shard flushes at once whatever this is.
-    #[arg(long, default_value_t = 8)]
+    /// Per-session share (µs) of the longest time a busy shard holds updates
+    /// back so that they share frames: more batches more updates per frame
+    /// (less CPU per message), less cuts latency. Updates are held only
+    /// while at least two more per session are expected within that time
+    /// (see `writer::pacer`).
+    #[arg(long, default_value_t = 48)]
     pub flush_share_us: u64,
     /// Close a session (4008) whose oldest unwritten frame has waited this long (ms) for its socket.
     #[arg(long, default_value_t = 5000)]

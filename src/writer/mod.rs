@@ -13,6 +13,7 @@
 pub mod binary;
 pub mod changes;
 pub mod encode;
+pub mod pacer;
 pub mod session;
 pub mod shard;
 
@@ -31,6 +32,7 @@ use crate::ring::{ReadOutcome, RingReader};
 use crate::socket::limits::Permit;
 use crate::socket::{self, HttpContext};
 use crate::tick::Tick;
+use pacer::{FlushPacer, flush_gap};
 use shard::{Shard, ShardConfig};
 
 /// Most ticks read from the ring at once.
@@ -46,24 +48,6 @@ pub const BATCH: usize = 1024;
 /// its sockets wrote. A batch offered to 50 `mode:"all"` sessions costs 52K
 /// units: one batch per round, as before, so their frames wait no longer.
 const DRAIN_WORK: usize = 32 * 1024;
-
-/// Longest a busy shard holds a flush back, however many sessions it has.
-const MAX_FLUSH_GAP: Duration = Duration::from_millis(10);
-
-/// Time a busy shard with `sessions` sessions leaves between two flushes,
-/// `share` per session (`--flush-share-us`).
-///
-/// Every flush costs each dirty session a frame: a wake-up, a frame header
-/// and a `write` system call, several microseconds whatever the frame holds.
-/// An idle shard flushes at once (the first update after a quiet spell pays
-/// no delay), but a busy one waits `sessions x share` since its last
-/// flush, so the frame rate stays near one per `share` per shard and
-/// the cost per message falls as updates share frames. A frame costs about
-/// 4-5 us here (BENCHMARKS.md), so 8 us per session keeps frames to about
-/// half a core; 50 sessions wait at most 0.4 ms.
-fn flush_gap(sessions: usize, share: Duration) -> Duration {
-    (share * sessions as u32).min(MAX_FLUSH_GAP)
-}
 
 /// How often slow clients are checked and latency merged into the metrics.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
@@ -192,7 +176,7 @@ async fn run_shard(
 async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
-    let mut last_flush = Instant::now();
+    let mut pacer = FlushPacer::new(std::time::Instant::now());
     loop {
         batch.clear();
         // Feed state first, ring second: see `Shard::feed_state`.
@@ -229,12 +213,14 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
             let next = s.run_throttle(now.into_std());
             let mut flush_at = None;
             if s.has_dirty() {
-                let due = last_flush + flush_gap(s.session_count(), s.config().flush_share);
-                if now >= due {
-                    s.end_of_batch();
-                    last_flush = now;
-                } else {
-                    flush_at = Some(due);
+                let gap = flush_gap(s.session_count(), s.config().flush_share);
+                let (news, waiting) = s.news();
+                match pacer.due(now.into_std(), gap, news, waiting) {
+                    None => {
+                        s.end_of_batch();
+                        pacer.flushed(now.into_std(), news, waiting);
+                    }
+                    Some(at) => flush_at = Some(Instant::from_std(at)),
                 }
             }
             if drained {

@@ -89,7 +89,7 @@ impl Default for ShardConfig {
             lag_limit: Duration::from_secs(5),
             max_queued_bytes: 4 << 20,
             allow_wildcard: true,
-            flush_share: Duration::from_micros(8),
+            flush_share: Duration::from_micros(48),
         }
     }
 }
@@ -353,6 +353,11 @@ pub struct Shard {
     wild_sessions: Vec<u32>,
     /// Sessions with new data since the last end of batch.
     dirty: Vec<u32>,
+    /// Updates offered to sessions since the last end of batch (a tick
+    /// counts once per per-tick subscriber and once per scanning session):
+    /// with the time since that flush, the rate the pump's flush decision
+    /// reads (`writer::batching_pays`).
+    news: u64,
     cache: EncodeCache,
     /// Pending `max_hz` wake-ups: (when, slot, uid).
     throttle: BinaryHeap<Reverse<(Instant, u32, u64)>>,
@@ -393,6 +398,7 @@ impl Shard {
             scanners: Vec::new(),
             wild_sessions: Vec::new(),
             dirty: Vec::new(),
+            news: 0,
             cache: EncodeCache::new(),
             throttle: BinaryHeap::new(),
             state_gen,
@@ -488,6 +494,13 @@ impl Shard {
     /// Number of open sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len() - self.free_slots.len()
+    }
+
+    /// Updates offered since the last end of batch, and the sessions
+    /// waiting for them (at most: a scanning session may have had no news
+    /// of its own).
+    pub fn news(&self) -> (u64, usize) {
+        (self.news, self.dirty.len() + self.scanners.len())
     }
 
     /// Whether some session got data since the last end of batch.
@@ -695,7 +708,9 @@ impl Shard {
         if tick.seq > self.last[stream].seq {
             self.last[stream] = *tick;
             self.changes.touch(stream);
+            self.news += self.scanners.len() as u64;
         }
+        self.news += self.index[stream].len() as u64;
         let queue_cap = self.config.queue_cap;
         // Per-tick subscribers only: sessions that scan read `changes` later.
         for r in &self.index[stream] {
@@ -755,6 +770,7 @@ impl Shard {
     /// idle and wakes its socket task. Busy sessions keep their pending data
     /// (still conflating) until their socket task asks for more.
     pub fn end_of_batch(&mut self) {
+        self.news = 0;
         let generation = self.changes.generation();
         if generation > self.flushed_changes {
             // Scanning sessions have news (whether it is news *for them* the

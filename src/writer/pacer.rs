@@ -1,0 +1,193 @@
+//! When a busy shard flushes: at once, or after holding its sessions'
+//! updates back so that they share frames.
+//!
+//! Every flush costs each waiting session a frame: a wake-up, a header and a
+//! `write` system call, several microseconds whatever the frame holds
+//! (BENCHMARKS.md). So a shard leaves at least a *gap* between two flushes,
+//! `--flush-share-us` per session (capped at [`MAX_FLUSH_GAP`]), which
+//! bounds its frame rate. But holding updates back only pays when more are
+//! coming before the gap ends: a session that gets one update per
+//! millisecond gains nothing from a 1.6 ms gap but a millisecond of
+//! latency, while one that gets ten gains frames of ten.
+//!
+//! [`FlushPacer`] therefore holds a flush only while at least
+//! [`HOLD_MIN_EXPECTED`] more updates per waiting session are expected
+//! before the gap ends, at the
+//! lower of two rates: the one since the last flush, which sees a quiet
+//! spell (the first update after it goes at once), and a moving average
+//! over recent flushes, which does not mistake a late flush for a faster
+//! stream (after a flush that came late, the next update comes early by as
+//! much).
+
+use std::time::{Duration, Instant};
+
+/// Longest a busy shard holds a flush back, however many sessions it has.
+pub const MAX_FLUSH_GAP: Duration = Duration::from_millis(10);
+
+/// Updates per waiting session that must be expected before the gap ends
+/// for a flush to be held. Holding for one more would at best halve the
+/// frames, at the cost of a whole interval between updates of latency for
+/// everything pending, and the rate it is expected at is an estimate: two
+/// keeps a stream at about one update per gap from being held half the
+/// time on jitter alone.
+const HOLD_MIN_EXPECTED: f64 = 2.0;
+
+/// Weight of the newest flush in the moving average of the update rate.
+const EWMA_WEIGHT: f64 = 0.25;
+
+/// Time a busy shard with `sessions` sessions leaves between two flushes,
+/// `share` per session (`--flush-share-us`).
+///
+/// A frame costs about 5-8 us here, so 48 us per session keeps a saturated
+/// shard's frames to a sixth of a core; 50 sessions are held at most
+/// 2.4 ms.
+pub fn flush_gap(sessions: usize, share: Duration) -> Duration {
+    (share * sessions as u32).min(MAX_FLUSH_GAP)
+}
+
+/// Decides, for one shard, when its pending updates are flushed.
+#[derive(Debug, Clone)]
+pub struct FlushPacer {
+    last_flush: Instant,
+    /// Moving average of the updates per waiting session per second.
+    rate: f64,
+}
+
+impl FlushPacer {
+    /// A pacer whose last flush was at `now` and that has seen no update.
+    pub fn new(now: Instant) -> FlushPacer {
+        FlushPacer { last_flush: now, rate: 0.0 }
+    }
+
+    /// `None` to flush now, or when to flush: `news` updates went to
+    /// `waiting` sessions since the last flush, and `gap` is the shard's
+    /// current gap.
+    pub fn due(&self, now: Instant, gap: Duration, news: u64, waiting: usize) -> Option<Instant> {
+        let due = self.last_flush + gap;
+        if now >= due {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(self.last_flush).as_secs_f64();
+        let per_session = news as f64 / waiting.max(1) as f64;
+        let recent = if elapsed > 0.0 { per_session / elapsed } else { f64::INFINITY };
+        let expected = recent.min(self.rate) * (due - now).as_secs_f64();
+        (expected >= HOLD_MIN_EXPECTED).then_some(due)
+    }
+
+    /// A flush happened at `now`, after `news` updates to `waiting` sessions.
+    pub fn flushed(&mut self, now: Instant, news: u64, waiting: usize) {
+        let elapsed = now.saturating_duration_since(self.last_flush).as_secs_f64();
+        if elapsed > 0.0 {
+            let sample = news as f64 / waiting.max(1) as f64 / elapsed;
+            self.rate += EWMA_WEIGHT * (sample - self.rate);
+        }
+        self.last_flush = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn the_gap_grows_with_the_sessions_up_to_its_cap() {
+        assert_eq!(flush_gap(50, 8 * US), 400 * US);
+        assert_eq!(flush_gap(0, 8 * US), Duration::ZERO);
+        assert_eq!(flush_gap(5000, 8 * US), MAX_FLUSH_GAP);
+    }
+
+    /// Drives a pacer with `waiting` sessions that each get an update every
+    /// `every`, starting at `t0`, for `n` updates; returns each update's
+    /// hold (time from its arrival to the flush that carries it).
+    fn holds(every: Duration, jitter: &[Duration], gap: Duration, n: usize) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut p = FlushPacer::new(t0);
+        let waiting = 50;
+        let mut news = 0u64;
+        let mut pending: Vec<Instant> = Vec::new();
+        let mut flush_at: Option<Instant> = None;
+        let mut out = Vec::new();
+        let mut flush =
+            |p: &mut FlushPacer, at: Instant, news: &mut u64, pending: &mut Vec<Instant>| {
+                p.flushed(at, *news, waiting);
+                *news = 0;
+                out.extend(pending.drain(..).map(|arrived| at - arrived));
+            };
+        for k in 1..=n {
+            let arrive = t0 + every * k as u32 + jitter[k % jitter.len()];
+            if let Some(at) = flush_at.take_if(|at| *at <= arrive) {
+                flush(&mut p, at, &mut news, &mut pending);
+            }
+            news += waiting as u64;
+            pending.push(arrive);
+            flush_at = p.due(arrive, gap, news, waiting);
+            if flush_at.is_none() {
+                flush(&mut p, arrive, &mut news, &mut pending);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_stream_slower_than_the_gap_is_flushed_at_once() {
+        // One update per millisecond, a 1.6 ms gap: nothing to batch.
+        let h = holds(MS, &[Duration::ZERO], 1600 * US, 200);
+        assert!(h.iter().all(|d| d.is_zero()), "{h:?}");
+    }
+
+    #[test]
+    fn a_late_flush_does_not_hold_the_next_update() {
+        // Every fifth update comes 0.6 ms late, so the one after it comes
+        // 0.4 ms after its flush: at the rate since that flush (2.5/ms, 3
+        // more expected in the 1.2 ms left) holding would look worth it;
+        // the average says it is not.
+        let jitter = [Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO, 600 * US];
+        let h = holds(MS, &jitter, 1600 * US, 200);
+        assert!(h.iter().all(|d| d.is_zero()), "{h:?}");
+    }
+
+    #[test]
+    fn a_fast_stream_shares_frames_within_the_gap() {
+        // Ten updates per millisecond, a 1.6 ms gap: about 16 per frame,
+        // none held longer than the gap.
+        let h = holds(100 * US, &[Duration::ZERO], 1600 * US, 2000);
+        let held = h.iter().filter(|d| !d.is_zero()).count();
+        assert!(held > h.len() * 9 / 10, "{held} of {}", h.len());
+        assert!(h.iter().all(|d| *d <= 1600 * US), "{h:?}");
+    }
+
+    /// A pacer that flushed every millisecond for 100 ms, each time after
+    /// `news` updates to `waiting` sessions; and the time of its last flush.
+    fn steady(news: u64, waiting: usize) -> (FlushPacer, Instant) {
+        let t0 = Instant::now();
+        let mut p = FlushPacer::new(t0);
+        for k in 1..=100u32 {
+            p.flushed(t0 + k * MS, news, waiting);
+        }
+        (p, t0 + 100 * MS)
+    }
+
+    #[test]
+    fn the_first_update_after_a_quiet_spell_goes_at_once() {
+        // A busy spell: ten updates per ms per session.
+        let (p, last) = steady(10, 1);
+        assert!(p.due(last + 100 * US, 1600 * US, 1, 1).is_some());
+        // Then a second of silence.
+        assert_eq!(p.due(last + 1000 * MS, 1600 * US, 1, 1), None);
+    }
+
+    #[test]
+    fn the_rate_is_per_waiting_session() {
+        // 100 updates per ms to 2 sessions: 50 each; 25 more expected in
+        // the 0.5 ms left: hold.
+        let (p, last) = steady(100, 2);
+        assert!(p.due(last + 500 * US, MS, 100, 2).is_some());
+        // The same 100 spread over 100 sessions: one each per ms, 0.5 more
+        // expected: not worth it.
+        let (q, last) = steady(100, 100);
+        assert_eq!(q.due(last + 500 * US, MS, 100, 100), None);
+    }
+}
