@@ -42,6 +42,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -600,6 +601,13 @@ fn block_on_local<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
+/// Bytes a session asks of its socket per read. tungstenite zeroes this
+/// much of its buffer before every read: its default, 128 KiB, made that
+/// memset 13% of the client's CPU at 10,000 updates/s (frames of 1-2 KB),
+/// CPU the server under test then lacked. 16 KiB still takes a few frames
+/// per read at 50,000/s.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// Connects (offering `tickwire.v1.bin` when `binary`, with `rcvbuf` as the
 /// socket's `SO_RCVBUF` when given) and reads the welcome, which must come
 /// first; if it names a `time_unit`, it must be ns.
@@ -628,8 +636,10 @@ async fn connect(url: String, binary: bool, rcvbuf: Option<u32>) -> Result<Ws, S
             sock.set_recv_buffer_size(bytes).map_err(|e| format!("SO_RCVBUF: {e}"))?;
         }
         let tcp = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        let (mut ws, resp) =
-            tokio_tungstenite::client_async(req, tcp).await.map_err(|e| format!("connect: {e}"))?;
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (mut ws, resp) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
         if binary && selected != Some(BIN_PROTOCOL) {
             return Err(format!("the server did not select {BIN_PROTOCOL} (got {selected:?})"));
@@ -692,6 +702,45 @@ struct Stream {
     target: u64,
 }
 
+/// The streams of a binary session by symbol id: ids are dense (the
+/// server numbers its symbols from 0), so a table indexed by id, where a
+/// hash map's probes missed the cache on every record (44% of the client's
+/// CPU at 1,000 symbols × 100 sessions).
+#[derive(Default)]
+struct ById(Vec<Option<Stream>>);
+
+impl ById {
+    /// Ids past this are taken as malformed rather than sized for (a
+    /// NASDAQ day has about 12,000 symbols).
+    const MAX_IDS: u32 = 1 << 16;
+
+    /// The stream of `id`, made if new; `None` past [`Self::MAX_IDS`].
+    fn entry(&mut self, id: u32) -> Option<&mut Stream> {
+        if id >= Self::MAX_IDS {
+            return None;
+        }
+        let i = id as usize;
+        if i >= self.0.len() {
+            self.0.resize_with(i + 1, || None);
+        }
+        Some(self.0[i].get_or_insert_with(Stream::default))
+    }
+
+    fn insert(&mut self, id: u32, s: Stream) {
+        if let Some(e) = self.entry(id) {
+            *e = s;
+        }
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut Stream> {
+        self.0.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &Stream)> {
+        self.0.iter().enumerate().filter_map(|(i, s)| Some((i as u32, s.as_ref()?)))
+    }
+}
+
 /// Per-session reader state.
 struct Session {
     cseq: u64,
@@ -700,7 +749,7 @@ struct Session {
     /// JSON sessions, by symbol name; quotes and trades.
     streams: [HashMap<String, Stream>; 2],
     /// Binary sessions, by symbol id.
-    by_id: [HashMap<u32, Stream>; 2],
+    by_id: [ById; 2],
     /// Binary sessions: symbol name -> id, from `subscribed`.
     ids: HashMap<String, u32>,
     updates: u64,
@@ -730,7 +779,7 @@ impl Session {
         for (ch, sym, seq) in &t.streams {
             let ch = usize::from(*ch == 1);
             let s = if binary {
-                self.ids.get(sym).and_then(|id| self.by_id[ch].get_mut(id))
+                self.ids.get(sym).and_then(|&id| self.by_id[ch].get_mut(id))
             } else {
                 self.streams[ch].get_mut(sym.as_str())
             };
@@ -753,9 +802,9 @@ impl Session {
                     return format!("{} {sym} at seq {} < {}", ch_name(ch), st.last, st.target);
                 }
             }
-            for (id, st) in &self.by_id[ch] {
+            for (id, st) in self.by_id[ch].iter() {
                 if st.last < st.target {
-                    let sym = self.ids.iter().find(|(_, i)| *i == id).map_or("?", |(n, _)| n);
+                    let sym = self.ids.iter().find(|(_, i)| **i == id).map_or("?", |(n, _)| n);
                     return format!(
                         "{} {sym} (id {id}) at seq {} < {}",
                         ch_name(ch),
@@ -904,7 +953,10 @@ fn on_binary(
             1 | 2 => {
                 let snapshot = r.flags & binary::RECORD_SNAPSHOT != 0;
                 let step = if snapshot { 0 } else { r.cf.max(1) };
-                let stream = s.by_id[ch].entry(r.sym).or_default();
+                let Some(stream) = s.by_id[ch].entry(r.sym) else {
+                    st.n.malformed += 1;
+                    continue;
+                };
                 if !advance(stream, r.seq, step, &mut s.behind) {
                     st.n.seq_gaps += 1;
                 }
@@ -916,7 +968,10 @@ fn on_binary(
                 }
             }
             3 => {
-                let stream = s.by_id[ch].entry(r.sym).or_default();
+                let Some(stream) = s.by_id[ch].entry(r.sym) else {
+                    st.n.malformed += 1;
+                    continue;
+                };
                 advance(stream, r.seq, 0, &mut s.behind);
                 if measured {
                     st.n.overflows += 1;
