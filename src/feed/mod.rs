@@ -260,6 +260,42 @@ const HOLD_POLL: Duration = Duration::from_millis(2);
 /// machine is stalled).
 const EPOCH_ACK_WAIT: Duration = Duration::from_secs(2);
 
+/// Waits at least this long are slept with a 1 µs timer slack; shorter ones
+/// with the kernel's default, 50 µs.
+const PRECISE_SLEEP_MIN: Duration = Duration::from_micros(200);
+
+/// The kernel's default timer slack.
+const DEFAULT_TIMER_SLACK_NS: u64 = 50_000;
+
+/// The feed thread's sleeps until a tick is due, and their timer slack.
+///
+/// With Linux's default slack a sleep may end up to 50 µs late, and at
+/// 1,000 ticks/s every update carried that (BENCHMARKS.md, "Timer
+/// slack"), so a wait of [`PRECISE_SLEEP_MIN`] or more sleeps with 1 µs.
+/// Shorter waits keep the default: at 50,000 ticks/s a precise wake-up per
+/// tick took a sixth of the server's CPU (about 3 µs each), while a late
+/// one publishes the ticks due meanwhile together.
+#[derive(Default)]
+struct TimerSlack {
+    /// Whether the thread's slack is the precise one (`None`: not set yet).
+    precise: Option<bool>,
+}
+
+impl TimerSlack {
+    fn sleep(&mut self, wait: Duration) {
+        let precise = wait >= PRECISE_SLEEP_MIN;
+        if self.precise != Some(precise) {
+            let ns = if precise { 1_000 } else { DEFAULT_TIMER_SLACK_NS };
+            #[cfg(target_os = "linux")]
+            let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(ns));
+            #[cfg(not(target_os = "linux"))]
+            let _ = ns;
+            self.precise = Some(precise);
+        }
+        std::thread::sleep(wait);
+    }
+}
+
 /// Starts the feed thread. It runs until `stop` is set.
 pub fn spawn_ingest(
     mut source: Box<dyn FeedSource>,
@@ -271,6 +307,7 @@ pub fn spawn_ingest(
     std::thread::Builder::new().name("tickwire-feed".into()).spawn(move || {
         let mut batch: Vec<Tick> = Vec::with_capacity(4096);
         let mut seqs: Vec<u64> = vec![0; market.latest.capacity()];
+        let mut slack = TimerSlack::default();
         if source.hold_for_subscriber() {
             while !stop.load(Ordering::Acquire) && !market.subscribed.load(Ordering::Acquire) {
                 std::thread::park_timeout(HOLD_POLL);
@@ -309,7 +346,7 @@ pub fn spawn_ingest(
                 Poll::WaitUntil(at) => {
                     let wait = at.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
                     if !wait.is_zero() {
-                        std::thread::sleep(wait);
+                        slack.sleep(wait);
                     }
                 }
                 Poll::State(state) => {
