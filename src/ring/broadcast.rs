@@ -312,6 +312,11 @@ impl<T: Slotted> RingReader<T> {
         self.pos
     }
 
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity as usize
+    }
+
     /// How many values are published but not yet read (producer position -
     /// reader position; may exceed capacity when overrun).
     pub fn lag(&self) -> u64 {

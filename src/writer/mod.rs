@@ -49,6 +49,10 @@ pub const BATCH: usize = 1024;
 /// units: one batch per round, as before, so their frames wait no longer.
 const DRAIN_WORK: usize = 32 * 1024;
 
+/// Resolution of tokio's timer: a sleep ends on the first whole
+/// millisecond past its deadline.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// How often slow clients are checked and latency merged into the metrics.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -177,6 +181,9 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
     let mut pacer = FlushPacer::new(std::time::Instant::now());
+    let capacity = shard.borrow().ring_capacity();
+    // Ticks read from the ring since the last flush.
+    let mut ticks = 0u64;
     loop {
         batch.clear();
         // Feed state first, ring second: see `Shard::feed_state`.
@@ -196,6 +203,7 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
                         work += 1 + s.dispatch(t);
                     }
                     got += n;
+                    ticks += n as u64;
                 }
                 ReadOutcome::Overrun { lost } => {
                     let mut s = shard.borrow_mut();
@@ -215,12 +223,17 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
             if s.has_dirty() {
                 let gap = flush_gap(s.session_count(), s.config().flush_share);
                 let (news, waiting) = s.news();
-                match pacer.due(now.into_std(), gap, news, waiting) {
+                let now = now.into_std();
+                match pacer.due(now, gap, news, waiting) {
                     None => {
                         s.end_of_batch();
-                        pacer.flushed(now.into_std(), news, waiting);
+                        pacer.flushed(now, news, waiting, ticks);
+                        ticks = 0;
                     }
-                    Some(at) => flush_at = Some(Instant::from_std(at)),
+                    Some(at) => {
+                        let wake = pacer.wake_by(now, at, ticks, capacity);
+                        flush_at = Some(Instant::from_std(wake));
+                    }
                 }
             }
             if drained {
@@ -244,14 +257,26 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
         // Drained: wait for the feed's next publication (its wake-up is a
         // stored permit when it came meanwhile) instead of polling the ring
         // in a loop, which would take the CPU the clients on this machine
-        // and the socket tasks need.
+        // and the socket tasks need. While a flush is held, not even that:
+        // the ticks wait in the ring until the hold ends (`pacer`). tokio's
+        // timer wakes on whole milliseconds, late by up to one, so a hold
+        // sleeps to a millisecond before its end, then takes the feed's
+        // wake-ups again: the pacer ends it on the tick that makes waiting
+        // on no longer worth it.
         let mut until =
             next_throttle.map_or(housekeeping, |t| Instant::from_std(t).min(housekeeping));
+        let mut listen = true;
         if let Some(at) = flush_at {
-            until = until.min(at);
+            let now = Instant::now();
+            if at > now + TIMER_TICK {
+                listen = false;
+                until = until.min(at - TIMER_TICK);
+            } else {
+                until = until.min(at);
+            }
         }
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notified(), if listen => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.changed() => return,
         }

@@ -471,6 +471,11 @@ impl Shard {
         self.market.ack_epoch(epoch);
     }
 
+    /// Slots in the feed's ring.
+    pub fn ring_capacity(&self) -> usize {
+        self.reader.capacity()
+    }
+
     /// Reads the next ticks of the ring (see [`RingReader::read_batch`]).
     pub fn read_ring(&mut self, out: &mut Vec<Tick>, max: usize) -> ReadOutcome {
         self.reader.read_batch(out, max)
