@@ -222,12 +222,15 @@ pub fn epoch_name(n: u64) -> String {
 #[derive(Clone, Default)]
 pub struct Wakers {
     shards: Vec<Arc<Notify>>,
+    urgent: Vec<Arc<Notify>>,
 }
 
 impl Wakers {
-    /// Wakers for the given shard notifiers.
-    pub fn new(shards: Vec<Arc<Notify>>) -> Wakers {
-        Wakers { shards }
+    /// Wakers for the given shards: `shards` after every publication,
+    /// `urgent` after every quarter of the ring (a shard holding a flush
+    /// listens only to that one; see `writer::pacer`).
+    pub fn new(shards: Vec<Arc<Notify>>, urgent: Vec<Arc<Notify>>) -> Wakers {
+        Wakers { shards, urgent }
     }
 
     /// Number of shards.
@@ -244,6 +247,14 @@ impl Wakers {
     /// is ever lost).
     pub fn wake_all(&self) {
         for n in &self.shards {
+            n.notify_one();
+        }
+    }
+
+    /// Wakes every shard, even one that is holding a flush: a quarter of
+    /// the ring was published since the last time.
+    pub fn wake_urgent(&self) {
+        for n in &self.urgent {
             n.notify_one();
         }
     }
@@ -264,14 +275,11 @@ const EPOCH_ACK_WAIT: Duration = Duration::from_secs(2);
 /// with the kernel's default, 50 µs.
 const PRECISE_SLEEP_MIN: Duration = Duration::from_micros(200);
 
-/// The kernel's default timer slack.
-const DEFAULT_TIMER_SLACK_NS: u64 = 50_000;
-
 /// The feed thread's sleeps until a tick is due, and their timer slack.
 ///
 /// With Linux's default slack a sleep may end up to 50 µs late, and at
-/// 1,000 ticks/s every update carried that (BENCHMARKS.md, "Timer
-/// slack"), so a wait of [`PRECISE_SLEEP_MIN`] or more sleeps with 1 µs.
+/// 1,000 ticks/s every update carried that (BENCHMARKS.md, "The flush
+/// pacer, the pump's wake-ups and timer slack"), so a wait of [`PRECISE_SLEEP_MIN`] or more sleeps with 1 µs.
 /// Shorter waits keep the default: at 50,000 ticks/s a precise wake-up per
 /// tick took a sixth of the server's CPU (about 3 µs each), while a late
 /// one publishes the ticks due meanwhile together.
@@ -285,11 +293,12 @@ impl TimerSlack {
     fn sleep(&mut self, wait: Duration) {
         let precise = wait >= PRECISE_SLEEP_MIN;
         if self.precise != Some(precise) {
-            let ns = if precise { 1_000 } else { DEFAULT_TIMER_SLACK_NS };
+            // `None` restores the thread's default (50 µs unless the
+            // service manager set another).
             #[cfg(target_os = "linux")]
-            let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(ns));
-            #[cfg(not(target_os = "linux"))]
-            let _ = ns;
+            let _ = rustix::thread::set_current_timer_slack(
+                precise.then_some(1_000).and_then(std::num::NonZeroU64::new),
+            );
             self.precise = Some(precise);
         }
         std::thread::sleep(wait);
@@ -308,6 +317,9 @@ pub fn spawn_ingest(
         let mut batch: Vec<Tick> = Vec::with_capacity(4096);
         let mut seqs: Vec<u64> = vec![0; market.latest.capacity()];
         let mut slack = TimerSlack::default();
+        // Ticks published since the last urgent wake-up, and how many make one.
+        let mut since_urgent = 0usize;
+        let urgent_every = (ring.capacity() / 4).max(1);
         if source.hold_for_subscriber() {
             while !stop.load(Ordering::Acquire) && !market.subscribed.load(Ordering::Acquire) {
                 std::thread::park_timeout(HOLD_POLL);
@@ -341,6 +353,11 @@ pub fn spawn_ingest(
                         market.set_state(FeedState::Live);
                         publish(&mut batch, &mut seqs, &mut ring, &market);
                         wakers.wake_all();
+                        since_urgent += batch.len();
+                        if since_urgent >= urgent_every {
+                            since_urgent = 0;
+                            wakers.wake_urgent();
+                        }
                     }
                 }
                 Poll::WaitUntil(at) => {

@@ -169,6 +169,11 @@ impl<T: Slotted> RingProducer<T> {
     pub fn position(&self) -> u64 {
         self.next
     }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity as usize
+    }
 }
 
 impl<T: Slotted> std::fmt::Debug for RingProducer<T> {

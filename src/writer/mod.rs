@@ -62,6 +62,9 @@ pub struct ShardHandle {
     pub conns: mpsc::UnboundedSender<(std::net::TcpStream, Permit)>,
     /// Wakes the shard's pump (the feed thread holds a clone).
     pub notify: Arc<Notify>,
+    /// Wakes the shard's pump even while it holds a flush: the feed thread
+    /// uses it once per quarter of the ring published.
+    pub urgent: Arc<Notify>,
     thread: JoinHandle<()>,
 }
 
@@ -121,8 +124,9 @@ pub struct ShardSetup {
 /// Starts a shard thread.
 pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<ShardHandle> {
     let notify = Arc::new(Notify::new());
+    let urgent = Arc::new(Notify::new());
     let (conns, conn_rx) = mpsc::unbounded_channel();
-    let wake = notify.clone();
+    let wake = Wakes { tick: notify.clone(), urgent: urgent.clone() };
     let thread = std::thread::Builder::new()
         .name(format!("tickwire-shard-{}", setup.index))
         .spawn(move || {
@@ -135,12 +139,18 @@ pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<ShardHandle> {
             };
             LocalSet::new().block_on(&rt, run_shard(setup, wake, conn_rx));
         })?;
-    Ok(ShardHandle { conns, notify, thread })
+    Ok(ShardHandle { conns, notify, urgent, thread })
+}
+
+/// The feed's two wake-ups of a shard's pump (see [`ShardHandle`]).
+struct Wakes {
+    tick: Arc<Notify>,
+    urgent: Arc<Notify>,
 }
 
 async fn run_shard(
     setup: ShardSetup,
-    wake: Arc<Notify>,
+    wake: Wakes,
     mut conn_rx: mpsc::UnboundedReceiver<(std::net::TcpStream, Permit)>,
 ) {
     let ShardSetup { index: _, reader, config, metrics, http, mut shutdown, drain } = setup;
@@ -177,10 +187,10 @@ async fn run_shard(
 }
 
 /// The pump: ring -> dispatch -> end of batch -> yield.
-async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+async fn pump(shard: Rc<RefCell<Shard>>, wake: Wakes, mut shutdown: watch::Receiver<bool>) {
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
-    let mut pacer = FlushPacer::new(std::time::Instant::now());
+    let mut pacer = FlushPacer::new(Instant::now().into_std());
     let capacity = shard.borrow().ring_capacity();
     // Ticks read from the ring since the last flush.
     let mut ticks = 0u64;
@@ -222,12 +232,12 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
             let mut flush_at = None;
             if s.has_dirty() {
                 let gap = flush_gap(s.session_count(), s.config().flush_share);
-                let (news, waiting) = s.news();
+                let (news, sessions) = (s.news(), s.session_count());
                 let now = now.into_std();
-                match pacer.due(now, gap, news, waiting) {
+                match pacer.due(now, gap, news, sessions) {
                     None => {
                         s.end_of_batch();
-                        pacer.flushed(now, news, waiting, ticks);
+                        pacer.flushed(now, news, sessions, ticks);
                         ticks = 0;
                     }
                     Some(at) => {
@@ -262,7 +272,9 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
         // timer wakes on whole milliseconds, late by up to one, so a hold
         // sleeps to a millisecond before its end, then takes the feed's
         // wake-ups again: the pacer ends it on the tick that makes waiting
-        // on no longer worth it.
+        // on no longer worth it. The feed's urgent wake-up, once per quarter
+        // of the ring, cuts any hold short, so a burst the tick rate seen
+        // so far did not announce cannot lap the shard.
         let mut until =
             next_throttle.map_or(housekeeping, |t| Instant::from_std(t).min(housekeeping));
         let mut listen = true;
@@ -276,7 +288,8 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Arc<Notify>, mut shutdown: watch:
             }
         }
         tokio::select! {
-            _ = wake.notified(), if listen => {}
+            _ = wake.tick.notified(), if listen => {}
+            _ = wake.urgent.notified() => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.changed() => return,
         }

@@ -3,20 +3,25 @@
 //!
 //! Every flush costs each waiting session a frame: a wake-up, a header and a
 //! `write` system call, several microseconds whatever the frame holds
-//! (BENCHMARKS.md). So a shard leaves at least a *gap* between two flushes,
-//! `--flush-share-us` per session (capped at [`MAX_FLUSH_GAP`]), which
-//! bounds its frame rate. But holding updates back only pays when more are
-//! coming before the gap ends: a session that gets one update per
-//! millisecond gains nothing from a 1.6 ms gap but a millisecond of
-//! latency, while one that gets ten gains frames of ten.
+//! (BENCHMARKS.md). So a busy shard may hold its updates for up to a *gap*
+//! after its last flush, `--flush-share-us` per session (capped at
+//! [`MAX_FLUSH_GAP`]), so that they share frames. But holding only pays
+//! when more are coming before the gap ends: a session that gets one
+//! update per millisecond gains nothing from a 1.6 ms gap but a
+//! millisecond of latency, while one that gets ten gains frames of ten.
 //!
 //! [`FlushPacer`] therefore holds a flush only while at least two more
-//! updates per waiting session are expected before the gap ends, at the
-//! lower of two rates: the one since the last flush, which sees a quiet
-//! spell (the first update after it goes at once), and a moving average
-//! over recent flushes, which does not mistake a late flush for a faster
-//! stream (after a flush that came late, the next update comes early by as
-//! much).
+//! updates per session are expected before the gap ends, at the lower of
+//! two rates: the one since the last flush, which sees a quiet spell (the
+//! first update after it goes at once), and a moving average over recent
+//! flushes, which does not mistake a late flush for a faster stream (after
+//! a flush that came late, the next update comes early by as much). The
+//! rate is per session of the shard, not per session that got something:
+//! sessions on different symbols each have one update soon after a flush
+//! whatever their rate. So a session gets a frame at most once per gap
+//! while its updates come faster than two per gap, and one per update
+//! while they come slower: the frame rate never exceeds the update rate,
+//! and the gap bounds it for fast streams.
 //!
 //! While it holds a flush, the pump does not wake for every tick the feed
 //! publishes (at 10,000 updates/s, skipping those wake-ups cut the server's
@@ -40,21 +45,21 @@ const HOLD_MIN_EXPECTED: f64 = 2.0;
 /// Weight of the newest flush in the moving average of the update rate.
 const EWMA_WEIGHT: f64 = 0.25;
 
-/// Time a busy shard with `sessions` sessions leaves between two flushes,
-/// `share` per session (`--flush-share-us`).
+/// Longest a busy shard with `sessions` sessions holds a flush, `share` per
+/// session (`--flush-share-us`), at most [`MAX_FLUSH_GAP`].
 ///
 /// A frame costs about 5-8 us here, so 48 us per session keeps a saturated
 /// shard's frames to a sixth of a core; 50 sessions are held at most
 /// 2.4 ms.
 pub fn flush_gap(sessions: usize, share: Duration) -> Duration {
-    (share * sessions as u32).min(MAX_FLUSH_GAP)
+    share.saturating_mul(u32::try_from(sessions).unwrap_or(u32::MAX)).min(MAX_FLUSH_GAP)
 }
 
 /// Decides, for one shard, when its pending updates are flushed.
 #[derive(Debug, Clone)]
 pub struct FlushPacer {
     last_flush: Instant,
-    /// Moving average of the updates per waiting session per second.
+    /// Moving average of the updates per session per second.
     rate: f64,
     /// Moving average of the ticks read from the ring per second.
     tick_rate: f64,
@@ -66,27 +71,27 @@ impl FlushPacer {
         FlushPacer { last_flush: now, rate: 0.0, tick_rate: 0.0 }
     }
 
-    /// `None` to flush now, or when to flush: `news` updates went to
-    /// `waiting` sessions since the last flush, and `gap` is the shard's
-    /// current gap.
-    pub fn due(&self, now: Instant, gap: Duration, news: u64, waiting: usize) -> Option<Instant> {
+    /// `None` to flush now, or when to flush: `news` updates went to the
+    /// shard's `sessions` since the last flush, and `gap` is its current
+    /// gap.
+    pub fn due(&self, now: Instant, gap: Duration, news: u64, sessions: usize) -> Option<Instant> {
         let due = self.last_flush + gap;
         if now >= due {
             return None;
         }
         let elapsed = now.saturating_duration_since(self.last_flush).as_secs_f64();
-        let per_session = news as f64 / waiting.max(1) as f64;
+        let per_session = news as f64 / sessions.max(1) as f64;
         let recent = if elapsed > 0.0 { per_session / elapsed } else { f64::INFINITY };
         let expected = recent.min(self.rate) * (due - now).as_secs_f64();
         (expected >= HOLD_MIN_EXPECTED).then_some(due)
     }
 
-    /// A flush happened at `now`, after `news` updates to `waiting` sessions
-    /// and `ticks` ticks read from the ring.
-    pub fn flushed(&mut self, now: Instant, news: u64, waiting: usize, ticks: u64) {
+    /// A flush happened at `now`, after `news` updates to the shard's
+    /// `sessions` and `ticks` ticks read from the ring.
+    pub fn flushed(&mut self, now: Instant, news: u64, sessions: usize, ticks: u64) {
         let elapsed = now.saturating_duration_since(self.last_flush).as_secs_f64();
         if elapsed > 0.0 {
-            let sample = news as f64 / waiting.max(1) as f64 / elapsed;
+            let sample = news as f64 / sessions.max(1) as f64 / elapsed;
             self.rate += EWMA_WEIGHT * (sample - self.rate);
             self.tick_rate += EWMA_WEIGHT * (ticks as f64 / elapsed - self.tick_rate);
         }
@@ -123,42 +128,52 @@ mod tests {
         assert_eq!(flush_gap(5000, 8 * US), MAX_FLUSH_GAP);
     }
 
-    /// Drives a pacer with `waiting` sessions that each get an update every
-    /// `every`, starting at `t0`, for `n` updates; returns each update's
-    /// hold (time from its arrival to the flush that carries it).
-    fn holds(every: Duration, jitter: &[Duration], gap: Duration, n: usize) -> Vec<Duration> {
+    /// Sessions on the shard in these tests.
+    const SESSIONS: usize = 50;
+
+    /// Drives a pacer: at each of the `arrivals` (offsets from the start),
+    /// `news` updates reach the shard's [`SESSIONS`] sessions, and the pump
+    /// decides, as it does on each wake-up. Returns each arrival's hold
+    /// (time from it to the flush that carries it).
+    fn holds(arrivals: impl Iterator<Item = Duration>, news: u64, gap: Duration) -> Vec<Duration> {
         let t0 = Instant::now();
         let mut p = FlushPacer::new(t0);
-        let waiting = 50;
-        let mut news = 0u64;
+        let mut unsent = 0u64;
         let mut pending: Vec<Instant> = Vec::new();
         let mut flush_at: Option<Instant> = None;
         let mut out = Vec::new();
         let mut flush =
-            |p: &mut FlushPacer, at: Instant, news: &mut u64, pending: &mut Vec<Instant>| {
-                p.flushed(at, *news, waiting, 1);
-                *news = 0;
+            |p: &mut FlushPacer, at: Instant, unsent: &mut u64, pending: &mut Vec<Instant>| {
+                p.flushed(at, *unsent, SESSIONS, 1);
+                *unsent = 0;
                 out.extend(pending.drain(..).map(|arrived| at - arrived));
             };
-        for k in 1..=n {
-            let arrive = t0 + every * k as u32 + jitter[k % jitter.len()];
+        for offset in arrivals {
+            let arrive = t0 + offset;
             if let Some(at) = flush_at.take_if(|at| *at <= arrive) {
-                flush(&mut p, at, &mut news, &mut pending);
+                flush(&mut p, at, &mut unsent, &mut pending);
             }
-            news += waiting as u64;
+            unsent += news;
             pending.push(arrive);
-            flush_at = p.due(arrive, gap, news, waiting);
+            flush_at = p.due(arrive, gap, unsent, SESSIONS);
             if flush_at.is_none() {
-                flush(&mut p, arrive, &mut news, &mut pending);
+                flush(&mut p, arrive, &mut unsent, &mut pending);
             }
         }
         out
     }
 
+    /// `n` updates for every session, `every` apart, the k-th late by
+    /// `jitter[k % jitter.len()]`.
+    fn broadcast(every: Duration, jitter: &[Duration], gap: Duration, n: u32) -> Vec<Duration> {
+        let arrivals = (1..=n).map(|k| every * k + jitter[k as usize % jitter.len()]);
+        holds(arrivals, SESSIONS as u64, gap)
+    }
+
     #[test]
     fn a_stream_slower_than_the_gap_is_flushed_at_once() {
         // One update per millisecond, a 1.6 ms gap: nothing to batch.
-        let h = holds(MS, &[Duration::ZERO], 1600 * US, 200);
+        let h = broadcast(MS, &[Duration::ZERO], 1600 * US, 200);
         assert!(h.iter().all(|d| d.is_zero()), "{h:?}");
     }
 
@@ -169,7 +184,7 @@ mod tests {
         // more expected in the 1.2 ms left) holding would look worth it;
         // the average says it is not.
         let jitter = [Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO, 600 * US];
-        let h = holds(MS, &jitter, 1600 * US, 200);
+        let h = broadcast(MS, &jitter, 1600 * US, 200);
         assert!(h.iter().all(|d| d.is_zero()), "{h:?}");
     }
 
@@ -177,7 +192,7 @@ mod tests {
     fn a_fast_stream_shares_frames_within_the_gap() {
         // Ten updates per millisecond, a 1.6 ms gap: about 16 per frame,
         // none held longer than the gap.
-        let h = holds(100 * US, &[Duration::ZERO], 1600 * US, 2000);
+        let h = broadcast(100 * US, &[Duration::ZERO], 1600 * US, 2000);
         let held = h.iter().filter(|d| !d.is_zero()).count();
         assert!(held > h.len() * 9 / 10, "{held} of {}", h.len());
         assert!(h.iter().all(|d| *d <= 1600 * US), "{h:?}");
@@ -204,13 +219,37 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_is_per_waiting_session() {
-        // 100 updates per ms to 2 sessions: 50 each; 25 more expected in
-        // the 0.5 ms left: hold.
+    fn independent_slow_streams_are_not_held() {
+        // Every session on its own symbols, each with an update every 5 ms
+        // on average, at random (0.48 expected in a 2.4 ms gap): nothing to
+        // batch, although each session that got one soon after a flush
+        // would look fast if only the sessions with news were counted.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut t = Duration::ZERO;
+        let arrivals = std::iter::repeat_with(|| {
+            // xorshift64, then an exponential gap of mean 5 ms / 50 sessions.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            t += Duration::from_secs_f64(-(1.0 - u).ln() * 100e-6);
+            t
+        });
+        // A few are still held, after runs of arrivals close together (8%
+        // with this seed).
+        let h = holds(arrivals.take(20_000), 1, 2400 * US);
+        let held = h.iter().filter(|d| !d.is_zero()).count();
+        assert!(held < h.len() / 10, "{held} of {} held", h.len());
+    }
+
+    #[test]
+    fn the_rate_is_per_session() {
+        // 100 updates per ms to a shard of 2 sessions: 50 each; 25 more
+        // expected in the 0.5 ms left: hold.
         let (p, last) = steady(100, 2);
         assert!(p.due(last + 500 * US, MS, 100, 2).is_some());
-        // The same 100 spread over 100 sessions: one each per ms, 0.5 more
-        // expected: not worth it.
+        // The same 100 on a shard of 100 sessions: one each per ms, 0.5
+        // more expected: not worth it.
         let (q, last) = steady(100, 100);
         assert_eq!(q.due(last + 500 * US, MS, 100, 100), None);
     }

@@ -353,10 +353,12 @@ pub struct Shard {
     wild_sessions: Vec<u32>,
     /// Sessions with new data since the last end of batch.
     dirty: Vec<u32>,
-    /// Updates offered to sessions since the last end of batch (a tick
-    /// counts once per per-tick subscriber and once per scanning session):
-    /// with the time since that flush, the rate the pump's flush decision
-    /// reads (`writer::batching_pays`).
+    /// Updates offered to sessions since the last end of batch: a tick
+    /// counts once per per-tick subscriber of its stream, plus once per
+    /// scanning session when it is newer than the stream's last value
+    /// (whether or not that session scans its channel). With the time since
+    /// that flush, the rate the pump's flush decision reads
+    /// ([`super::pacer::FlushPacer::due`]).
     news: u64,
     cache: EncodeCache,
     /// Pending `max_hz` wake-ups: (when, slot, uid).
@@ -501,11 +503,10 @@ impl Shard {
         self.sessions.len() - self.free_slots.len()
     }
 
-    /// Updates offered since the last end of batch, and the sessions
-    /// waiting for them (at most: a scanning session may have had no news
-    /// of its own).
-    pub fn news(&self) -> (u64, usize) {
-        (self.news, self.dirty.len() + self.scanners.len())
+    /// Updates offered to this shard's sessions since the last end of
+    /// batch (see the field).
+    pub fn news(&self) -> u64 {
+        self.news
     }
 
     /// Whether some session got data since the last end of batch.

@@ -706,7 +706,9 @@ struct Stream {
 /// The streams of a binary session by symbol id: ids are dense (the
 /// server numbers its symbols from 0), so a table indexed by id, where a
 /// hash map's probes missed the cache on every record (44% of the client's
-/// CPU at 1,000 symbols × 100 sessions).
+/// CPU at 1,000 symbols × 100 sessions). An id past [`Self::MAX_IDS`]
+/// (or a JSON session's 65,537th name) is counted as `malformed`, and its
+/// stream is not followed.
 #[derive(Default)]
 struct ById(Vec<Option<Stream>>);
 
@@ -727,10 +729,9 @@ impl ById {
         Some(self.0[i].get_or_insert_with(Stream::default))
     }
 
-    fn insert(&mut self, id: u32, s: Stream) {
-        if let Some(e) = self.entry(id) {
-            *e = s;
-        }
+    /// Sets the stream of `id`; false past [`Self::MAX_IDS`].
+    fn insert(&mut self, id: u32, s: Stream) -> bool {
+        self.entry(id).map(|e| *e = s).is_some()
     }
 
     fn get_mut(&mut self, id: u32) -> Option<&mut Stream> {
@@ -1010,14 +1011,15 @@ fn on_binary(
                 }
             }
             3 => {
-                let Some(stream) = s.by_id[ch].entry(r.sym) else {
-                    st.n.malformed += 1;
-                    continue;
-                };
-                advance(stream, r.seq, 0, &mut s.behind);
                 if measured {
                     st.n.overflows += 1;
                     st.n.overflow_lost += r.p2 as u64;
+                }
+                match s.by_id[ch].entry(r.sym) {
+                    Some(stream) => {
+                        advance(stream, r.seq, 0, &mut s.behind);
+                    }
+                    None => st.n.malformed += 1,
                 }
             }
             _ => {}
@@ -1080,15 +1082,21 @@ fn on_text(
             "snapshot" => {
                 let ch = usize::from(m.get("ch").and_then(|v| v.as_str()) == Some("trades"));
                 let seq = u64_of("seq").unwrap_or(0);
-                if let Some(stream) = named(&s.names, &mut s.by_name[ch], sym) {
-                    advance(stream, seq, 0, &mut s.behind);
+                match named(&s.names, &mut s.by_name[ch], sym) {
+                    Some(stream) => {
+                        advance(stream, seq, 0, &mut s.behind);
+                    }
+                    None => st.n.malformed += 1,
                 }
             }
             "overflow" => {
                 let ch = usize::from(m.get("ch").and_then(|v| v.as_str()) == Some("trades"));
                 let to_seq = u64_of("to_seq").unwrap_or(0);
-                if let Some(stream) = named(&s.names, &mut s.by_name[ch], sym) {
-                    advance(stream, to_seq, 0, &mut s.behind);
+                match named(&s.names, &mut s.by_name[ch], sym) {
+                    Some(stream) => {
+                        advance(stream, to_seq, 0, &mut s.behind);
+                    }
+                    None => st.n.malformed += 1,
                 }
                 if measured {
                     st.n.overflows += 1;
@@ -1115,13 +1123,16 @@ fn on_text(
                         Some(seq) => Stream { seen: true, last: seq, target: 0 },
                         None => Stream::default(),
                     };
-                    if let Some(stream) = named(&s.names, &mut s.by_name[ch], name) {
-                        *stream = base;
+                    match named(&s.names, &mut s.by_name[ch], name) {
+                        Some(stream) => *stream = base,
+                        None => st.n.malformed += 1,
                     }
                     if let Some(id) = sub.get("id").and_then(|v| v.as_u64()) {
                         let id = id as u32;
                         s.ids.insert(name.to_string(), id);
-                        s.by_id[ch].insert(id, base);
+                        if !s.by_id[ch].insert(id, base) {
+                            st.n.malformed += 1;
+                        }
                     }
                 }
             }
