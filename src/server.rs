@@ -168,10 +168,7 @@ pub fn start_with(
             drain: config.drain,
         })?);
     }
-    let wakers = Wakers::new(
-        shards.iter().map(|s| s.notify.clone()).collect(),
-        shards.iter().map(|s| s.urgent.clone()).collect(),
-    );
+    let wakers = Wakers::new(shards.iter().map(|s| s.wake.clone()).collect());
     let stop_feed = Arc::new(AtomicBool::new(false));
     let feed = spawn_ingest(source, producer, market.clone(), wakers, stop_feed.clone())?;
     let conns: Vec<_> = shards.iter().map(|s| s.conns.clone()).collect();

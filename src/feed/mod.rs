@@ -218,19 +218,26 @@ pub fn epoch_name(n: u64) -> String {
     format!("e-{n}")
 }
 
+/// The feed's two wake-ups of one writer shard's pump.
+#[derive(Clone, Default)]
+pub struct ShardWake {
+    /// After every publication.
+    pub tick: Arc<Notify>,
+    /// After every quarter of the ring published: a shard holding a flush
+    /// listens only to this one (see `writer::pacer`).
+    pub urgent: Arc<Notify>,
+}
+
 /// Wakes the writer shards after the feed thread publishes.
 #[derive(Clone, Default)]
 pub struct Wakers {
-    shards: Vec<Arc<Notify>>,
-    urgent: Vec<Arc<Notify>>,
+    shards: Vec<ShardWake>,
 }
 
 impl Wakers {
-    /// Wakers for the given shards: `shards` after every publication,
-    /// `urgent` after every quarter of the ring (a shard holding a flush
-    /// listens only to that one; see `writer::pacer`).
-    pub fn new(shards: Vec<Arc<Notify>>, urgent: Vec<Arc<Notify>>) -> Wakers {
-        Wakers { shards, urgent }
+    /// Wakers for the given shards.
+    pub fn new(shards: Vec<ShardWake>) -> Wakers {
+        Wakers { shards }
     }
 
     /// Number of shards.
@@ -246,16 +253,16 @@ impl Wakers {
     /// Wakes every shard (a stored permit if the shard is busy, so no wake-up
     /// is ever lost).
     pub fn wake_all(&self) {
-        for n in &self.shards {
-            n.notify_one();
+        for s in &self.shards {
+            s.tick.notify_one();
         }
     }
 
     /// Wakes every shard, even one that is holding a flush: a quarter of
     /// the ring was published since the last time.
     pub fn wake_urgent(&self) {
-        for n in &self.urgent {
-            n.notify_one();
+        for s in &self.shards {
+            s.urgent.notify_one();
         }
     }
 }
@@ -279,8 +286,8 @@ const PRECISE_SLEEP_MIN: Duration = Duration::from_micros(200);
 ///
 /// With Linux's default slack a sleep may end up to 50 µs late, and at
 /// 1,000 ticks/s every update carried that (BENCHMARKS.md, "The flush
-/// pacer, the pump's wake-ups and timer slack"), so a wait of [`PRECISE_SLEEP_MIN`] or more sleeps with 1 µs.
-/// Shorter waits keep the default: at 50,000 ticks/s a precise wake-up per
+/// pacer, the pump's wake-ups and timer slack"), so a wait of
+/// [`PRECISE_SLEEP_MIN`] or more sleeps with 1 µs. Shorter waits keep the default: at 50,000 ticks/s a precise wake-up per
 /// tick took a sixth of the server's CPU (about 3 µs each), while a late
 /// one publishes the ticks due meanwhile together.
 #[derive(Default)]

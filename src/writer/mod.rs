@@ -27,6 +27,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
+use crate::feed::ShardWake;
 use crate::metrics::{ShardCounters, ShardMetrics};
 use crate::ring::{ReadOutcome, RingReader};
 use crate::socket::limits::Permit;
@@ -61,10 +62,7 @@ pub struct ShardHandle {
     /// Sends accepted sockets to the shard.
     pub conns: mpsc::UnboundedSender<(std::net::TcpStream, Permit)>,
     /// Wakes the shard's pump (the feed thread holds a clone).
-    pub notify: Arc<Notify>,
-    /// Wakes the shard's pump even while it holds a flush: the feed thread
-    /// uses it once per quarter of the ring published.
-    pub urgent: Arc<Notify>,
+    pub wake: ShardWake,
     thread: JoinHandle<()>,
 }
 
@@ -123,10 +121,9 @@ pub struct ShardSetup {
 
 /// Starts a shard thread.
 pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<ShardHandle> {
-    let notify = Arc::new(Notify::new());
-    let urgent = Arc::new(Notify::new());
+    let wake = ShardWake::default();
     let (conns, conn_rx) = mpsc::unbounded_channel();
-    let wake = Wakes { tick: notify.clone(), urgent: urgent.clone() };
+    let pump_wake = wake.clone();
     let thread = std::thread::Builder::new()
         .name(format!("tickwire-shard-{}", setup.index))
         .spawn(move || {
@@ -137,20 +134,14 @@ pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<ShardHandle> {
                     return;
                 }
             };
-            LocalSet::new().block_on(&rt, run_shard(setup, wake, conn_rx));
+            LocalSet::new().block_on(&rt, run_shard(setup, pump_wake, conn_rx));
         })?;
-    Ok(ShardHandle { conns, notify, urgent, thread })
-}
-
-/// The feed's two wake-ups of a shard's pump (see [`ShardHandle`]).
-struct Wakes {
-    tick: Arc<Notify>,
-    urgent: Arc<Notify>,
+    Ok(ShardHandle { conns, wake, thread })
 }
 
 async fn run_shard(
     setup: ShardSetup,
-    wake: Wakes,
+    wake: ShardWake,
     mut conn_rx: mpsc::UnboundedReceiver<(std::net::TcpStream, Permit)>,
 ) {
     let ShardSetup { index: _, reader, config, metrics, http, mut shutdown, drain } = setup;
@@ -187,7 +178,7 @@ async fn run_shard(
 }
 
 /// The pump: ring -> dispatch -> end of batch -> yield.
-async fn pump(shard: Rc<RefCell<Shard>>, wake: Wakes, mut shutdown: watch::Receiver<bool>) {
+async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watch::Receiver<bool>) {
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
     let mut pacer = FlushPacer::new(Instant::now().into_std());
@@ -231,8 +222,8 @@ async fn pump(shard: Rc<RefCell<Shard>>, wake: Wakes, mut shutdown: watch::Recei
             let next = s.run_throttle(now.into_std());
             let mut flush_at = None;
             if s.has_dirty() {
-                let gap = flush_gap(s.session_count(), s.config().flush_share);
                 let (news, sessions) = (s.news(), s.session_count());
+                let gap = flush_gap(sessions, s.config().flush_share);
                 let now = now.into_std();
                 match pacer.due(now, gap, news, sessions) {
                     None => {
