@@ -41,7 +41,7 @@ fn shard_with(sessions: usize, mode: Mode) -> (Shard, Vec<u32>) {
             snapshot: false,
         };
         shard.handle(slot, req);
-        let _ = shard.take_outgoing(slot);
+        shard.take_outgoing(slot, &mut Vec::new());
         shard.write_done(slot, 0, 0);
         slots.push(slot);
     }
@@ -56,6 +56,7 @@ fn bench_fanout(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::from_parameter(sessions), &sessions, |b, &n| {
                 let (mut shard, slots) = shard_with(n, mode);
                 let mut seq = 0u64;
+                let mut frames = Vec::new();
                 b.iter(|| {
                     for i in 0..BATCH {
                         seq += 1;
@@ -75,9 +76,10 @@ fn bench_fanout(c: &mut Criterion) {
                     }
                     shard.end_of_batch();
                     for &slot in &slots {
-                        let out = shard.take_outgoing(slot);
-                        black_box(out.frames.len());
-                        shard.write_done(slot, out.frames.len(), 0);
+                        frames.clear();
+                        shard.take_outgoing(slot, &mut frames);
+                        black_box(frames.len());
+                        shard.write_done(slot, frames.len(), 0);
                     }
                 })
             });

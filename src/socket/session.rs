@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::timeout;
 
 use super::ConnContext;
 use super::ws::{self, Incoming, OpCode, ReadError};
@@ -88,20 +89,18 @@ pub async fn run<S>(
         signals.clone(),
     ));
     let writer = ws::Writer::new(wr);
-    let writer =
-        write_half(writer, ctx.shard.clone(), slot, ctl, signals, hb, ctx.shutdown.clone());
-    tokio::pin!(writer);
-    tokio::select! {
-        // The peer left: the reader asked the writer to stop; let it.
-        _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_GRACE, writer).await; }
-        // The server closed: wait a little for the peer's close reply.
-        graceful = &mut writer => {
-            if graceful {
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
-            }
-            reader.abort();
-        }
+    // The writer alone decides when the connection ends: a reader that
+    // stops always asks it to close first (see `read_half`), and the
+    // writer bounds a close by `CLOSE_GRACE` itself. Waiting on the
+    // reader's handle too would poll it at every frame the writer is
+    // woken for.
+    let graceful =
+        write_half(writer, ctx.shard.clone(), slot, ctl, signals, hb, ctx.shutdown.clone()).await;
+    // The server closed: wait a little for the peer's close reply.
+    if graceful {
+        let _ = timeout(CLOSE_GRACE, &mut reader).await;
     }
+    reader.abort();
     shard.borrow_mut().close_session(slot);
 }
 
@@ -195,6 +194,13 @@ where
     let mut last_sent = tokio::time::Instant::now();
     let mut next_ping = last_sent + hb;
     let mut shutting_down = *shutdown.borrow();
+    // One timer for the heartbeat and the ping, made once: moving it later
+    // (every write moves the heartbeat) only updates its deadline, where a
+    // new timer per idle spell cost a registration and a removal per frame.
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
+    // The frames of one write, emptied after each.
+    let mut frames: Vec<Vec<u8>> = Vec::new();
     loop {
         // Liveness: a WebSocket ping every `hb`; a peer that has sent
         // nothing (not even the pong) for two intervals is gone.
@@ -204,24 +210,32 @@ where
                 DeadPeer { slot }.emit();
                 return false;
             }
-            if writer.send(OpCode::Ping, &[]).await.is_err() {
+            // A control frame the peer's socket cannot take within `hb`
+            // means it is not reading (this write is outside the
+            // slow-client policy's view): gone too.
+            if !matches!(timeout(hb, writer.send(OpCode::Ping, &[])).await, Ok(Ok(()))) {
                 return false;
             }
             next_ping = now + hb;
         }
         if let Some(pong) = signals.pong.take()
-            && writer.send(OpCode::Pong, &pong.payload[..usize::from(pong.len)]).await.is_err()
+            && !matches!(
+                timeout(hb, writer.send(OpCode::Pong, &pong.payload[..usize::from(pong.len)]))
+                    .await,
+                Ok(Ok(()))
+            )
         {
             return false;
         }
         if shutting_down {
             shard.borrow_mut().shutdown_session(slot);
         }
-        let out = shard.borrow_mut().take_outgoing(slot);
-        if let Some(close) = out.close {
+        frames.clear();
+        let close = shard.borrow_mut().take_outgoing(slot, &mut frames);
+        if let Some(close) = close {
             if !close.abort {
-                let sent = tokio::time::timeout(CLOSE_GRACE, async {
-                    writer.send_each(&out.frames, opcode).await?;
+                let sent = timeout(CLOSE_GRACE, async {
+                    writer.send_each(&frames, opcode).await?;
                     writer.close(close.code, close.reason).await
                 })
                 .await;
@@ -230,37 +244,49 @@ where
             if close.code == 4008 {
                 // Not reading: try to say why (the `slow` message and the
                 // close frame) without waiting for a socket that is full.
-                let _ = tokio::time::timeout(Duration::from_millis(50), async {
-                    writer.send_each(&out.frames, opcode).await?;
+                let _ = timeout(Duration::from_millis(50), async {
+                    writer.send_each(&frames, opcode).await?;
                     writer.close(4008, "slow client").await
                 })
                 .await;
             }
             return false;
         }
-        if out.frames.is_empty() {
-            let idle = tokio::time::sleep_until(last_sent + hb);
+        if frames.is_empty() {
+            let idle_at = last_sent + hb;
+            timer.as_mut().reset(idle_at.min(next_ping));
             tokio::select! {
                 _ = ctl.wake.notified() => {}
-                _ = idle => shard.borrow_mut().heartbeat(slot),
-                _ = tokio::time::sleep_until(next_ping) => {}
+                // The ping is sent at the top of the loop.
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= idle_at {
+                        shard.borrow_mut().heartbeat(slot);
+                    }
+                }
                 changed = shutdown.changed(), if !shutting_down => {
                     shutting_down = changed.is_err() || *shutdown.borrow();
                 }
             }
             continue;
         }
-        let (n, bytes) = (out.frames.len(), out.frames.iter().map(|f| f.len()).sum::<usize>());
-        let write = writer.send_each(&out.frames, opcode);
+        let (n, bytes) = (frames.len(), frames.iter().map(Vec::len).sum::<usize>());
+        let write = writer.send_each(&frames, opcode);
         tokio::pin!(write);
         let result = loop {
             tokio::select! {
                 r = &mut write => break Some(r),
-                // Only an abort (slow client) interrupts a write; anything
-                // else the wake-up announced is picked up after it.
+                // Only an abort (slow client, or the reader gone) interrupts
+                // a write; a clean close gives it `CLOSE_GRACE` to finish;
+                // anything else the wake-up announced is picked up after it.
                 _ = ctl.wake.notified() => {
-                    if shard.borrow().close_request(slot).is_some_and(|c| c.abort) {
-                        break None;
+                    let close = shard.borrow().close_request(slot);
+                    match close {
+                        Some(c) if c.abort => break None,
+                        Some(_) => {
+                            let r = timeout(CLOSE_GRACE, &mut write).await;
+                            break Some(r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())));
+                        }
+                        None => {}
                     }
                 }
             }

@@ -26,7 +26,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::auth::SessionAuth;
@@ -222,12 +221,18 @@ pub struct Session {
     /// Whether the session scanned the change log at the last check: set
     /// when it starts, so the cursor starts at the log's end.
     pub scanning: bool,
-    /// All-mode queue.
+    /// All-mode queue. Everything in it is sendable: its entry is live and
+    /// its `seq` is above the entry's `sent_seq`. Whatever removes an entry
+    /// or moves its `sent_seq` past a queued update (a snapshot, a switch
+    /// to latest mode) takes the stale updates out, so that a frame build
+    /// does not read the entry of every update it sends: at 1,000 sessions
+    /// those entries are 144 MB, and that read missed the cache for every
+    /// message.
     pub queue: VecDeque<Queued>,
     /// All-mode entries with unreported losses.
     pub lost_entries: Vec<u32>,
     /// Encoded frames for the socket task, in `cseq` order.
-    pub outbox: VecDeque<Bytes>,
+    pub outbox: VecDeque<Vec<u8>>,
     /// Bytes in `outbox` plus bytes handed to the socket task and not yet flushed.
     pub queued_bytes: usize,
     /// Whether the session is on the shard's dirty list.
@@ -357,7 +362,7 @@ impl Session {
     /// Queues an encoded frame for the socket task.
     pub fn push_frame(&mut self, frame: Vec<u8>) {
         self.queued_bytes += frame.len();
-        self.outbox.push_back(Bytes::from(frame));
+        self.outbox.push_back(frame);
     }
 
     /// Offers a tick to an entry. Returns true when the session now has

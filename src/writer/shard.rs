@@ -34,7 +34,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::binary;
@@ -264,15 +263,6 @@ impl EncodeCache {
         encode::write_update_head(out, tick, cseq, cf);
         self.tail(out, tick, name, format);
     }
-}
-
-/// Frames a socket task should write now.
-#[derive(Default)]
-pub struct Outgoing {
-    /// Frames in order.
-    pub frames: Vec<Bytes>,
-    /// Close after writing them.
-    pub close: Option<CloseRequest>,
 }
 
 /// Budget of one data frame. A session with more pending gets it in
@@ -838,13 +828,13 @@ impl Shard {
         let mut conflated = 0u64;
         let mut overflows = 0u64;
         let mut lost_total = 0u64;
-        // Mode all: queued updates, in order, up to the frame budget.
+        // Mode all: queued updates, in order, up to the frame budget. The
+        // queue holds only sendable updates (see `Session::queue`), so the
+        // entry is only written to, never read.
         while buf.len() < MAX_FRAME_BYTES {
             let Some(q) = s.queue.pop_front() else { break };
             let e = &mut s.entries[q.entry as usize];
-            if !e.live || q.tick.seq <= e.sent_seq {
-                continue;
-            }
+            debug_assert!(e.live && q.tick.seq > e.sent_seq, "a stale update in the queue");
             e.sent_seq = q.tick.seq;
             s.cseq += 1;
             let name = &names[q.tick.sym.index()];
@@ -998,26 +988,27 @@ impl Shard {
 
     // ----- socket task interface ---------------------------------------------
 
-    /// Called by a socket task that is ready to write: hands over the outbox
-    /// (building a data frame first if there is data) and marks it busy.
-    pub fn take_outgoing(&mut self, slot: u32) -> Outgoing {
+    /// Called by a socket task that is ready to write: moves the outbox
+    /// into `frames` (building a data frame first if there is data), in
+    /// order, and marks the session busy if there were any. Returns the
+    /// close to make after writing them, if any. The socket task passes
+    /// the same (emptied) vector every time, so that a frame costs no
+    /// allocation of its own here.
+    pub fn take_outgoing(&mut self, slot: u32, frames: &mut Vec<Vec<u8>>) -> Option<CloseRequest> {
         let now = Instant::now();
         if self.pending_data(slot) {
             self.cache.begin_if_stale();
             self.build_data_frame(slot, now);
         }
         let Some(s) = self.session(slot) else {
-            return Outgoing {
-                frames: Vec::new(),
-                close: Some(CloseRequest { code: 1011, reason: "gone", abort: true }),
-            };
+            return Some(CloseRequest { code: 1011, reason: "gone", abort: true });
         };
-        let frames: Vec<Bytes> = s.outbox.drain(..).collect();
         s.data_frames_taken = s.data_frames;
-        if !frames.is_empty() {
+        if !s.outbox.is_empty() {
             s.busy_since = Some(now);
+            frames.extend(s.outbox.drain(..));
         }
-        Outgoing { frames, close: s.close }
+        s.close
     }
 
     /// Called by a socket task after a flush succeeded.
@@ -1032,7 +1023,7 @@ impl Shard {
                 s.last_write = Some(Instant::now());
             }
             s.slow_warned = false;
-            s.queued_bytes = s.outbox.iter().map(Bytes::len).sum();
+            s.queued_bytes = s.outbox.iter().map(Vec::len).sum();
         }
     }
 
@@ -1456,6 +1447,20 @@ impl Shard {
                 e.explicit = true;
                 add_explicit(s, sym);
             }
+            if old_mode == Mode::All && mode == Mode::Latest {
+                // Latest mode sends the newest value: what was queued of
+                // the entry is conflated into it (and must not follow it).
+                s.queue.retain(|q| q.entry != idx);
+                let e = &mut s.entries[idx as usize];
+                if e.accepted_seq > e.sent_seq && !e.dirty {
+                    e.dirty = true;
+                    s.dirty.push(idx);
+                    if !s.on_dirty_list {
+                        s.on_dirty_list = true;
+                        self.dirty.push(slot);
+                    }
+                }
+            }
             if old_mode == Mode::Latest && mode == Mode::All {
                 // What latest mode had conflated but not sent is reported
                 // as lost: mode all never jumps a seq silently.
@@ -1786,8 +1791,13 @@ impl Shard {
             .finish();
         buf.push(b']');
         s.push_frame(buf);
-        // Entries that got a snapshot lose any stale loss report.
+        // Entries that got a snapshot lose any stale loss report, and the
+        // queued updates the snapshot covers.
         s.lost_entries.retain(|&i| s.entries[i as usize].lost > 0);
+        if !snaps.is_empty() && !s.queue.is_empty() {
+            let entries = &s.entries;
+            s.queue.retain(|q| q.tick.seq > entries[q.entry as usize].sent_seq);
+        }
         let mut msgs = 1u64;
         let to_ns = now_ns();
         let format = s.format;
@@ -2059,10 +2069,11 @@ mod tests {
 
     /// What the socket task would write now, as decoded market-data records.
     fn take(shard: &mut Shard, slot: u32) -> Vec<Record> {
-        let out = shard.take_outgoing(slot);
-        shard.write_done(slot, out.frames.len(), 0);
+        let mut frames = Vec::new();
+        shard.take_outgoing(slot, &mut frames);
+        shard.write_done(slot, frames.len(), 0);
         let mut records = Vec::new();
-        for f in out.frames.iter().filter(|f| is_binary_frame(f)) {
+        for f in frames.iter().filter(|f| is_binary_frame(f)) {
             let h = decode_header(f).expect("a valid frame");
             records.extend((0..h.count as usize).map(|i| decode_record(f, &h, i)));
         }
@@ -2203,6 +2214,53 @@ mod tests {
         shard.dispatch(&tick(0, 7));
         shard.end_of_batch();
         assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(7, 1)]);
+    }
+
+    #[test]
+    fn switching_all_to_latest_sends_the_newest_value_not_the_queue() {
+        let mut shard = shard();
+        let slot = session(&mut shard, 1, &["*"], Mode::All);
+        for seq in 1..=3 {
+            shard.dispatch(&tick(0, seq));
+        }
+        // Three updates queued and not sent, then mode latest.
+        subscribe(&mut shard, slot, &["*"], Mode::Latest);
+        assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(3, 3)]);
+        shard.dispatch(&tick(0, 4));
+        shard.end_of_batch();
+        assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(4, 1)]);
+    }
+
+    #[test]
+    fn a_snapshot_takes_the_queued_updates_it_covers_out_of_the_queue() {
+        let mut shard = shard();
+        let slot = session(&mut shard, 1, &["S0"], Mode::All);
+        let (mut ring, _) = crate::ring::ring::<Tick>(2);
+        let mut seqs = vec![0u64; 2 * 4096];
+        let mut publish = |shard: &mut Shard, n: usize| {
+            let mut batch = vec![tick(0, 0); n];
+            crate::feed::publish(&mut batch, &mut seqs, &mut ring, &shard.market);
+            batch.iter().for_each(|t| {
+                shard.dispatch(t);
+            });
+        };
+        publish(&mut shard, 3); // queued, not sent
+        let again = Request::Subscribe {
+            id: None,
+            symbols: vec!["S0".into()],
+            channels: Channels::BOTH,
+            mode: Mode::All,
+            max_hz: None,
+            snapshot: true,
+        };
+        shard.handle(slot, again);
+        let got = take(&mut shard, slot);
+        let snapshot = |r: &&Record| r.flags & binary::RECORD_SNAPSHOT != 0;
+        assert_eq!(got.iter().filter(snapshot).map(|r| r.seq).collect::<Vec<_>>(), [3]);
+        assert!(got.iter().filter(|r| !snapshot(r)).all(|r| r.kind != 1), "{got:?}");
+        publish(&mut shard, 1);
+        shard.end_of_batch();
+        assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(4, 1)]);
     }
 
     #[test]
