@@ -915,6 +915,10 @@ async fn run_session(
     let mut counted_subscribed = false;
     // Before `go` sets the window nothing is measured.
     let unset = Window { start_ns: u64::MAX, end_ns: u64::MAX };
+    // One timer for the whole session: a `timeout` per read made and
+    // dropped a timer entry for every frame.
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
@@ -929,14 +933,18 @@ async fn run_session(
             counted_converged = true;
             shared.converged.fetch_add(1, Ordering::AcqRel);
         }
-        let msg = match timeout(POLL, ws.next()).await {
-            Err(_) => continue,
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => {
+        let next = tokio::select! {
+            biased;
+            next = ws.next() => next,
+            _ = poll.tick() => continue,
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
                 s.error.get_or_insert(format!("read: {e}"));
                 break;
             }
-            Ok(None) => {
+            None => {
                 s.error.get_or_insert("connection closed by server".into());
                 break;
             }
