@@ -523,10 +523,16 @@ mod tests {
 
     #[test]
     fn shipped_scenarios_parse() {
-        for f in ["smoke.toml", "standard.toml", "slow-client.toml"] {
-            let path = format!("{}/scenarios/{f}", env!("CARGO_MANIFEST_DIR"));
-            let text = std::fs::read_to_string(&path).unwrap();
-            Scenario::parse(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let dir = format!("{}/scenarios", env!("CARGO_MANIFEST_DIR"));
+        let mut n = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let path = f.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
         }
+        assert!(n >= 3, "the shipped scenarios are in {dir}");
     }
 }
