@@ -1442,7 +1442,7 @@ impl Shard {
             let e = &mut s.entries[idx as usize];
             let old_mode = e.mode;
             e.mode = mode;
-            e.max_hz = max_hz;
+            e.set_max_hz(max_hz);
             if explicit && !e.explicit {
                 e.explicit = true;
                 add_explicit(s, sym);
@@ -1764,7 +1764,7 @@ impl Shard {
                         .opt_u64("id", binary.then_some(u64::from(e.sym.0)))
                         .u64("seq", seq)
                         .str("mode", e.mode.name())
-                        .with("max_hz", |b| match e.max_hz {
+                        .with("max_hz", |b| match e.max_hz() {
                             Some(hz) => encode::write_f64(b, hz),
                             None => b.extend_from_slice(b"null"),
                         })
