@@ -83,8 +83,7 @@ pub async fn run<S>(
     // batch does not poll the socket for reading too.
     let mut reader = tokio::task::spawn_local(read_half(
         reader,
-        ctx.shard.clone(),
-        slot,
+        ReaderEnd { shard: ctx.shard.clone(), slot, uid },
         ctl.clone(),
         signals.clone(),
     ));
@@ -109,13 +108,13 @@ pub async fn run<S>(
 /// answered with the peer's own code, and ends the reading.
 pub async fn read_half<R>(
     mut reader: ws::Reader<R>,
-    shard: Rc<RefCell<Shard>>,
-    slot: u32,
+    end: ReaderEnd,
     ctl: Rc<Ctl>,
     signals: Rc<PeerSignals>,
 ) where
     R: AsyncRead + Unpin,
 {
+    let (shard, slot) = (end.shard.clone(), end.slot);
     loop {
         let msg = reader.next().await;
         if msg.is_ok() {
@@ -172,8 +171,28 @@ pub async fn read_half<R>(
             }
         }
     }
-    // The peer is gone or being closed: make sure the writer half ends too.
-    shard.borrow_mut().request_close(slot, CloseRequest { code: 1000, reason: "", abort: true });
+    // The peer is gone or being closed: `end`, dropped here, makes sure the
+    // writer half ends too.
+}
+
+/// Dropped when the reader stops, however it stops (a panic included):
+/// asks the writer to close, since the connection's task waits on the
+/// writer alone. An abort of the reader after the session closed does
+/// nothing, even if its slot was given to a new session meanwhile.
+pub struct ReaderEnd {
+    shard: Rc<RefCell<Shard>>,
+    slot: u32,
+    uid: u64,
+}
+
+impl Drop for ReaderEnd {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shard.try_borrow_mut()
+            && s.session_uid(self.slot) == Some(self.uid)
+        {
+            s.request_close(self.slot, CloseRequest { code: 1000, reason: "", abort: true });
+        }
+    }
 }
 
 /// Writes what the shard queued for this session, pongs and heartbeats,
@@ -210,22 +229,22 @@ where
                 DeadPeer { slot }.emit();
                 return false;
             }
-            // A control frame the peer's socket cannot take within `hb`
-            // means it is not reading (this write is outside the
-            // slow-client policy's view): gone too.
-            if !matches!(timeout(hb, writer.send(OpCode::Ping, &[])).await, Ok(Ok(()))) {
-                return false;
-            }
             next_ping = now + hb;
+            let ping = writer.send(OpCode::Ping, &[]);
+            match write_unless_aborted(ping, &shard, slot, &ctl).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return false,
+                // Aborted: the close is carried out below.
+                None => continue,
+            }
         }
-        if let Some(pong) = signals.pong.take()
-            && !matches!(
-                timeout(hb, writer.send(OpCode::Pong, &pong.payload[..usize::from(pong.len)]))
-                    .await,
-                Ok(Ok(()))
-            )
-        {
-            return false;
+        if let Some(pong) = signals.pong.take() {
+            let pong = writer.send(OpCode::Pong, &pong.payload[..usize::from(pong.len)]);
+            match write_unless_aborted(pong, &shard, slot, &ctl).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return false,
+                None => continue,
+            }
         }
         if shutting_down {
             shard.borrow_mut().shutdown_session(slot);
@@ -271,27 +290,7 @@ where
         }
         let (n, bytes) = (frames.len(), frames.iter().map(Vec::len).sum::<usize>());
         let write = writer.send_each(&frames, opcode);
-        tokio::pin!(write);
-        let result = loop {
-            tokio::select! {
-                r = &mut write => break Some(r),
-                // Only an abort (slow client, or the reader gone) interrupts
-                // a write; a clean close gives it `CLOSE_GRACE` to finish;
-                // anything else the wake-up announced is picked up after it.
-                _ = ctl.wake.notified() => {
-                    let close = shard.borrow().close_request(slot);
-                    match close {
-                        Some(c) if c.abort => break None,
-                        Some(_) => {
-                            let r = timeout(CLOSE_GRACE, &mut write).await;
-                            break Some(r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())));
-                        }
-                        None => {}
-                    }
-                }
-            }
-        };
-        match result {
+        match write_unless_aborted(write, &shard, slot, &ctl).await {
             Some(Ok(())) => {}
             Some(Err(_)) => return false,
             // Aborted: the top of the loop carries out the close.
@@ -299,6 +298,35 @@ where
         }
         shard.borrow_mut().write_done(slot, n, bytes);
         last_sent = tokio::time::Instant::now();
+    }
+}
+
+/// Runs one write of the socket task. Only an abort (slow client, or the
+/// reader gone) interrupts it: `None`. A clean close requested meanwhile
+/// gives it `CLOSE_GRACE` to finish; anything else a wake-up announced is
+/// picked up after it.
+async fn write_unless_aborted(
+    write: impl Future<Output = std::io::Result<()>>,
+    shard: &RefCell<Shard>,
+    slot: u32,
+    ctl: &Ctl,
+) -> Option<std::io::Result<()>> {
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            r = &mut write => return Some(r),
+            _ = ctl.wake.notified() => {
+                let close = shard.borrow().close_request(slot);
+                match close {
+                    Some(c) if c.abort => return None,
+                    Some(_) => {
+                        let r = timeout(CLOSE_GRACE, &mut write).await;
+                        return Some(r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())));
+                    }
+                    None => {}
+                }
+            }
+        }
     }
 }
 

@@ -1127,6 +1127,11 @@ impl Shard {
         }
     }
 
+    /// The server-wide id of the session in `slot`, if one is open there.
+    pub fn session_uid(&self, slot: u32) -> Option<u64> {
+        self.sessions.get(slot as usize).and_then(Option::as_ref).map(|s| s.uid)
+    }
+
     /// The close the server asked for, if any.
     pub fn close_request(&self, slot: u32) -> Option<CloseRequest> {
         self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.close)
@@ -1449,9 +1454,11 @@ impl Shard {
             }
             if old_mode == Mode::All && mode == Mode::Latest {
                 // Latest mode sends the newest value: what was queued of
-                // the entry is conflated into it (and must not follow it).
-                s.queue.retain(|q| q.entry != idx);
+                // the entry, and a loss not yet reported, are conflated
+                // into it. `reply_subscribed` takes the queued updates out
+                // (one pass for the whole request), so none follows it.
                 let e = &mut s.entries[idx as usize];
+                e.lost = 0;
                 if e.accepted_seq > e.sent_seq && !e.dirty {
                     e.dirty = true;
                     s.dirty.push(idx);
@@ -1791,12 +1798,16 @@ impl Shard {
             .finish();
         buf.push(b']');
         s.push_frame(buf);
-        // Entries that got a snapshot lose any stale loss report, and the
-        // queued updates the snapshot covers.
+        // Entries that got a snapshot or went to latest mode lose any stale
+        // loss report; the queue loses what a snapshot covers and what a
+        // switch to latest mode conflates (see `Session::queue`).
         s.lost_entries.retain(|&i| s.entries[i as usize].lost > 0);
-        if !snaps.is_empty() && !s.queue.is_empty() {
+        if !s.queue.is_empty() {
             let entries = &s.entries;
-            s.queue.retain(|q| q.tick.seq > entries[q.entry as usize].sent_seq);
+            s.queue.retain(|q| {
+                let e = &entries[q.entry as usize];
+                e.mode == Mode::All && q.tick.seq > e.sent_seq
+            });
         }
         let mut msgs = 1u64;
         let to_ns = now_ns();
@@ -2219,16 +2230,20 @@ mod tests {
     #[test]
     fn switching_all_to_latest_sends_the_newest_value_not_the_queue() {
         let mut shard = shard();
+        shard.config.queue_cap = 2;
         let slot = session(&mut shard, 1, &["*"], Mode::All);
-        for seq in 1..=3 {
+        for seq in 1..=5 {
             shard.dispatch(&tick(0, seq));
         }
-        // Three updates queued and not sent, then mode latest.
+        // Two updates queued and three lost, none sent or reported, then
+        // mode latest: the newest value, and no overflow.
         subscribe(&mut shard, slot, &["*"], Mode::Latest);
-        assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(3, 3)]);
-        shard.dispatch(&tick(0, 4));
+        let got = take(&mut shard, slot);
+        assert!(got.iter().all(|r| r.kind != 3), "{got:?}");
+        assert_eq!(by_stream(&got)[&(0, 0)], vec![(5, 5)]);
+        shard.dispatch(&tick(0, 6));
         shard.end_of_batch();
-        assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(4, 1)]);
+        assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(6, 1)]);
     }
 
     #[test]
