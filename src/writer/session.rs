@@ -70,7 +70,8 @@ pub struct Entry {
     /// anything at or below it is old news and skipped.
     pub accepted_seq: u64,
     /// `seq` of the last message of this entry put in the outbox (snapshot
-    /// included): the base of `cf`.
+    /// included): the base of `cf`. In mode all, only up to date after
+    /// [`Session::settle_sent`] (frame builds leave it behind).
     pub sent_seq: u64,
     /// Latest mode with `max_hz`: earliest time the next message may go.
     pub next_allowed: Option<Instant>,
@@ -245,9 +246,10 @@ pub struct Session {
     /// its `seq` is above the entry's `sent_seq`. Whatever removes an entry
     /// or moves its `sent_seq` past a queued update (a snapshot, a switch
     /// to latest mode) takes the stale updates out, so that a frame build
-    /// does not read the entry of every update it sends: at 1,000 sessions
-    /// those entries are 144 MB, and that read missed the cache for every
-    /// message.
+    /// does not touch the entry of each update it sends: at 1,000 sessions
+    /// those entries are 128 MB, and that access missed the cache (and the
+    /// TLB) for every message. It does not write `sent_seq` either, for the
+    /// same reason: see [`Session::settle_sent`].
     pub queue: VecDeque<Queued>,
     /// All-mode entries with unreported losses.
     pub lost_entries: Vec<u32>,
@@ -428,6 +430,32 @@ impl Session {
         }
         e.lost += seq - e.accepted_seq;
         e.accepted_seq = seq;
+    }
+
+    /// Brings the `sent_seq` of every all-mode entry up to date; called
+    /// before a request reads or moves them.
+    ///
+    /// A frame build does not write it: an all-mode entry takes every
+    /// update of its stream, one `seq` after the other (from its start
+    /// position, or after a snapshot or a loss), and each update it took
+    /// is queued, counted in `lost` or sent. So the last one sent is
+    /// `accepted_seq - lost - (its updates in the queue)`. Debug builds
+    /// keep `sent_seq` as frames are built and check this against it.
+    pub fn settle_sent(&mut self) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let mut queued = vec![0u64; self.entries.len()];
+        for q in &self.queue {
+            queued[q.entry as usize] += 1;
+        }
+        for (e, n) in self.entries.iter_mut().zip(queued) {
+            if e.live && e.mode == Mode::All {
+                let sent = e.accepted_seq.saturating_sub(e.lost + n);
+                debug_assert_eq!(sent, e.sent_seq, "an all-mode entry skipped a seq");
+                e.sent_seq = sent;
+            }
+        }
     }
 
     /// Drops every trace of an entry from the dirty list, queue and loss list.

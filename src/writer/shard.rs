@@ -829,13 +829,19 @@ impl Shard {
         let mut overflows = 0u64;
         let mut lost_total = 0u64;
         // Mode all: queued updates, in order, up to the frame budget. The
-        // queue holds only sendable updates (see `Session::queue`), so the
-        // entry is only written to, never read.
+        // queue holds only sendable updates and the entry's `sent_seq` is
+        // derived when needed (see `Session::queue`), so the entries are
+        // not touched here. Debug builds keep `sent_seq` as they go and
+        // check both rules (and `Session::settle_sent` checks the
+        // derivation against it).
         while buf.len() < MAX_FRAME_BYTES {
             let Some(q) = s.queue.pop_front() else { break };
-            let e = &mut s.entries[q.entry as usize];
-            debug_assert!(e.live && q.tick.seq > e.sent_seq, "a stale update in the queue");
-            e.sent_seq = q.tick.seq;
+            #[cfg(debug_assertions)]
+            {
+                let e = &mut s.entries[q.entry as usize];
+                assert!(e.live && q.tick.seq == e.sent_seq + 1, "a stale update in the queue");
+                e.sent_seq = q.tick.seq;
+            }
             s.cseq += 1;
             let name = &names[q.tick.sym.index()];
             cache.update(&mut buf, &q.tick, name, format, s.cseq, 1, msgs == 0);
@@ -1599,6 +1605,10 @@ impl Shard {
         snapshot: bool,
     ) {
         self.sync_symbols();
+        // Every entry's `sent_seq` is read or moved below.
+        if let Some(s) = self.session(slot) {
+            s.settle_sent();
+        }
         let mut accepted: Vec<(u32, bool)> = Vec::new();
         let mut rejected: Vec<(String, u16, &'static str)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -2276,6 +2286,76 @@ mod tests {
         publish(&mut shard, 1);
         shard.end_of_batch();
         assert_eq!(by_stream(&take(&mut shard, slot))[&(0, 0)], vec![(4, 1)]);
+    }
+
+    /// Checks records against the positions a client keeps per stream: an
+    /// update rises by exactly its `cf`, an overflow starts right after
+    /// the position and counts what it skips, a snapshot never goes back.
+    fn check_positions(pos: &mut BTreeMap<(u8, u32), u64>, records: &[Record]) {
+        for r in records {
+            let p = pos.entry((r.ch, r.sym)).or_insert(0);
+            match r.kind {
+                1 | 2 if r.flags & binary::RECORD_SNAPSHOT != 0 => assert!(r.seq >= *p, "{r:?}"),
+                1 | 2 => assert_eq!(r.seq, *p + r.cf, "{r:?}"),
+                3 => assert_eq!((r.p1 as u64, r.p2 as u64), (*p + 1, r.seq - *p), "{r:?}"),
+                _ => continue,
+            }
+            *p = r.seq;
+        }
+    }
+
+    #[test]
+    fn random_requests_keep_every_stream_accounted_for() {
+        // Small queue (losses), snapshots, mode switches of the wildcard
+        // and of named streams inside it, frames taken or left pending;
+        // the debug checks in the frame build and `Session::settle_sent`
+        // run throughout.
+        let mut shard = shard();
+        shard.config.queue_cap = 6;
+        let slot = session(&mut shard, 1, &["*"], Mode::All);
+        let (mut ring, _) = crate::ring::ring::<Tick>(2);
+        let mut seqs = vec![0u64; 2 * 4096];
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut pos = BTreeMap::new();
+        for _ in 0..20_000 {
+            let r = next();
+            match r % 16 {
+                0..=8 => {
+                    let mut batch = vec![tick((r >> 8) as u32 % 8, 0)];
+                    crate::feed::publish(&mut batch, &mut seqs, &mut ring, &shard.market);
+                    shard.dispatch(&batch[0]);
+                }
+                9 | 10 => shard.end_of_batch(),
+                11 | 12 => check_positions(&mut pos, &take(&mut shard, slot)),
+                _ => {
+                    let symbols = if r % 16 == 13 {
+                        vec!["*".to_string()]
+                    } else {
+                        vec![format!("S{}", (r >> 8) % 4)]
+                    };
+                    let mode = if (r >> 16) % 2 == 0 { Mode::All } else { Mode::Latest };
+                    let snapshot = (r >> 17) % 3 == 0;
+                    let req = Request::Subscribe {
+                        id: None,
+                        symbols,
+                        channels: Channels::BOTH,
+                        mode,
+                        max_hz: None,
+                        snapshot,
+                    };
+                    shard.handle(slot, req);
+                }
+            }
+        }
+        shard.end_of_batch();
+        check_positions(&mut pos, &take(&mut shard, slot));
+        assert!(pos.len() >= 8, "every stream was delivered: {pos:?}");
     }
 
     #[test]
