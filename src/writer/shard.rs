@@ -2069,14 +2069,19 @@ mod tests {
 
     fn subscribe(shard: &mut Shard, slot: u32, symbols: &[&str], mode: Mode) {
         let symbols = symbols.iter().map(|s| (*s).to_string()).collect();
-        let req = Request::Subscribe {
-            id: None,
-            symbols,
-            channels: Channels::BOTH,
-            mode,
-            max_hz: None,
-            snapshot: false,
-        };
+        subscribe_with(shard, slot, symbols, mode, false);
+    }
+
+    /// A `subscribe` on both channels, without `max_hz`.
+    fn subscribe_with(
+        shard: &mut Shard,
+        slot: u32,
+        symbols: Vec<String>,
+        mode: Mode,
+        snapshot: bool,
+    ) {
+        let channels = Channels::BOTH;
+        let req = Request::Subscribe { id: None, symbols, channels, mode, max_hz: None, snapshot };
         shard.handle(slot, req);
     }
 
@@ -2270,15 +2275,7 @@ mod tests {
             });
         };
         publish(&mut shard, 3); // queued, not sent
-        let again = Request::Subscribe {
-            id: None,
-            symbols: vec!["S0".into()],
-            channels: Channels::BOTH,
-            mode: Mode::All,
-            max_hz: None,
-            snapshot: true,
-        };
-        shard.handle(slot, again);
+        subscribe_with(&mut shard, slot, vec!["S0".into()], Mode::All, true);
         let got = take(&mut shard, slot);
         let snapshot = |r: &&Record| r.flags & binary::RECORD_SNAPSHOT != 0;
         assert_eq!(got.iter().filter(snapshot).map(|r| r.seq).collect::<Vec<_>>(), [3]);
@@ -2340,16 +2337,7 @@ mod tests {
                         vec![format!("S{}", (r >> 8) % 4)]
                     };
                     let mode = if (r >> 16) % 2 == 0 { Mode::All } else { Mode::Latest };
-                    let snapshot = (r >> 17) % 3 == 0;
-                    let req = Request::Subscribe {
-                        id: None,
-                        symbols,
-                        channels: Channels::BOTH,
-                        mode,
-                        max_hz: None,
-                        snapshot,
-                    };
-                    shard.handle(slot, req);
+                    subscribe_with(&mut shard, slot, symbols, mode, (r >> 17) % 3 == 0);
                 }
             }
         }
