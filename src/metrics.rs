@@ -59,6 +59,11 @@ pub struct ShardCounters {
     pub updates_out: AtomicU64,
     /// WebSocket frames sent.
     pub frames_out: AtomicU64,
+    /// Of those, data frames the shard wrote into the socket itself.
+    pub frames_direct: AtomicU64,
+    /// Of those, frames the socket took only in part (the socket task
+    /// wrote the rest).
+    pub frames_direct_partial: AtomicU64,
     /// Payload bytes sent.
     pub bytes_out: AtomicU64,
     /// Source updates that were folded into a newer one (`cf - 1` summed).
@@ -187,6 +192,18 @@ pub fn render(
         "counter",
         "WebSocket frames sent.",
         sum(|c| &c.frames_out),
+    );
+    metric(
+        "tickwire_frames_direct_total",
+        "counter",
+        "Data frames a shard wrote into an idle plain-TCP socket itself, without waking its socket task.",
+        sum(|c| &c.frames_direct),
+    );
+    metric(
+        "tickwire_frames_direct_partial_total",
+        "counter",
+        "Of those, frames the socket took only in part (its socket task wrote the rest).",
+        sum(|c| &c.frames_direct_partial),
     );
     metric("tickwire_bytes_out_total", "counter", "Payload bytes sent.", sum(|c| &c.bytes_out));
     metric(

@@ -35,6 +35,8 @@ async fn metrics_are_prometheus_text() {
         "tickwire_ticks_in_total",
         "tickwire_messages_out_total",
         "tickwire_frames_out_total",
+        "tickwire_frames_direct_total",
+        "tickwire_frames_direct_partial_total",
         "tickwire_bytes_out_total",
         "tickwire_conflated_total",
         "tickwire_overflows_total",

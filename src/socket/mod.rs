@@ -35,6 +35,7 @@ pub mod echo;
 pub mod limits;
 pub mod protocol;
 pub mod session;
+pub mod shared;
 pub mod tls;
 pub mod ws;
 
@@ -163,7 +164,7 @@ async fn serve_http<S>(
     deadline: tokio::time::Instant,
     ctx: ConnContext,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: shared::SessionStream,
 {
     let head = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
@@ -239,7 +240,7 @@ async fn upgrade<S>(
     ctx: ConnContext,
     endpoint: Endpoint,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: shared::SessionStream,
 {
     let (Some(key), true) = (head.ws_key.as_deref(), head.upgrade) else {
         count_http(&ctx);

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::ConnContext;
+use super::shared::SessionStream;
 use super::ws::{self, Incoming, OpCode, ReadError};
 use crate::auth::SessionAuth;
 use crate::writer::binary;
@@ -67,15 +68,18 @@ pub async fn run<S>(
     peer: Option<SocketAddr>,
     ctx: ConnContext,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: SessionStream,
 {
     let max = ctx.shard.borrow().config().max_message_bytes;
-    let (rd, wr) = tokio::io::split(stream);
+    let (rd, wr, direct) = stream.halves();
     let limits = ws::Limits { max_message: max, max_frame: max };
     let reader = ws::Reader::new(rd, &rest, limits);
     drop(rest);
     let uid = ctx.http.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let (slot, ctl) = ctx.shard.borrow_mut().open_session_as(format, uid, auth, peer);
+    if let Some(socket) = direct {
+        ctx.shard.borrow_mut().set_direct(slot, socket);
+    }
     let hb = ctx.shard.borrow().config().hb;
     let shard = ctx.shard.clone();
     let signals = Rc::new(PeerSignals::default());
@@ -221,6 +225,18 @@ where
     // The frames of one write, emptied after each.
     let mut frames: Vec<Vec<u8>> = Vec::new();
     loop {
+        // First the rest of a frame the shard wrote into the socket only
+        // in part: nothing may come between its pieces.
+        let rest = shard.borrow_mut().take_partial(slot);
+        if let Some(rest) = rest {
+            match write_unless_aborted(writer.send_raw(&rest), &shard, slot, &ctl).await {
+                Some(Ok(())) => {}
+                // Aborted: no close frame can follow half a frame.
+                Some(Err(_)) | None => return false,
+            }
+            shard.borrow_mut().write_done(slot, 0, 0);
+            last_sent = tokio::time::Instant::now();
+        }
         // Liveness: a WebSocket ping every `hb`; a peer that has sent
         // nothing (not even the pong) for two intervals is gone.
         let now = tokio::time::Instant::now();
@@ -272,13 +288,13 @@ where
             return false;
         }
         if frames.is_empty() {
-            let idle_at = last_sent + hb;
-            timer.as_mut().reset(idle_at.min(next_ping));
+            timer.as_mut().reset(idle_at(&ctl, last_sent, hb).min(next_ping));
             tokio::select! {
                 _ = ctl.wake.notified() => {}
-                // The ping is sent at the top of the loop.
+                // The ping is sent at the top of the loop; frames the shard
+                // wrote itself meanwhile count as traffic.
                 () = &mut timer => {
-                    if tokio::time::Instant::now() >= idle_at {
+                    if tokio::time::Instant::now() >= idle_at(&ctl, last_sent, hb) {
                         shard.borrow_mut().heartbeat(slot);
                     }
                 }
@@ -305,12 +321,24 @@ where
 /// reader gone) interrupts it: `None`. A clean close requested meanwhile
 /// gives it `CLOSE_GRACE` to finish; anything else a wake-up announced is
 /// picked up after it.
+///
+/// While it runs, the shard writes nothing into the socket itself
+/// (`Ctl::writing`).
 async fn write_unless_aborted(
     write: impl Future<Output = std::io::Result<()>>,
     shard: &RefCell<Shard>,
     slot: u32,
     ctl: &Ctl,
 ) -> Option<std::io::Result<()>> {
+    /// Clears `Ctl::writing` however the write ends.
+    struct Writing<'a>(&'a Ctl);
+    impl Drop for Writing<'_> {
+        fn drop(&mut self) {
+            self.0.writing.set(false);
+        }
+    }
+    ctl.writing.set(true);
+    let _writing = Writing(ctl);
     tokio::pin!(write);
     loop {
         tokio::select! {
@@ -328,6 +356,13 @@ async fn write_unless_aborted(
             }
         }
     }
+}
+
+/// When the connection has been idle for `hb`: `hb` after the later of the
+/// socket task's last write and the shard's last direct one.
+fn idle_at(ctl: &Ctl, last_sent: tokio::time::Instant, hb: Duration) -> tokio::time::Instant {
+    let direct = ctl.direct_sent.get().map(tokio::time::Instant::from_std);
+    direct.map_or(last_sent, |d| d.max(last_sent)) + hb
 }
 
 /// A peer that answered no ping for two heartbeat intervals was dropped.

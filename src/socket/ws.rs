@@ -454,7 +454,7 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4], phase: usize) {
 }
 
 /// Writes the header of an unmasked final frame; returns its length.
-fn write_head(out: &mut [u8; 10], op: OpCode, len: usize) -> usize {
+pub(crate) fn write_head(out: &mut [u8; 10], op: OpCode, len: usize) -> usize {
     out[0] = 0x80 | op.bits();
     if len < 126 {
         out[1] = len as u8;
@@ -533,6 +533,13 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             out.extend_from_slice(p);
         }
         self.io.write_all(&out).await?;
+        self.io.flush().await
+    }
+
+    /// Writes bytes that are already framed (the rest of a frame another
+    /// writer started), and flushes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes).await?;
         self.io.flush().await
     }
 

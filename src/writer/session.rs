@@ -20,12 +20,14 @@
 //!   socket leaves its updates conflating in the slots instead of piling up
 //!   as bytes.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::auth::SessionAuth;
@@ -197,6 +199,12 @@ pub struct WildOpts {
 pub struct Ctl {
     /// Wakes the socket task: frames are waiting, or a close was requested.
     pub wake: Notify,
+    /// The socket task has a write under way (the shard must not write
+    /// into the socket meanwhile: see [`Session::direct`]).
+    pub writing: Cell<bool>,
+    /// When the shard last wrote a frame into the socket itself (the
+    /// socket task's heartbeat counts it as traffic).
+    pub direct_sent: Cell<Option<Instant>>,
 }
 
 /// Why and how a session is being closed by the server.
@@ -290,6 +298,14 @@ pub struct Session {
     pub peer: Option<SocketAddr>,
     /// The close code the client sent, when it closed first.
     pub peer_close: Option<u16>,
+    /// The socket of a plain TCP session, for the shard to write a data
+    /// frame into directly when nothing else is in flight, which spares
+    /// the socket task a wake-up per frame (`Shard::end_of_batch`).
+    pub direct: Option<Rc<TcpStream>>,
+    /// The rest of a frame the socket took only in part from a direct
+    /// write, already framed: the socket task writes it before anything
+    /// else.
+    pub partial: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -328,6 +344,8 @@ impl Session {
             auth: SessionAuth::Off,
             peer: None,
             peer_close: None,
+            direct: None,
+            partial: None,
         }
     }
 
