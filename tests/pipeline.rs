@@ -371,21 +371,17 @@ async fn a_reader_that_stalls_until_a_frame_is_split_gets_every_frame_whole() {
                      "mode": "all", "snapshot": false});
     let reply = c.subscribe(req).await;
     assert_eq!(reply["subs"][0]["seq"], 1, "{reply}");
-    // Not reading: bursts until the server reports a frame the socket took
-    // only in part.
+    // Not reading: bursts of one frame each (about 30 KB, under the
+    // 64 KiB budget, so the shard writes them itself) until the server
+    // reports a frame the socket took only in part.
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     let mut sent = 0u64;
     while ts.metric("tickwire_frames_direct_partial_total").await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the socket never filled: {sent} {} {}",
-            ts.metric("tickwire_frames_direct_total").await,
-            ts.metric("tickwire_frames_out_total").await
-        );
-        for _ in 0..2_000 {
+        assert!(tokio::time::Instant::now() < deadline, "the socket never filled ({sent} sent)");
+        for _ in 0..200 {
             ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
         }
-        sent += 2_000;
+        sent += 200;
         ts.flush();
     }
     assert!(ts.metric("tickwire_frames_direct_total").await > 0);
@@ -396,4 +392,33 @@ async fn a_reader_that_stalls_until_a_frame_is_split_gets_every_frame_whole() {
         assert_eq!(m["seq"], seq, "{m}");
     }
     assert_eq!(ts.metric("tickwire_overflows_total").await, 0);
+}
+
+/// A burst larger than one frame, then silence: every update arrives
+/// without waiting for the next tick or a heartbeat. A frame the shard
+/// wrote into the socket itself must not leave the rest of the burst
+/// waiting (the heartbeat is a minute here, so that would time out).
+#[tokio::test]
+async fn a_burst_larger_than_a_frame_arrives_whole_without_more_ticks() {
+    let ts = manual_server(|c| {
+        c.shard.queue_cap = 1 << 16;
+        c.shard.hb = Duration::from_secs(60);
+    });
+    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    ts.flush();
+    let mut c = Client::connect(ts.addr, "").await;
+    let req = json!({"type": "subscribe", "id": 1, "symbols": ["AAPL"], "channels": ["quotes"],
+                     "mode": "all", "snapshot": false});
+    c.subscribe(req).await;
+    // About 150 bytes each: several 64 KiB frames.
+    let n = 5_000;
+    for _ in 0..n {
+        ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    }
+    ts.flush();
+    for seq in 2..=n + 1 {
+        let m = c.until(|m| m["type"] == "q").await;
+        assert_eq!(m["seq"], seq, "{m}");
+    }
+    assert!(c.frames > 3, "the burst took several frames");
 }

@@ -229,10 +229,18 @@ where
         // in part: nothing may come between its pieces.
         let rest = shard.borrow_mut().take_partial(slot);
         if let Some(rest) = rest {
-            match write_unless_aborted(writer.send_raw(&rest), &shard, slot, &ctl).await {
-                Some(Ok(())) => {}
-                // Aborted: no close frame can follow half a frame.
-                Some(Err(_)) | None => return false,
+            let close = shard.borrow().close_request(slot);
+            let write = writer.send_raw(&rest);
+            // Aborted (now or while writing), failed or out of time: the
+            // connection is dropped, since no close frame can follow half
+            // a frame.
+            let done = match close {
+                Some(c) if c.abort => return false,
+                Some(_) => timeout(CLOSE_GRACE, write).await.ok(),
+                None => write_unless_aborted(write, &shard, slot, &ctl).await,
+            };
+            if !matches!(done, Some(Ok(()))) {
+                return false;
             }
             shard.borrow_mut().write_done(slot, 0, 0);
             last_sent = tokio::time::Instant::now();

@@ -306,6 +306,9 @@ pub struct Session {
     /// write, already framed: the socket task writes it before anything
     /// else.
     pub partial: Option<Vec<u8>>,
+    /// The last data frame reached the frame budget: more may be pending
+    /// (the socket task then builds the next one when it has written it).
+    pub more: bool,
 }
 
 impl Session {
@@ -346,6 +349,7 @@ impl Session {
             peer_close: None,
             direct: None,
             partial: None,
+            more: false,
         }
     }
 

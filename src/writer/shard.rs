@@ -798,8 +798,11 @@ impl Shard {
             if s.busy_since.is_some() || s.close.is_some() {
                 continue;
             }
+            // The socket task writes what the shard did not, and builds
+            // the next frame of a backlog larger than one (`more`) as soon
+            // as the socket takes this one.
             if self.build_data_frame(slot, now)
-                && !self.write_direct(slot, now)
+                && (!self.write_direct(slot, now) || self.session(slot).is_some_and(|s| s.more))
                 && let Some(s) = self.session(slot)
             {
                 s.ctl.wake.notify_one();
@@ -1044,6 +1047,7 @@ impl Shard {
         ShardCounters::add(&m.conflated, conflated);
         ShardCounters::add(&m.overflows, overflows);
         ShardCounters::add(&m.overflow_lost, lost_total);
+        s.more = buf.len() >= MAX_FRAME_BYTES;
         s.push_frame(buf);
         s.data_frames += 1;
         true
