@@ -871,8 +871,9 @@ impl Shard {
         true
     }
 
-    /// Hands a plain TCP session's socket to the shard for direct writes
-    /// ([`Shard::write_direct`]).
+    /// Hands a plain TCP session's socket to the shard, which then writes
+    /// data frames into it itself when the session is idle (see
+    /// [`Session::direct`]).
     pub fn set_direct(&mut self, slot: u32, socket: Rc<TcpStream>) {
         if let Some(s) = self.session(slot) {
             s.direct = Some(socket);
