@@ -296,13 +296,13 @@ where
             return false;
         }
         if frames.is_empty() {
-            timer.as_mut().reset(idle_at(&ctl, last_sent, hb).min(next_ping));
+            timer.as_mut().reset(idle_at(&shard, slot, last_sent, hb).min(next_ping));
             tokio::select! {
                 _ = ctl.wake.notified() => {}
                 // The ping is sent at the top of the loop; frames the shard
                 // wrote itself meanwhile count as traffic.
                 () = &mut timer => {
-                    if tokio::time::Instant::now() >= idle_at(&ctl, last_sent, hb) {
+                    if tokio::time::Instant::now() >= idle_at(&shard, slot, last_sent, hb) {
                         shard.borrow_mut().heartbeat(slot);
                     }
                 }
@@ -367,10 +367,16 @@ async fn write_unless_aborted(
 }
 
 /// When the connection has been idle for `hb`: `hb` after the later of the
-/// socket task's last write and the shard's last direct one.
-fn idle_at(ctl: &Ctl, last_sent: tokio::time::Instant, hb: Duration) -> tokio::time::Instant {
-    let direct = ctl.direct_sent.get().map(tokio::time::Instant::from_std);
-    direct.map_or(last_sent, |d| d.max(last_sent)) + hb
+/// socket task's last write and the session's last market-data write (which
+/// the shard may have made itself).
+fn idle_at(
+    shard: &RefCell<Shard>,
+    slot: u32,
+    last_sent: tokio::time::Instant,
+    hb: Duration,
+) -> tokio::time::Instant {
+    let data = shard.borrow().last_write(slot).map(tokio::time::Instant::from_std);
+    data.map_or(last_sent, |d| d.max(last_sent)) + hb
 }
 
 /// A peer that answered no ping for two heartbeat intervals was dropped.

@@ -202,9 +202,6 @@ pub struct Ctl {
     /// The socket task has a write under way (the shard must not write
     /// into the socket meanwhile: see [`Session::direct`]).
     pub writing: Cell<bool>,
-    /// When the shard last wrote a frame into the socket itself (the
-    /// socket task's heartbeat counts it as traffic).
-    pub direct_sent: Cell<Option<Instant>>,
 }
 
 /// Why and how a session is being closed by the server.

@@ -867,7 +867,6 @@ impl Shard {
         s.last_write = Some(now);
         s.slow_warned = false;
         s.queued_bytes = 0;
-        s.ctl.direct_sent.set(Some(now));
         true
     }
 
@@ -1214,6 +1213,12 @@ impl Shard {
         {
             s.peer_close = Some(code);
         }
+    }
+
+    /// When the session's socket last took a write of market data, by the
+    /// socket task or by the shard itself.
+    pub fn last_write(&self, slot: u32) -> Option<Instant> {
+        self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.last_write)
     }
 
     /// The server-wide id of the session in `slot`, if one is open there.
