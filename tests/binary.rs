@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::util::{BIN, Client, TestServer, manual_server, overflow_burst};
+use crate::util::{BIN, Client, TestServer, manual_server, overflow_burst, subscribe_aapl_all};
 
 /// A server that knows AAPL, MSFT and IBM, with one quote and one trade each.
 fn seeded() -> TestServer {
@@ -208,13 +208,8 @@ async fn stamps_make_records_72_bytes_with_ti_and_to() {
 #[tokio::test]
 async fn overflow_records_name_the_gap() {
     let ts = manual_server(|c| c.shard.queue_cap = 16);
-    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
-    ts.flush();
     let mut c = Client::connect_binary(ts.addr, "").await;
-    c.subscribe(
-        json!({"symbols": ["AAPL"], "mode": "all", "channels": ["quotes"], "snapshot": false}),
-    )
-    .await;
+    subscribe_aapl_all(&ts, &mut c).await;
     let lost = overflow_burst(&ts, &mut c, 5000).await;
     assert!(lost > 0, "a 16-slot queue must overflow on 5000 updates");
 }

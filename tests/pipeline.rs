@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::util::{Client, TIMEOUT, manual_server};
+use crate::util::{Client, TIMEOUT, manual_server, subscribe_aapl_all};
 
 /// The last quote and trade the test pushed for each symbol, and their seqs.
 #[derive(Default)]
@@ -363,13 +363,8 @@ async fn a_reader_that_stalls_until_a_frame_is_split_gets_every_frame_whole() {
         c.shard.slow_warn = Duration::from_secs(60);
         c.shard.max_queued_bytes = 1 << 30;
     });
-    // The stream at seq 1 before the subscription.
-    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
-    ts.flush();
     let mut c = Client::connect(ts.addr, "").await;
-    let req = json!({"type": "subscribe", "id": 1, "symbols": ["AAPL"], "channels": ["quotes"],
-                     "mode": "all", "snapshot": false});
-    let reply = c.subscribe(req).await;
+    let reply = subscribe_aapl_all(&ts, &mut c).await;
     assert_eq!(reply["subs"][0]["seq"], 1, "{reply}");
     // Not reading: bursts of one frame each (about 30 KB, under the
     // 64 KiB budget, so the shard writes them itself) until the server
@@ -404,12 +399,8 @@ async fn a_burst_larger_than_a_frame_arrives_whole_without_more_ticks() {
         c.shard.queue_cap = 1 << 16;
         c.shard.hb = Duration::from_secs(60);
     });
-    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
-    ts.flush();
     let mut c = Client::connect(ts.addr, "").await;
-    let req = json!({"type": "subscribe", "id": 1, "symbols": ["AAPL"], "channels": ["quotes"],
-                     "mode": "all", "snapshot": false});
-    c.subscribe(req).await;
+    subscribe_aapl_all(&ts, &mut c).await;
     // About 150 bytes each: several 64 KiB frames.
     let n = 5_000;
     for _ in 0..n {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tickwire::feed::FeedState;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::util::{Client, TestServer, manual_server, overflow_burst};
+use crate::util::{Client, TestServer, manual_server, overflow_burst, subscribe_aapl_all};
 
 fn seq(m: &Value) -> u64 {
     m["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {m}"))
@@ -223,13 +223,8 @@ async fn all_mode_delivers_every_update_in_order() {
 async fn all_mode_reports_drops_with_overflow() {
     // A queue of 16 overflows within one batch of the shard.
     let ts = manual_server(|c| c.shard.queue_cap = 16);
-    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
-    ts.flush();
     let mut c = Client::connect(ts.addr, "").await;
-    c.subscribe(
-        json!({"symbols": ["AAPL"], "mode": "all", "channels": ["quotes"], "snapshot": false}),
-    )
-    .await;
+    subscribe_aapl_all(&ts, &mut c).await;
     let lost = overflow_burst(&ts, &mut c, 5000).await;
     assert!(lost > 0, "a 16-slot queue must overflow on 5000 updates");
     let (_, metrics) = ts.get("/metrics").await;

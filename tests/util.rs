@@ -381,6 +381,18 @@ pub fn decode_binary(frame: &[u8], ids: &HashMap<u64, String>) -> Vec<Value> {
         .collect()
 }
 
+/// Names AAPL to the feed (its quote stream at seq 1: a symbol the feed has
+/// not named is refused), then subscribes `c` to AAPL quotes in mode all
+/// without snapshot. Returns the `subscribed` reply.
+pub async fn subscribe_aapl_all(ts: &TestServer, c: &mut Client) -> Value {
+    ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
+    ts.flush();
+    c.subscribe(
+        json!({"symbols": ["AAPL"], "mode": "all", "channels": ["quotes"], "snapshot": false}),
+    )
+    .await
+}
+
 /// Pushes `n` AAPL quotes through a server whose mode-all queue is tiny,
 /// to a client subscribed to AAPL quotes in mode all without snapshot
 /// (the stream at seq 1), and checks the accounting: every update arrives
