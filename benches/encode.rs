@@ -10,9 +10,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tickwire::protocol::binary;
+use tickwire::protocol::json::{Format, TimeUnit, write_tail, write_update_head};
 use tickwire::tick::{Price, SymbolId, Tick};
-use tickwire::writer::binary;
-use tickwire::writer::encode::{Format, TimeUnit, write_tail, write_update_head};
 
 fn quote(i: u64) -> Tick {
     Tick {

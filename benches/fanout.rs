@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tickwire::feed::Market;
-use tickwire::metrics::ShardMetrics;
-use tickwire::socket::protocol::{Channels, Mode, Request};
+use tickwire::protocol::json::Format;
+use tickwire::protocol::request::{Mode, Request};
+use tickwire::tick::Channels;
 use tickwire::tick::{Price, SymbolId, SymbolTable, Tick};
-use tickwire::writer::encode::Format;
+use tickwire::writer::metrics::ShardMetrics;
 use tickwire::writer::shard::{Shard, ShardConfig};
 
 const SYMBOLS: u32 = 1000;

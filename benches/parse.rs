@@ -3,7 +3,7 @@
 //!
 //! - `harness_overhead`: copying the frame's bytes, which every case does
 //!   first (the parsers work on a mutable copy or read the slice);
-//! - `simd_json_parser`: tickwire's `socket::protocol::Parser` (simd-json
+//! - `simd_json_parser`: tickwire's `protocol::request::Parser` (simd-json
 //!   with reused buffers, then the typed `Request`), what the server runs;
 //! - `serde_json_value`: `serde_json::from_slice::<Value>` alone, the
 //!   baseline a typical server would use (without even building the typed
@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tickwire::socket::protocol::Parser;
+use tickwire::protocol::request::Parser;
 
 const SUBSCRIBE: &str = r#"{"type":"subscribe","id":42,"symbols":["AAPL","MSFT","NVDA","AMZN","GOOGL","META","TSLA","AVGO","JPM","V"],"channels":["quotes","trades"],"mode":"latest","max_hz":10,"snapshot":true}"#;
 const PING: &str = r#"{"type":"ping","id":7,"ts":1764167400123}"#;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::jwt::JwtAlg;
+use crate::auth::{AuthConfig, JwtConfig, normalize_origin};
 use crate::feed::replay::{ReplayConfig, Speed, Window, parse_time_of_day};
 use crate::feed::synthetic::SyntheticConfig;
 use crate::writer::shard::ShardConfig;
@@ -187,7 +189,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Authentication, entitlements, Origin allow-list, audit log.
     #[command(flatten)]
-    pub auth: crate::auth::AuthArgs,
+    pub auth: AuthArgs,
     /// Conformance aid: also serve `/echo`, a WebSocket endpoint that echoes
     /// every message back, for the Autobahn test suite (`tools/autobahn.sh`).
     /// Off by default (`/echo` is then a 404).
@@ -227,6 +229,97 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Authentication flags of `tickwire serve`, as typed.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Require an API key from FILE (JSON lines: id, sha256 of the key,
+    /// symbols, channels); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub api_keys: Option<PathBuf>,
+    /// Accept HS256 JWTs signed with the secret in FILE (at least 32
+    /// bytes); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", conflicts_with = "jwt_rs256_public_key")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Accept RS256 JWTs verified with the PEM public key in FILE; reloaded
+    /// on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_rs256_public_key: Option<PathBuf>,
+    /// Require this `aud` in JWTs.
+    #[arg(long)]
+    pub jwt_audience: Option<String>,
+    /// Require this `iss` in JWTs.
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+    /// Milliseconds a session without a token in its upgrade gets to send `auth`.
+    #[arg(long, default_value_t = 5000)]
+    pub auth_timeout_ms: u64,
+    /// Failed authentications from one client IP within
+    /// --auth-failure-window-ms after which its upgrades get HTTP 429 for
+    /// one window; 0: no limit.
+    #[arg(long, default_value_t = crate::auth::failures::DEFAULT_MAX_FAILURES)]
+    pub auth_max_failures: u32,
+    /// The window of --auth-max-failures, in milliseconds (also how long a
+    /// blocked IP stays blocked).
+    #[arg(long, default_value_t = crate::auth::failures::DEFAULT_WINDOW.as_millis() as u64)]
+    pub auth_failure_window_ms: u64,
+    /// Browser origins allowed to connect (comma-separated `scheme://host[:port]`);
+    /// a request with any other `Origin` gets HTTP 403. Default: any.
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Append audit events (JSON lines) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// Checks the flags (no file is read here).
+    pub fn config(&self) -> Result<AuthConfig, ConfigError> {
+        let invalid = |flag, msg: String| ConfigError { flag, msg };
+        let jwt = match (&self.jwt_hs256_secret_file, &self.jwt_rs256_public_key) {
+            (Some(f), _) => Some((JwtAlg::Hs256, f.clone())),
+            (None, Some(f)) => Some((JwtAlg::Rs256, f.clone())),
+            (None, None) => None,
+        };
+        if jwt.is_none() && (self.jwt_audience.is_some() || self.jwt_issuer.is_some()) {
+            let flag = if self.jwt_audience.is_some() { "jwt-audience" } else { "jwt-issuer" };
+            return Err(invalid(
+                flag,
+                "needs --jwt-hs256-secret-file or --jwt-rs256-public-key".into(),
+            ));
+        }
+        if self.auth_timeout_ms == 0 {
+            return Err(invalid("auth-timeout-ms", "must be > 0".into()));
+        }
+        if self.auth_failure_window_ms == 0 {
+            return Err(invalid("auth-failure-window-ms", "must be > 0".into()));
+        }
+        let allowed_origins = self
+            .allowed_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| {
+                normalize_origin(o).ok_or_else(|| {
+                    invalid("allowed-origins", format!("{o:?} is not scheme://host[:port]"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AuthConfig {
+            api_keys: self.api_keys.clone(),
+            jwt: jwt.map(|(alg, key_file)| JwtConfig {
+                alg,
+                key_file,
+                audience: self.jwt_audience.clone(),
+                issuer: self.jwt_issuer.clone(),
+            }),
+            timeout: Duration::from_millis(self.auth_timeout_ms),
+            max_failures: self.auth_max_failures,
+            failure_window: Duration::from_millis(self.auth_failure_window_ms),
+            allowed_origins,
+            audit_log: self.audit_log.clone(),
+        })
+    }
 }
 
 /// A flag value that cannot be used.
@@ -450,6 +543,59 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn flags_are_checked() {
+        use clap::Parser;
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => Config::from_args(&a).map(|c| c.auth).map_err(|e| e.flag),
+            _ => Err("clap"),
+        };
+        // Off by default.
+        assert_eq!(parse(&["t", "serve"]), Ok(AuthConfig::default()));
+        let c = parse(&[
+            "t",
+            "serve",
+            "--api-keys",
+            "k.jsonl",
+            "--jwt-hs256-secret-file",
+            "s",
+            "--jwt-audience",
+            "a",
+            "--auth-timeout-ms",
+            "250",
+            "--auth-max-failures",
+            "3",
+            "--auth-failure-window-ms",
+            "1500",
+            "--allowed-origins",
+            "https://A.example:443,http://b:8080",
+        ])
+        .unwrap();
+        assert_eq!(c.jwt.map(|j| (j.alg, j.audience)), Some((JwtAlg::Hs256, Some("a".into()))));
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!((c.max_failures, c.failure_window), (3, Duration::from_millis(1500)));
+        assert_eq!(c.allowed_origins, ["https://a.example", "http://b:8080"]);
+        // Audience without a JWT key, two JWT keys, a bad origin, a zero timeout.
+        assert_eq!(parse(&["t", "serve", "--jwt-audience", "a"]), Err("jwt-audience"));
+        let two = ["t", "serve", "--jwt-hs256-secret-file", "s", "--jwt-rs256-public-key", "p"];
+        assert_eq!(parse(&two), Err("clap"));
+        assert_eq!(
+            parse(&["t", "serve", "--allowed-origins", "example.com"]),
+            Err("allowed-origins")
+        );
+        assert_eq!(parse(&["t", "serve", "--auth-timeout-ms", "0"]), Err("auth-timeout-ms"));
+        assert_eq!(
+            parse(&["t", "serve", "--auth-failure-window-ms", "0"]),
+            Err("auth-failure-window-ms")
+        );
+        // 0 failures is allowed: it turns the limit off.
+        assert_eq!(
+            parse(&["t", "serve", "--auth-max-failures", "0"]).map(|c| c.max_failures),
+            Ok(0)
+        );
+    }
+
     use super::*;
 
     #[test]

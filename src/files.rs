@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use crate::capture::CaptureWriter;
 use crate::feed::replay::{self, Format, OpenError, RecordReader, Skip};
 use crate::feed::{FeedSource, Poll};
+use crate::tick::write_price;
 use crate::tick::{Body, SymbolTable, Tick};
-use crate::writer::encode::write_price;
 
 /// Nanoseconds in a day.
 const DAY_NS: u64 = 86_400_000_000_000;

@@ -25,11 +25,11 @@
 //!   is the memory map of a capture file ([`capture`]'s `mmap` module).
 //! - [`files`]: `tickwire record`, `convert` and `inspect`.
 //! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
-//!   encoding ([`writer::shard`], [`writer::session`], [`writer::encode`],
-//!   [`writer::binary`] for the `tickwire.v1.bin` subprotocol).
+//!   encoding ([`writer::shard`], [`writer::subscriber`], [`protocol::json`],
+//!   [`protocol::binary`] for the `tickwire.v1.bin` subprotocol).
 //! - [`socket`]: STAGE 4, HTTP routing, the WebSocket framing
 //!   ([`socket::ws`]), the session loops, the client request parser
-//!   ([`socket::protocol`]), TLS ([`socket::tls`]) and the conformance echo
+//!   ([`protocol::request`]), TLS ([`socket::tls`]) and the conformance echo
 //!   ([`socket::echo`], only with `--echo-endpoint`).
 //! - [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and the
 //!   audit log (all off by default).
@@ -47,10 +47,12 @@
 pub mod auth;
 pub mod capture;
 pub mod config;
+pub mod connection;
 pub mod dashboard;
 pub mod feed;
 pub mod files;
 pub mod metrics;
+pub mod protocol;
 pub mod ring;
 pub mod server;
 pub mod socket;

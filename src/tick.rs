@@ -49,8 +49,34 @@ impl fmt::Display for Price {
     /// Shortest decimal form: `192.31`, `5`, `-0.0001`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = Vec::with_capacity(24);
-        crate::writer::encode::write_price(&mut buf, *self);
+        write_price(&mut buf, *self);
         f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Appends a fixed-point price as its shortest decimal form (`192.31`).
+#[inline]
+pub fn write_price(buf: &mut Vec<u8>, p: Price) {
+    let v = p.0;
+    if v < 0 {
+        buf.push(b'-');
+    }
+    let abs = v.unsigned_abs();
+    let scale = Price::SCALE as u64;
+    buf.extend_from_slice(itoa::Buffer::new().format(abs / scale).as_bytes());
+    let mut frac = abs % scale;
+    if frac != 0 {
+        buf.push(b'.');
+        let mut digits = 4;
+        while frac.is_multiple_of(10) {
+            frac /= 10;
+            digits -= 1;
+        }
+        let s = itoa::Buffer::new().format(frac).as_bytes().to_vec();
+        for _ in s.len()..digits {
+            buf.push(b'0');
+        }
+        buf.extend_from_slice(&s);
     }
 }
 
@@ -83,6 +109,42 @@ impl Channel {
             "trades" => Some(Channel::Trades),
             _ => None,
         }
+    }
+}
+
+/// A set of channels (bit per [`Channel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channels(u8);
+
+impl Channels {
+    /// Quotes and trades.
+    pub const BOTH: Channels = Channels(0b11);
+    /// No channel.
+    pub const EMPTY: Channels = Channels(0);
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether `ch` is in the set.
+    pub fn contains(self, ch: Channel) -> bool {
+        self.0 & (1 << ch as u8) != 0
+    }
+
+    /// The channels in the set, in wire order.
+    pub fn iter(self) -> impl Iterator<Item = Channel> {
+        Channel::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+
+    /// The channels in both sets.
+    pub fn intersection(self, other: Channels) -> Channels {
+        Channels(self.0 & other.0)
+    }
+
+    /// The set with `ch` added.
+    pub fn with(self, ch: Channel) -> Channels {
+        Channels(self.0 | 1 << ch as u8)
     }
 }
 
@@ -330,6 +392,35 @@ impl SymbolTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn price(v: i64) -> String {
+        let mut b = Vec::new();
+        write_price(&mut b, Price(v));
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn prices_are_shortest_decimals() {
+        // Trailing zeros of the four implied decimals are dropped...
+        assert_eq!(price(1_923_100), "192.31");
+        assert_eq!(price(50_000), "5");
+        // ...leading zeros of the fraction are kept...
+        assert_eq!(price(10_005), "1.0005");
+        assert_eq!(price(1), "0.0001");
+        // ...and negative prices (spreads, some futures) keep their sign.
+        assert_eq!(price(-12_500), "-1.25");
+        assert_eq!(price(i64::MIN), "-922337203685477.5808");
+    }
+
+    #[test]
+    fn prices_match_a_float_reference() {
+        // A simple reference: format the float with 4 decimals and trim.
+        for v in [0i64, 7, 70, 700, 7000, 123_456_789, 99_999, 100_000, 3_1415] {
+            let reference = format!("{:.4}", v as f64 / 1e4);
+            let reference = reference.trim_end_matches('0').trim_end_matches('.');
+            assert_eq!(price(v), reference, "price {v}");
+        }
+    }
 
     #[test]
     fn tick_round_trips_through_words() {

@@ -1,4 +1,4 @@
-//! The client control-message parser (`socket::protocol::Parser`) on any
+//! The client control-message parser (`protocol::request::Parser`) on any
 //! text frame. Oracle: a parser reused across messages, as a session reuses
 //! it, answers exactly as a fresh one.
 //!
@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use tickwire::socket::protocol::{BadRequest, Parser, Request};
+use tickwire::protocol::request::{BadRequest, Parser, Request};
 
 thread_local! {
     static REUSED: RefCell<Parser> = RefCell::new(Parser::default());

@@ -4,8 +4,8 @@
 //! meets a new symbol, never per tick: an entitlement check costs nothing
 //! on the data path.
 
-use crate::socket::protocol::Channels;
 use crate::tick::Channel;
+use crate::tick::Channels;
 
 /// One symbol pattern of an entitlement.
 #[derive(Debug, Clone, PartialEq, Eq)]

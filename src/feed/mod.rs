@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::metrics::FeedMetrics;
 use crate::ring::{LatestTable, RingProducer};
 use crate::tick::{Channel, SymbolId, SymbolTable, Tick, now_ns};
 
@@ -105,6 +104,16 @@ pub trait FeedSource: Send + 'static {
     fn hold_for_subscriber(&self) -> bool {
         false
     }
+}
+
+/// Counters of the feed thread.
+#[derive(Default)]
+pub struct FeedMetrics {
+    /// Ticks published on the ring.
+    pub ticks_in: AtomicU64,
+    /// Records a source produced that could not be used (unknown symbol id,
+    /// garbage); skipped, never fatal.
+    pub bad_records: AtomicU64,
 }
 
 /// What the feed thread shares with the writer shards, besides the ring.

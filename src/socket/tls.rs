@@ -24,8 +24,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::metrics::ShardCounters;
-
 /// The first byte of every TLS connection: a handshake record (ClientHello).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -135,9 +133,9 @@ pub struct HandshakeFailed<'a> {
 }
 
 impl HandshakeFailed<'_> {
-    /// Counts it in the shard's `counters` and logs it.
-    pub fn emit(self, counters: &ShardCounters) {
-        ShardCounters::add(&counters.tls_handshake_failures, 1);
+    /// Counts it in `failures` (the shard's counter) and logs it.
+    pub fn emit(self, failures: &std::sync::atomic::AtomicU64) {
+        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(reason = %self.reason, "TLS handshake failed");
     }
 }

@@ -1,8 +1,7 @@
-//! STAGE 3: writer shards, one OS thread per core.
+//! STAGE 3: writer shards, one per core.
 //!
-//! Each shard thread runs a current-thread tokio runtime that owns, for
-//! life, the connections handed to it by the acceptor (thread-per-core: no
-//! lock on the hot path, no task migration). Its *pump* task drains the ring
+//! A shard's state ([`shard::Shard`]) lives on its own thread (see
+//! [`crate::server`] for the thread and its runtime). Its *pump* task drains the ring
 //! in batches of up to [`BATCH`] ticks, dispatches each tick to the local
 //! subscribers of its stream ([`shard::Shard::dispatch`]), and at the end of
 //! every batch encodes one frame per dirty, idle session
@@ -10,31 +9,25 @@
 //! When the ring is empty it sleeps until the feed thread wakes it, a
 //! `max_hz` delay expires, or housekeeping is due.
 
-pub mod binary;
 pub mod changes;
-pub mod encode;
+pub mod metrics;
 pub mod pacer;
-pub mod session;
 pub mod shard;
+pub mod subscriber;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::LocalSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::feed::ShardWake;
-use crate::metrics::{ShardCounters, ShardMetrics};
-use crate::ring::{ReadOutcome, RingReader};
-use crate::socket::limits::Permit;
-use crate::socket::{self, HttpContext};
+use crate::ring::ReadOutcome;
 use crate::tick::Tick;
+use metrics::ShardCounters;
 use pacer::{FlushPacer, flush_gap};
-use shard::{Shard, ShardConfig};
+use shard::Shard;
 
 /// Most ticks read from the ring at once.
 pub const BATCH: usize = 1024;
@@ -57,128 +50,8 @@ const TIMER_TICK: Duration = Duration::from_millis(1);
 /// How often slow clients are checked and latency merged into the metrics.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
-/// The acceptor's side of a shard.
-pub struct ShardHandle {
-    /// Sends accepted sockets to the shard.
-    pub conns: mpsc::UnboundedSender<(std::net::TcpStream, Permit)>,
-    /// Wakes the shard's pump (the feed thread holds a clone).
-    pub wake: ShardWake,
-    thread: JoinHandle<()>,
-}
-
-impl ShardHandle {
-    /// Waits for the shard thread to end.
-    pub fn join(self) {
-        let _ = self.thread.join();
-    }
-}
-
-/// Counts live connection tasks so a draining shard knows when it is done.
-#[derive(Default)]
-pub struct ConnTracker {
-    live: Cell<usize>,
-    idle: Notify,
-}
-
-impl ConnTracker {
-    /// A connection task started.
-    pub fn enter(self: &Rc<Self>) -> ConnGuard {
-        self.live.set(self.live.get() + 1);
-        ConnGuard(self.clone())
-    }
-}
-
-/// Decrements the tracker when a connection task ends.
-pub struct ConnGuard(Rc<ConnTracker>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let t = &self.0;
-        t.live.set(t.live.get() - 1);
-        if t.live.get() == 0 {
-            t.idle.notify_waiters();
-        }
-    }
-}
-
-/// Everything a shard thread starts with.
-pub struct ShardSetup {
-    /// Shard number (for the thread name and session ids).
-    pub index: usize,
-    /// This shard's ring cursor.
-    pub reader: RingReader<Tick>,
-    /// Settings.
-    pub config: ShardConfig,
-    /// This shard's metrics.
-    pub metrics: Arc<ShardMetrics>,
-    /// Shared with the HTTP routes.
-    pub http: Arc<HttpContext>,
-    /// Flips to true on shutdown.
-    pub shutdown: watch::Receiver<bool>,
-    /// How long sessions get to close cleanly on shutdown.
-    pub drain: Duration,
-}
-
-/// Starts a shard thread.
-pub fn spawn_shard(setup: ShardSetup) -> std::io::Result<ShardHandle> {
-    let wake = ShardWake::default();
-    let (conns, conn_rx) = mpsc::unbounded_channel();
-    let pump_wake = wake.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("tickwire-shard-{}", setup.index))
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build shard runtime");
-                    return;
-                }
-            };
-            LocalSet::new().block_on(&rt, run_shard(setup, pump_wake, conn_rx));
-        })?;
-    Ok(ShardHandle { conns, wake, thread })
-}
-
-async fn run_shard(
-    setup: ShardSetup,
-    wake: ShardWake,
-    mut conn_rx: mpsc::UnboundedReceiver<(std::net::TcpStream, Permit)>,
-) {
-    let ShardSetup { index: _, reader, config, metrics, http, mut shutdown, drain } = setup;
-    let mut state = Shard::new(http.market.clone(), reader, config, metrics);
-    state.set_access(http.access.clone());
-    let shard = Rc::new(RefCell::new(state));
-    let tracker = Rc::new(ConnTracker::default());
-    let pump = tokio::task::spawn_local(pump(shard.clone(), wake, shutdown.clone()));
-    loop {
-        tokio::select! {
-            conn = conn_rx.recv() => {
-                let Some((conn, permit)) = conn else { break };
-                let guard = tracker.enter();
-                let ctx = socket::ConnContext {
-                    shard: shard.clone(),
-                    http: http.clone(),
-                    shutdown: shutdown.clone(),
-                };
-                tokio::task::spawn_local(async move {
-                    socket::serve(conn, ctx).await;
-                    drop(permit);
-                    drop(guard);
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
-    // Drain: every session was told `shutdown`; give them `drain` to close.
-    let idle = tracker.idle.notified();
-    if tracker.live.get() > 0 {
-        let _ = tokio::time::timeout(drain, idle).await;
-    }
-    pump.abort();
-}
-
 /// The pump: ring -> dispatch -> end of batch -> yield.
-async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watch::Receiver<bool>) {
+pub async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watch::Receiver<bool>) {
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
     let mut pacer = FlushPacer::new(Instant::now().into_std());

@@ -38,18 +38,18 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
 
-use super::binary;
 use super::changes::ChangeLog;
-use super::encode::{self, Format, Obj};
-use super::session::{CloseRequest, Ctl, Entry, Session, WildOpts};
+use super::subscriber::{CloseRequest, Ctl, Entry, Subscriber, WildOpts};
 use crate::auth::audit::{Event, Who};
 use crate::auth::{Access, SessionAuth};
 use crate::feed::{FeedState, Market, epoch_name};
-use crate::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
+use crate::protocol::binary;
+use crate::protocol::json::{self, Format, Obj};
+use crate::protocol::request::{BadRequest, Mode, Parser, Request};
 use crate::ring::{ReadOutcome, RingReader};
-use crate::socket::protocol::{BadRequest, Channels, Mode, Parser, Request};
 use crate::socket::ws::{self, OpCode};
-use crate::tick::{Channel, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
+use crate::tick::{Channel, Channels, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
+use crate::writer::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
 
 /// Settings a shard needs, fixed at start.
 #[derive(Debug, Clone)]
@@ -224,7 +224,7 @@ impl EncodeCache {
         if format.binary {
             binary::write_record(&mut self.arena, tick, format, self.to_ns);
         } else {
-            encode::write_tail(&mut self.arena, tick, name, format, self.to_ns);
+            json::write_tail(&mut self.arena, tick, name, format, self.to_ns);
         }
         let len = self.arena.len() - start;
         self.slots[f][idx] = CacheSlot {
@@ -263,7 +263,7 @@ impl EncodeCache {
         if !first {
             out.push(b',');
         }
-        encode::write_update_head(out, tick, cseq, cf);
+        json::write_update_head(out, tick, cseq, cf);
         self.tail(out, tick, name, format);
     }
 }
@@ -325,8 +325,8 @@ pub struct Shard {
     metrics: Arc<ShardMetrics>,
     /// Names of the symbols this shard has met, by id.
     names: Vec<Arc<str>>,
-    /// Session slots.
-    sessions: Vec<Option<Session>>,
+    /// Subscriber slots.
+    sessions: Vec<Option<Subscriber>>,
     free_slots: Vec<u32>,
     /// Subscribers per stream index.
     index: Vec<Vec<SubRef>>,
@@ -517,7 +517,7 @@ impl Shard {
             .is_some_and(|s| s.has_data(generation) && s.close.is_none())
     }
 
-    fn session(&mut self, slot: u32) -> Option<&mut Session> {
+    fn session(&mut self, slot: u32) -> Option<&mut Subscriber> {
         self.sessions.get_mut(slot as usize).and_then(Option::as_mut)
     }
 
@@ -541,7 +541,7 @@ impl Shard {
     ) -> (u32, Rc<Ctl>) {
         self.sync_epoch();
         let ctl = Rc::new(Ctl::default());
-        let mut session = Session::new(uid, format, ctl.clone());
+        let mut session = Subscriber::new(uid, format, ctl.clone());
         let auth_label = match &auth {
             SessionAuth::Off => None,
             SessionAuth::Pending { .. } => Some("required"),
@@ -818,7 +818,7 @@ impl Shard {
     /// task writes nothing (no write under way, nothing taken, no partial
     /// frame, no close). Returns true when the socket took the whole
     /// frame. When it took part of it, the rest waits in
-    /// [`Session::partial`] for the socket task, which must then be woken,
+    /// [`Subscriber::partial`] for the socket task, which must then be woken,
     /// as when it took none (full, or an error the task will meet).
     ///
     /// The wake-up and poll of a socket task per frame were about a tenth
@@ -872,7 +872,7 @@ impl Shard {
 
     /// Hands a plain TCP session's socket to the shard, which then writes
     /// data frames into it itself when the session is idle (see
-    /// [`Session::direct`]).
+    /// [`Subscriber::direct`]).
     pub fn set_direct(&mut self, slot: u32, socket: Rc<TcpStream>) {
         if let Some(s) = self.session(slot) {
             s.direct = Some(socket);
@@ -911,9 +911,9 @@ impl Shard {
         let mut lost_total = 0u64;
         // Mode all: queued updates, in order, up to the frame budget. The
         // queue holds only sendable updates and the entry's `sent_seq` is
-        // derived when needed (see `Session::queue`), so the entries are
+        // derived when needed (see `Subscriber::queue`), so the entries are
         // not touched here. Debug builds keep `sent_seq` as they go and
-        // check both rules (and `Session::settle_sent` checks the
+        // check both rules (and `Subscriber::settle_sent` checks the
         // derivation against it).
         while buf.len() < MAX_FRAME_BYTES {
             let Some(q) = s.queue.pop_front() else { break };
@@ -1609,7 +1609,7 @@ impl Shard {
     }
 
     /// Puts a live entry in the per-tick index of its stream or takes it
-    /// out, as [`Session::per_tick`] says. An entry leaving the scan first
+    /// out, as [`Subscriber::per_tick`] says. An entry leaving the scan first
     /// takes what the change log holds for it.
     fn place_entry(&mut self, slot: u32, idx: u32) {
         let Shard { sessions, index, last, .. } = self;
@@ -1870,7 +1870,7 @@ impl Shard {
                         .u64("seq", seq)
                         .str("mode", e.mode.name())
                         .with("max_hz", |b| match e.max_hz() {
-                            Some(hz) => encode::write_f64(b, hz),
+                            Some(hz) => json::write_f64(b, hz),
                             None => b.extend_from_slice(b"null"),
                         })
                         .finish();
@@ -1884,11 +1884,11 @@ impl Shard {
                         b.push(b',');
                     }
                     b.extend_from_slice(b"{\"sym\":");
-                    encode::write_str(b, sym);
+                    json::write_str(b, sym);
                     b.extend_from_slice(b",\"code\":");
-                    encode::write_u64(b, u64::from(*code));
+                    json::write_u64(b, u64::from(*code));
                     b.extend_from_slice(b",\"msg\":");
-                    encode::write_str(b, msg);
+                    json::write_str(b, msg);
                     b.push(b'}');
                 }
                 b.push(b']');
@@ -1898,7 +1898,7 @@ impl Shard {
         s.push_frame(buf);
         // Entries that got a snapshot or went to latest mode lose any stale
         // loss report; the queue loses what a snapshot covers and what a
-        // switch to latest mode conflates (see `Session::queue`).
+        // switch to latest mode conflates (see `Subscriber::queue`).
         s.lost_entries.retain(|&i| s.entries[i as usize].lost > 0);
         if !s.queue.is_empty() {
             let entries = &s.entries;
@@ -1922,8 +1922,8 @@ impl Shard {
                     if n > 0 {
                         buf.push(b',');
                     }
-                    encode::write_snapshot_head(&mut buf, t, cseq);
-                    encode::write_tail(&mut buf, t, &names[t.sym.index()], format, to_ns);
+                    json::write_snapshot_head(&mut buf, t, cseq);
+                    json::write_tail(&mut buf, t, &names[t.sym.index()], format, to_ns);
                 }
                 msgs += 1;
             }
@@ -2000,7 +2000,7 @@ impl Shard {
 /// Brings a latest-mode entry that the change log covers (not in the
 /// per-tick index) up to the shard's newest value of its stream, as if it
 /// had been offered every tick: before it leaves the scan or changes mode.
-fn catch_up(s: &mut Session, idx: u32, last: &[Tick]) {
+fn catch_up(s: &mut Subscriber, idx: u32, last: &[Tick]) {
     let Some(e) = s.entries.get(idx as usize) else { return };
     if !e.live || e.in_index || e.mode != Mode::Latest {
         return;
@@ -2012,7 +2012,7 @@ fn catch_up(s: &mut Session, idx: u32, last: &[Tick]) {
     }
 }
 
-fn add_explicit(s: &mut Session, sym: SymbolId) {
+fn add_explicit(s: &mut Subscriber, sym: SymbolId) {
     let n = s.explicit_by_sym.entry(sym.0).or_insert(0);
     if *n == 0 {
         s.explicit_symbols += 1;
@@ -2092,7 +2092,7 @@ fn finish_data_frame(buf: &mut Vec<u8>, format: Format) {
     }
 }
 
-fn push_slow(s: &mut Session, lag: Duration, action: &str) {
+fn push_slow(s: &mut Subscriber, lag: Duration, action: &str) {
     let mut buf = Vec::with_capacity(96);
     buf.push(b'[');
     let cseq = s.next_cseq();
@@ -2106,7 +2106,7 @@ fn push_slow(s: &mut Session, lag: Duration, action: &str) {
     s.push_frame(buf);
 }
 
-fn push_status(s: &mut Session, state: FeedState) {
+fn push_status(s: &mut Subscriber, state: FeedState) {
     let mut buf = Vec::with_capacity(64);
     buf.push(b'[');
     let cseq = s.next_cseq();
@@ -2125,7 +2125,7 @@ fn write_str_array<'a>(b: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
         if n > 0 {
             b.push(b',');
         }
-        encode::write_str(b, item);
+        json::write_str(b, item);
     }
     b.push(b']');
 }
@@ -2135,9 +2135,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::socket::protocol::Channels;
+    use crate::protocol::binary::{Record, decode_header, decode_record, is_binary_frame};
+    use crate::tick::Channels;
     use crate::tick::SymbolTable;
-    use crate::writer::binary::{Record, decode_header, decode_record, is_binary_frame};
 
     const SYMBOLS: u32 = 20;
 
@@ -2393,7 +2393,7 @@ mod tests {
     fn random_requests_keep_every_stream_accounted_for() {
         // Small queue (losses), snapshots, mode switches of the wildcard
         // and of named streams inside it, frames taken or left pending;
-        // the debug checks in the frame build and `Session::settle_sent`
+        // the debug checks in the frame build and `Subscriber::settle_sent`
         // run throughout.
         let mut shard = shard();
         shard.config.queue_cap = 6;

@@ -25,8 +25,8 @@
 //! [`decode_header`] and [`decode_record`] are the reference decoder used by
 //! the load tool and the tests.
 
+use crate::protocol::json::Format;
 use crate::tick::{Body, Channel, SymbolId, Tick};
-use crate::writer::encode::Format;
 
 /// First byte of every binary frame. A JSON frame always starts with `[`,
 /// so this byte alone tells the socket task which frame type to send.
@@ -282,8 +282,8 @@ pub fn decode_record(frame: &[u8], h: &Header, i: usize) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::json::TimeUnit;
     use crate::tick::Price;
-    use crate::writer::encode::TimeUnit;
 
     fn fmt(stamps: bool) -> Format {
         Format { time_unit: TimeUnit::Us, stamps, binary: true }

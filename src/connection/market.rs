@@ -8,7 +8,7 @@
 //! with one vectored write: one system call per wake-up, however many
 //! frames. While it waits for a flush, the shard keeps
 //! conflating this session's updates instead of queueing bytes (see
-//! [`crate::writer::session`]).
+//! [`crate::writer::subscriber`]).
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::ConnContext;
-use super::shared::SessionStream;
-use super::ws::{self, Incoming, OpCode, ReadError};
 use crate::auth::SessionAuth;
-use crate::writer::binary;
-use crate::writer::encode::Format;
-use crate::writer::session::{CloseRequest, Ctl};
+use crate::protocol::binary;
+use crate::protocol::json::Format;
+use crate::socket::shared::SessionStream;
+use crate::socket::ws::{self, Incoming, OpCode, ReadError};
 use crate::writer::shard::Shard;
+use crate::writer::subscriber::{CloseRequest, Ctl};
 
 const RATE_LIMITED: &str = "rate limited: too many messages per second";
 const BINARY_FROM_CLIENT: &str = "binary frames are not accepted; send requests as JSON text";

@@ -31,9 +31,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::auth::SessionAuth;
-use crate::socket::protocol::Mode;
+use crate::protocol::json::Format;
+use crate::protocol::request::Mode;
 use crate::tick::{Channel, SymbolId, Tick};
-use crate::writer::encode::Format;
 
 /// One (channel, symbol) subscription of a session.
 ///
@@ -65,7 +65,7 @@ pub struct Entry {
     pub dirty: bool,
     /// The entry is in the shard's per-tick index of its stream (every tick
     /// is offered to it). False for a latest-mode entry on a channel the
-    /// session scans ([`Session::scans`]): the change log covers it, and its
+    /// session scans ([`Subscriber::scans`]): the change log covers it, and its
     /// `accepted_seq` is only brought up to date when it leaves the scan.
     pub in_index: bool,
     /// Highest `seq` accepted for delivery (dirty, queued or sent);
@@ -73,7 +73,7 @@ pub struct Entry {
     pub accepted_seq: u64,
     /// `seq` of the last message of this entry put in the outbox (snapshot
     /// included): the base of `cf`. In mode all, only up to date after
-    /// [`Session::settle_sent`] (frame builds leave it behind).
+    /// [`Subscriber::settle_sent`] (frame builds leave it behind).
     pub sent_seq: u64,
     /// Latest mode with `max_hz`: earliest time the next message may go.
     pub next_allowed: Option<Instant>,
@@ -179,7 +179,7 @@ impl Hasher for StreamHasher {
 /// A queued update in mode all.
 #[derive(Debug, Clone, Copy)]
 pub struct Queued {
-    /// Index of the entry in [`Session::entries`].
+    /// Index of the entry in [`Subscriber::entries`].
     pub entry: u32,
     /// The update.
     pub tick: Tick,
@@ -200,7 +200,7 @@ pub struct Ctl {
     /// Wakes the socket task: frames are waiting, or a close was requested.
     pub wake: Notify,
     /// The socket task has a write under way (the shard must not write
-    /// into the socket meanwhile: see [`Session::direct`]).
+    /// into the socket meanwhile: see [`Subscriber::direct`]).
     pub writing: Cell<bool>,
 }
 
@@ -217,7 +217,7 @@ pub struct CloseRequest {
 }
 
 /// Everything a shard knows about one connection.
-pub struct Session {
+pub struct Subscriber {
     /// Unique for the life of the server (slots are reused, uids are not).
     pub uid: u64,
     /// How updates are encoded for this session.
@@ -229,7 +229,7 @@ pub struct Session {
     /// Free slots of `entries`.
     pub free: Vec<u32>,
     /// Entry index by stream index (`sym * 2 + channel`), for the entries
-    /// that are not at `entries[stream]` (see [`Session::entry_of`]): a
+    /// that are not at `entries[stream]` (see [`Subscriber::entry_of`]): a
     /// session that subscribed to `["*"]` on both channels first keeps this
     /// map empty.
     pub by_stream: HashMap<u32, u32, StreamHash>,
@@ -242,7 +242,7 @@ pub struct Session {
     /// Latest-mode entries that may have something newer to send.
     pub dirty: Vec<u32>,
     /// Generation of the shard's change log up to which every change of a
-    /// scanned channel was looked at (meaningful while [`Session::scanning`]).
+    /// scanned channel was looked at (meaningful while [`Subscriber::scanning`]).
     pub scan_cursor: u64,
     /// Whether the session scanned the change log at the last check: set
     /// when it starts, so the cursor starts at the log's end.
@@ -254,7 +254,7 @@ pub struct Session {
     /// does not touch the entry of each update it sends: at 1,000 sessions
     /// those entries are 128 MB, and that access missed the cache (and the
     /// TLB) for every message. It does not write `sent_seq` either, for the
-    /// same reason: see [`Session::settle_sent`].
+    /// same reason: see [`Subscriber::settle_sent`].
     pub queue: VecDeque<Queued>,
     /// All-mode entries with unreported losses.
     pub lost_entries: Vec<u32>,
@@ -308,10 +308,10 @@ pub struct Session {
     pub more: bool,
 }
 
-impl Session {
+impl Subscriber {
     /// A session with no subscriptions.
-    pub fn new(uid: u64, format: Format, ctl: Rc<Ctl>) -> Session {
-        Session {
+    pub fn new(uid: u64, format: Format, ctl: Rc<Ctl>) -> Subscriber {
+        Subscriber {
             uid,
             format,
             cseq: 0,

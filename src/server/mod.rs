@@ -8,6 +8,8 @@
 //! with 1012; shards wait up to `drain` for them; the feed thread stops; every
 //! thread is joined). Nothing is left running when `shutdown` returns.
 
+mod shard_thread;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,18 +20,18 @@ use tokio::sync::watch;
 
 use crate::auth::{Access, AuthSetupError, Reloaded};
 use crate::config::{Config, SourceChoice};
+use crate::connection::HttpContext;
 use crate::feed::manual::{ManualFeedHandle, manual};
 use crate::feed::replay::Replay;
 use crate::feed::synthetic::{Synthetic, SyntheticConfig};
 use crate::feed::tcp::{self, TcpConfig, TcpFeed};
 use crate::feed::{FeedSource, Market, Wakers, spawn_ingest};
-use crate::metrics::ShardMetrics;
 use crate::ring::ring;
-use crate::socket::HttpContext;
 use crate::socket::limits::{ConnLimits, Permit, Refusal};
 use crate::socket::tls::{self, TlsError};
 use crate::tick::{SymbolTable, Tick};
-use crate::writer::{ShardHandle, ShardSetup, spawn_shard};
+use crate::writer::metrics::ShardMetrics;
+use shard_thread::{ShardHandle, ShardSetup, spawn_shard};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -248,14 +250,7 @@ async fn refuse(
         mut stream: S,
         refusal: Refusal,
     ) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let body = refusal.message();
-        let resp = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(resp.as_bytes()).await?;
-        stream.shutdown().await
+        crate::socket::http::respond_unavailable(&mut stream, refusal.message()).await
     }
     let write = async {
         match tls {

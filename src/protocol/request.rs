@@ -9,7 +9,7 @@
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
-use crate::tick::Channel;
+use crate::tick::{Channel, Channels};
 
 /// Delivery mode of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,42 +28,6 @@ impl Mode {
             Mode::Latest => "latest",
             Mode::All => "all",
         }
-    }
-}
-
-/// A set of channels (bit per [`Channel`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Channels(u8);
-
-impl Channels {
-    /// Quotes and trades.
-    pub const BOTH: Channels = Channels(0b11);
-    /// No channel.
-    pub const EMPTY: Channels = Channels(0);
-
-    /// Whether the set is empty.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// Whether `ch` is in the set.
-    pub fn contains(self, ch: Channel) -> bool {
-        self.0 & (1 << ch as u8) != 0
-    }
-
-    /// The channels in the set, in wire order.
-    pub fn iter(self) -> impl Iterator<Item = Channel> {
-        Channel::ALL.into_iter().filter(move |c| self.contains(*c))
-    }
-
-    /// The channels in both sets.
-    pub fn intersection(self, other: Channels) -> Channels {
-        Channels(self.0 & other.0)
-    }
-
-    /// The set with `ch` added.
-    pub fn with(self, ch: Channel) -> Channels {
-        Channels(self.0 | 1 << ch as u8)
     }
 }
 
@@ -259,7 +223,7 @@ fn channels(v: &Value<'_>, id: Option<u64>) -> Result<Channels, BadRequest> {
         return Ok(Channels::BOTH);
     };
     let list = list.as_array().ok_or_else(|| bad(id, "channels must be an array"))?;
-    let mut set = Channels(0);
+    let mut set = Channels::EMPTY;
     for c in list.iter() {
         let ch = c
             .as_str()
@@ -267,7 +231,7 @@ fn channels(v: &Value<'_>, id: Option<u64>) -> Result<Channels, BadRequest> {
             .ok_or_else(|| bad(id, "channels may contain only \"quotes\" and \"trades\""))?;
         set = set.with(ch);
     }
-    if set.0 == 0 {
+    if set.is_empty() {
         return Err(bad(id, "channels must not be empty"));
     }
     Ok(set)

@@ -11,7 +11,7 @@
 //!
 //! Control messages are rare and built with the small [`Obj`] writer.
 
-use crate::tick::{Body, Price, Tick};
+use crate::tick::{Body, Tick, write_price};
 
 /// The unit of time fields on a session (`time_unit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,7 +64,7 @@ pub struct Format {
     /// Whether `ti`/`to` are added.
     pub stamps: bool,
     /// Market data as binary records (`tickwire.v1.bin`, see
-    /// [`crate::writer::binary`]) instead of JSON; control stays JSON.
+    /// [`crate::protocol::binary`]) instead of JSON; control stays JSON.
     pub binary: bool,
 }
 
@@ -82,32 +82,6 @@ impl Format {
 #[inline]
 pub fn write_u64(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
-/// Appends a fixed-point price as its shortest decimal form (`192.31`).
-#[inline]
-pub fn write_price(buf: &mut Vec<u8>, p: Price) {
-    let v = p.0;
-    if v < 0 {
-        buf.push(b'-');
-    }
-    let abs = v.unsigned_abs();
-    let scale = Price::SCALE as u64;
-    write_u64(buf, abs / scale);
-    let mut frac = abs % scale;
-    if frac != 0 {
-        buf.push(b'.');
-        let mut digits = 4;
-        while frac.is_multiple_of(10) {
-            frac /= 10;
-            digits -= 1;
-        }
-        let s = itoa::Buffer::new().format(frac).as_bytes().to_vec();
-        for _ in s.len()..digits {
-            buf.push(b'0');
-        }
-        buf.extend_from_slice(&s);
-    }
 }
 
 /// Appends the shared tail of a quote or trade: everything after the
@@ -206,7 +180,7 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
 /// A small writer for one JSON object of a control message.
 ///
 /// ```
-/// use tickwire::writer::encode::Obj;
+/// use tickwire::protocol::json::Obj;
 /// let mut buf = Vec::new();
 /// Obj::new(&mut buf, "pong").u64("cseq", 3).raw("ts", "17").finish();
 /// assert_eq!(buf, br#"{"type":"pong","cseq":3,"ts":17}"#);
@@ -304,36 +278,7 @@ fn write_u64_signed(buf: &mut Vec<u8>, v: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tick::SymbolId;
-
-    fn price(v: i64) -> String {
-        let mut b = Vec::new();
-        write_price(&mut b, Price(v));
-        String::from_utf8(b).unwrap()
-    }
-
-    #[test]
-    fn prices_are_shortest_decimals() {
-        // Trailing zeros of the four implied decimals are dropped...
-        assert_eq!(price(1_923_100), "192.31");
-        assert_eq!(price(50_000), "5");
-        // ...leading zeros of the fraction are kept...
-        assert_eq!(price(10_005), "1.0005");
-        assert_eq!(price(1), "0.0001");
-        // ...and negative prices (spreads, some futures) keep their sign.
-        assert_eq!(price(-12_500), "-1.25");
-        assert_eq!(price(i64::MIN), "-922337203685477.5808");
-    }
-
-    #[test]
-    fn prices_match_a_float_reference() {
-        // A simple reference: format the float with 4 decimals and trim.
-        for v in [0i64, 7, 70, 700, 7000, 123_456_789, 99_999, 100_000, 3_1415] {
-            let reference = format!("{:.4}", v as f64 / 1e4);
-            let reference = reference.trim_end_matches('0').trim_end_matches('.');
-            assert_eq!(price(v), reference, "price {v}");
-        }
-    }
+    use crate::tick::{Price, SymbolId};
 
     #[test]
     fn update_is_valid_json_with_every_field() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::ws::{Incoming, Limits, OpCode, Reader, Writer};
+use crate::socket::ws::{Incoming, Limits, OpCode, Reader, Writer};
 
 /// The echo's inbound limits: tungstenite's defaults, 64 MiB messages and
 /// 16 MiB frames (the largest Autobahn message is 16 MiB, case 9.1.6).
