@@ -17,6 +17,7 @@ use tickwire::tick::Channels;
 use tickwire::tick::{Price, SymbolId, SymbolTable, Tick};
 use tickwire::writer::metrics::ShardMetrics;
 use tickwire::writer::shard::{Shard, ShardConfig};
+use tokio::time::Instant;
 
 const SYMBOLS: u32 = 1000;
 const BATCH: u64 = 1024;
@@ -42,8 +43,9 @@ fn shard_with(sessions: usize, mode: Mode) -> (Shard, Vec<u32>) {
             snapshot: false,
         };
         shard.handle(slot, req);
-        shard.take_outgoing(slot, &mut Vec::new());
-        shard.write_done(slot, 0, 0);
+        let now = Instant::now();
+        shard.take_outgoing(slot, &mut Vec::new(), now);
+        shard.written(slot, now);
         slots.push(slot);
     }
     (shard, slots)
@@ -78,9 +80,10 @@ fn bench_fanout(c: &mut Criterion) {
                     shard.end_of_batch();
                     for &slot in &slots {
                         frames.clear();
-                        shard.take_outgoing(slot, &mut frames);
+                        let now = Instant::now();
+                        shard.take_outgoing(slot, &mut frames, now);
                         black_box(frames.len());
-                        shard.write_done(slot, frames.len(), 0);
+                        shard.written(slot, now);
                     }
                 })
             });

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::auth::AuthMetrics;
 use crate::feed::Market;
+use crate::socket::outbound::Cause;
 use crate::writer::metrics::{ShardCounters, ShardMetrics, new_histogram};
 
 /// Renders every metric in the Prometheus text exposition format.
@@ -159,6 +160,12 @@ pub fn render(
         "TLS handshakes that failed or timed out (plain-text clients on the TLS port included).",
         sum(|c| &c.tls_handshake_failures),
     );
+    metric(
+        "tickwire_close_resets_total",
+        "counter",
+        "Sessions whose close did not finish within its grace: the socket was reset and dropped.",
+        sum(|c| &c.close_resets),
+    );
     for (name, help, counter) in [
         (
             "tickwire_auth_reloads_total",
@@ -187,6 +194,13 @@ pub fn render(
         ),
     ] {
         metric(name, "counter", help, counter.load(Ordering::Relaxed));
+    }
+
+    let name = "tickwire_closes_total";
+    let _ = writeln!(out, "# HELP {name} Sessions ended, by cause.\n# TYPE {name} counter");
+    for cause in Cause::ALL {
+        let n: u64 = shards.iter().map(|s| s.counters.close(cause).load(Ordering::Relaxed)).sum();
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {n}", cause.label());
     }
 
     let mut merged = new_histogram();

@@ -174,7 +174,7 @@ pub enum SessionAuth {
     /// Waiting for an `auth` message until `deadline`; nothing else is served.
     Pending {
         /// When the session is closed with 4001.
-        deadline: Instant,
+        deadline: tokio::time::Instant,
     },
     /// Authenticated.
     Ok(Principal),

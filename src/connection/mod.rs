@@ -328,7 +328,9 @@ async fn check_access<S: AsyncWrite + Unpin>(
         return None;
     }
     let Some(token) = auth::upgrade_token(&head.query, head.authorization.as_deref()) else {
-        return Some(SessionAuth::Pending { deadline: Instant::now() + access.timeout });
+        return Some(SessionAuth::Pending {
+            deadline: tokio::time::Instant::now() + access.timeout,
+        });
     };
     match access.authenticate(&token) {
         Ok(p) => Some(SessionAuth::Ok(p)),

@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod limits;
+pub mod outbound;
 pub mod shared;
 pub mod tls;
 pub mod ws;

@@ -1,16 +1,21 @@
-//! A plain TCP session's socket, shared by its reader, its writer and its
-//! shard, so that the shard can write a frame it has just built straight
-//! into the socket ([`crate::writer::shard::Shard::end_of_batch`]) instead
-//! of waking the connection's writer task to do it.
+//! A session's socket, shared by its reader task, its writer task and (for
+//! plain TCP) its shard, which writes a data frame it has just built
+//! straight into the socket ([`super::outbound::Outbound::push_data`])
+//! instead of waking the writer task to do it.
 //!
-//! Each side uses the socket through `&TcpStream`: readiness, then a
-//! non-blocking `try_read`/`try_write_vectored` (the pattern tokio
+//! Plain TCP: each side uses the socket through `&TcpStream`: readiness,
+//! then a non-blocking `try_read`/`try_write_vectored` (the pattern tokio
 //! documents for them). The reader and the writer wait on different
 //! directions, which tokio tracks apart; the shard only ever tries, and
-//! leaves the frame to the writer task when the socket is full. Nothing
-//! here locks: a session lives on one shard thread. TLS sessions keep
-//! tokio's split halves and the writer task.
+//! leaves the frame to the writer task when the socket is full. TLS: the
+//! stream sits in an `Rc<RefCell<_>>` that each half borrows for one poll
+//! (a session lives on one shard thread, so the borrows never overlap).
+//! Nothing here locks.
+//!
+//! A third handle, [`SocketHandle`], outlives the halves' tasks long enough
+//! to reset the socket when a close runs out of time.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -18,6 +23,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// One half of a session's shared socket (see the module docs).
 pub struct SharedTcp(pub Rc<TcpStream>);
@@ -81,34 +87,109 @@ impl AsyncWrite for SharedTcp {
     }
 }
 
-/// A session's socket, split for its reader and writer; plain TCP is also
-/// handed to the shard for direct writes.
+/// The TLS stream of a session, shared by its two halves (see the module docs).
+pub struct SharedTls(pub Rc<RefCell<TlsStream<TcpStream>>>);
+
+impl AsyncRead for SharedTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.borrow().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_shutdown(cx)
+    }
+}
+
+/// A session's socket beside its halves: for the shard's direct writes
+/// (plain TCP) and for a reset when a close runs out of time.
+pub enum SocketHandle {
+    /// A plain TCP socket.
+    Tcp(Rc<TcpStream>),
+    /// A TLS stream.
+    Tls(Rc<RefCell<TlsStream<TcpStream>>>),
+}
+
+impl SocketHandle {
+    /// The socket the shard may write data frames into itself (plain TCP
+    /// only: TLS records must go through the stream's own state).
+    pub fn direct(&self) -> Option<Rc<TcpStream>> {
+        match self {
+            SocketHandle::Tcp(s) => Some(s.clone()),
+            SocketHandle::Tls(_) => None,
+        }
+    }
+
+    /// Makes the close of the socket a reset (`SO_LINGER` 0): when the last
+    /// handle drops, the kernel frees it at once instead of keeping unsent
+    /// bytes for a peer that does not read them.
+    pub fn reset(&self) {
+        let linger = Some(std::time::Duration::ZERO);
+        let _ = match self {
+            SocketHandle::Tcp(s) => socket2::SockRef::from(&**s).set_linger(linger),
+            SocketHandle::Tls(s) => {
+                socket2::SockRef::from(s.borrow().get_ref().0).set_linger(linger)
+            }
+        };
+    }
+}
+
+/// A session's socket, split for its reader and writer.
 pub trait SessionStream: AsyncRead + AsyncWrite + Unpin + 'static {
     /// The reader's half.
     type Read: AsyncRead + Unpin + 'static;
     /// The writer's half.
     type Write: AsyncWrite + Unpin + 'static;
 
-    /// The two halves, and the socket for the shard (plain TCP only).
-    fn halves(self) -> (Self::Read, Self::Write, Option<Rc<TcpStream>>);
+    /// The two halves, and the handle for the shard and the reset.
+    fn halves(self) -> (Self::Read, Self::Write, SocketHandle);
 }
 
 impl SessionStream for TcpStream {
     type Read = SharedTcp;
     type Write = SharedTcp;
 
-    fn halves(self) -> (SharedTcp, SharedTcp, Option<Rc<TcpStream>>) {
+    fn halves(self) -> (SharedTcp, SharedTcp, SocketHandle) {
         let s = Rc::new(self);
-        (SharedTcp(s.clone()), SharedTcp(s.clone()), Some(s))
+        (SharedTcp(s.clone()), SharedTcp(s.clone()), SocketHandle::Tcp(s))
     }
 }
 
-impl SessionStream for tokio_rustls::server::TlsStream<TcpStream> {
-    type Read = tokio::io::ReadHalf<Self>;
-    type Write = tokio::io::WriteHalf<Self>;
+impl SessionStream for TlsStream<TcpStream> {
+    type Read = SharedTls;
+    type Write = SharedTls;
 
-    fn halves(self) -> (Self::Read, Self::Write, Option<Rc<TcpStream>>) {
-        let (r, w) = tokio::io::split(self);
-        (r, w, None)
+    fn halves(self) -> (SharedTls, SharedTls, SocketHandle) {
+        let s = Rc::new(RefCell::new(self));
+        (SharedTls(s.clone()), SharedTls(s.clone()), SocketHandle::Tls(s))
     }
 }

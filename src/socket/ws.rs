@@ -487,7 +487,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     pub async fn send_each<T: AsRef<[u8]>>(
         &mut self,
         payloads: &[T],
-        op_of: impl Fn(&[u8]) -> OpCode,
+        op_of: impl Fn(&T) -> OpCode,
     ) -> io::Result<()> {
         if !self.io.is_write_vectored() {
             return self.send_copied(payloads, op_of).await;
@@ -496,8 +496,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             let mut heads = [[0u8; 10]; FRAMES_PER_WRITE];
             let mut lens = [0usize; FRAMES_PER_WRITE];
             for (i, p) in group.iter().enumerate() {
-                let p = p.as_ref();
-                lens[i] = write_head(&mut heads[i], op_of(p), p.len());
+                lens[i] = write_head(&mut heads[i], op_of(p), p.as_ref().len());
             }
             let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
             for (i, p) in group.iter().enumerate() {
@@ -521,14 +520,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     async fn send_copied<T: AsRef<[u8]>>(
         &mut self,
         payloads: &[T],
-        op_of: impl Fn(&[u8]) -> OpCode,
+        op_of: impl Fn(&T) -> OpCode,
     ) -> io::Result<()> {
         let total = payloads.iter().map(|p| p.as_ref().len() + 10).sum::<usize>();
         let mut out = Vec::with_capacity(total);
         for p in payloads {
+            let op = op_of(p);
             let p = p.as_ref();
             let mut head = [0u8; 10];
-            let n = write_head(&mut head, op_of(p), p.len());
+            let n = write_head(&mut head, op, p.len());
             out.extend_from_slice(&head[..n]);
             out.extend_from_slice(p);
         }
@@ -803,7 +803,7 @@ mod tests {
         });
         // Opcodes by payload: what the session does to tell binary
         // market data from JSON text.
-        let op_of = |p: &[u8]| match p.first() {
+        let op_of = |p: &&[u8]| match p.first() {
             Some(b'[') => OpCode::Text,
             Some(_) => OpCode::Binary,
             None => OpCode::Ping,

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
+use crate::socket::outbound::Cause;
+
 /// Counters of one writer shard (a cache line of its own).
 #[derive(Default)]
 pub struct ShardCounters {
@@ -57,6 +59,11 @@ pub struct ShardCounters {
     pub dead_peers: AtomicU64,
     /// TLS handshakes that failed or timed out (`--tls-cert` only).
     pub tls_handshake_failures: AtomicU64,
+    /// Sessions ended, by cause (in [`Cause::ALL`] order).
+    pub closes: [AtomicU64; Cause::ALL.len()],
+    /// Sessions whose close did not finish within its grace: their socket
+    /// was reset (`SO_LINGER` 0) and dropped.
+    pub close_resets: AtomicU64,
 }
 
 impl ShardCounters {
@@ -64,6 +71,11 @@ impl ShardCounters {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counter of sessions ended by `cause`.
+    pub fn close(&self, cause: Cause) -> &AtomicU64 {
+        &self.closes[cause as usize]
     }
 
     /// Subtracts `n` from a gauge.

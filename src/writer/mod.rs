@@ -54,7 +54,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 pub async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watch::Receiver<bool>) {
     let mut batch: Vec<Tick> = Vec::with_capacity(BATCH);
     let mut housekeeping = Instant::now() + HOUSEKEEPING;
-    let mut pacer = FlushPacer::new(Instant::now().into_std());
+    let mut pacer = FlushPacer::new(Instant::now());
     let capacity = shard.borrow().ring_capacity();
     // Ticks read from the ring since the last flush.
     let mut ticks = 0u64;
@@ -92,12 +92,11 @@ pub async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watc
         let (next_throttle, flush_at) = {
             let mut s = shard.borrow_mut();
             let now = Instant::now();
-            let next = s.run_throttle(now.into_std());
+            let next = s.run_throttle(now);
             let mut flush_at = None;
             if s.has_dirty() {
                 let (news, sessions) = (s.news(), s.session_count());
                 let gap = flush_gap(sessions, s.config().flush_share);
-                let now = now.into_std();
                 match pacer.due(now, gap, news, sessions) {
                     None => {
                         s.end_of_batch();
@@ -106,7 +105,7 @@ pub async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watc
                     }
                     Some(at) => {
                         let wake = pacer.wake_by(now, at, ticks, capacity);
-                        flush_at = Some(Instant::from_std(wake));
+                        flush_at = Some(wake);
                     }
                 }
             }
@@ -114,8 +113,8 @@ pub async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watc
                 s.check_feed_state(seen);
             }
             if now >= housekeeping {
-                s.check_slow(now.into_std());
-                s.check_auth(now.into_std());
+                s.check_slow(now);
+                s.check_auth(now);
                 s.publish_metrics();
                 housekeeping = now + HOUSEKEEPING;
             }
@@ -139,8 +138,7 @@ pub async fn pump(shard: Rc<RefCell<Shard>>, wake: ShardWake, mut shutdown: watc
         // on no longer worth it. The feed's urgent wake-up, once per quarter
         // of the ring, cuts any hold short, so a burst the tick rate seen
         // so far did not announce cannot lap the shard.
-        let mut until =
-            next_throttle.map_or(housekeeping, |t| Instant::from_std(t).min(housekeeping));
+        let mut until = next_throttle.map_or(housekeeping, |t| t.min(housekeeping));
         let mut listen = true;
         if let Some(at) = flush_at {
             let now = Instant::now();

@@ -29,7 +29,9 @@
 //! when the hold ends. [`FlushPacer::wake_by`] bounds that sleep so that the ring,
 //! at the tick rate seen, fills at most a quarter of the way meanwhile.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Longest a busy shard holds a flush back, however many sessions it has.
 pub const MAX_FLUSH_GAP: Duration = Duration::from_millis(10);

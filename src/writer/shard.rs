@@ -30,16 +30,15 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::IoSlice;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::changes::ChangeLog;
-use super::subscriber::{CloseRequest, Ctl, Entry, Subscriber, WildOpts};
+use super::subscriber::{Entry, Subscriber, WildOpts};
 use crate::auth::audit::{Event, Who};
 use crate::auth::{Access, SessionAuth};
 use crate::feed::{FeedState, Market, epoch_name};
@@ -47,7 +46,9 @@ use crate::protocol::binary;
 use crate::protocol::json::{self, Format, Obj};
 use crate::protocol::request::{BadRequest, Mode, Parser, Request};
 use crate::ring::{ReadOutcome, RingReader};
-use crate::socket::ws::{self, OpCode};
+use crate::socket::outbound::{
+    Cause, CloseRequest, DirectWrite, Frame, Next, Outbound, Pushed, Signals,
+};
 use crate::tick::{Channel, Channels, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
 use crate::writer::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
 
@@ -273,40 +274,12 @@ impl EncodeCache {
 /// holds (the frame being written) whatever its backlog.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// The close after `shutdown` when the server stops (SIGTERM, SIGINT):
-/// 1012 "service restart", because a stopping server is, to its clients,
-/// one about to come back (a deploy, a restart). 1001 would tell a browser
-/// the endpoint is going away for good.
-const SHUTDOWN_CLOSE: CloseRequest =
-    CloseRequest { code: 1012, reason: "server restarting", abort: false };
-
 /// Base of the `reconnect_after_ms` a stopping server suggests; up to
 /// [`SHUTDOWN_JITTER_MS`] is added per session, so that the clients of a
 /// restarted server do not all return in the same millisecond.
 const SHUTDOWN_RECONNECT_AFTER_MS: u64 = 1000;
 /// Spread of the jitter added to [`SHUTDOWN_RECONNECT_AFTER_MS`].
 const SHUTDOWN_JITTER_MS: u64 = 1000;
-
-/// The close after `shutdown` when the feed restarted under a new epoch
-/// (1012: service restart; reconnect for the new numbering).
-const EPOCH_CLOSE: CloseRequest =
-    CloseRequest { code: 1012, reason: "feed restarted: new epoch", abort: false };
-
-/// The close after `error` 401 when no `auth` came before the deadline.
-const AUTH_TIMEOUT_CLOSE: CloseRequest =
-    CloseRequest { code: 4001, reason: "authentication timeout", abort: false };
-
-/// The close after `error` 402 for a bad token in an `auth` message.
-const AUTH_FAILED_CLOSE: CloseRequest =
-    CloseRequest { code: 4002, reason: "authentication failed", abort: false };
-
-/// The close after `error` 401 when a live session's key was revoked.
-const REVOKED_CLOSE: CloseRequest =
-    CloseRequest { code: 4001, reason: "credentials revoked", abort: false };
-
-/// The close after `error` 401 when a live session's token expired.
-const EXPIRED_CLOSE: CloseRequest =
-    CloseRequest { code: 4001, reason: "credentials expired", abort: false };
 
 /// Base of the jittered `reconnect_after_ms` after an epoch restart: the
 /// server is up, so clients may come back at once.
@@ -458,7 +431,7 @@ impl Shard {
                 while self.build_data_frame(slot, now) {}
             }
             let jitter = u64::from(slot) * 37 % 500;
-            self.end_session(slot, EPOCH_RECONNECT_AFTER_MS + jitter, EPOCH_CLOSE);
+            self.end_session(slot, EPOCH_RECONNECT_AFTER_MS + jitter, CloseRequest::EPOCH);
         }
         // Nothing of the old epoch may reach the new sessions.
         self.dirty.clear();
@@ -514,7 +487,7 @@ impl Shard {
         self.sessions
             .get(slot as usize)
             .and_then(Option::as_ref)
-            .is_some_and(|s| s.has_data(generation) && s.close.is_none())
+            .is_some_and(|s| s.has_data(generation) && s.out.close_request().is_none())
     }
 
     fn session(&mut self, slot: u32) -> Option<&mut Subscriber> {
@@ -525,23 +498,27 @@ impl Shard {
 
     /// Registers a new connection (`uid` unique for the server's life) and
     /// queues its `welcome` and first `status`. Authentication is off for it.
-    pub fn open_session(&mut self, format: Format, uid: u64) -> (u32, Rc<Ctl>) {
-        self.open_session_as(format, uid, SessionAuth::Off, None)
+    pub fn open_session(&mut self, format: Format, uid: u64) -> (u32, Rc<Signals>) {
+        self.open_session_as(format, uid, SessionAuth::Off, None, None)
     }
 
     /// [`Shard::open_session`] for a session that stands at `auth` with
     /// authentication (`welcome` then says `"auth":"required"` or `"ok"`),
-    /// from `peer`.
+    /// from `peer`, whose data frames the shard may write into `direct`
+    /// itself (see [`Outbound::push_data`]). Returns its slot and the
+    /// wake-ups its tasks wait on.
     pub fn open_session_as(
         &mut self,
         format: Format,
         uid: u64,
         auth: SessionAuth,
         peer: Option<std::net::SocketAddr>,
-    ) -> (u32, Rc<Ctl>) {
+        direct: Option<Rc<dyn DirectWrite>>,
+    ) -> (u32, Rc<Signals>) {
         self.sync_epoch();
-        let ctl = Rc::new(Ctl::default());
-        let mut session = Subscriber::new(uid, format, ctl.clone());
+        let out = Outbound::new(direct);
+        let signals = out.signals();
+        let mut session = Subscriber::new(uid, format, out, Instant::now());
         let auth_label = match &auth {
             SessionAuth::Off => None,
             SessionAuth::Pending { .. } => Some("required"),
@@ -570,7 +547,7 @@ impl Shard {
             None => welcome.finish(),
         }
         buf.push(b']');
-        session.push_frame(buf);
+        session.send(buf);
         let status = self.market.state().0;
         push_status(&mut session, status);
         let slot = match self.free_slots.pop() {
@@ -589,23 +566,23 @@ impl Shard {
         ShardCounters::add(&m.messages_out, 2);
         let auth = auth_label.unwrap_or("off");
         self.access.audit.emit(self.who(slot), Event::Connect { auth });
-        (slot, ctl)
+        (slot, signals)
     }
 
     /// Forgets a session and all its subscriptions.
+    /// Its socket task has ended: the close is counted by its cause.
     pub fn close_session(&mut self, slot: u32) {
-        if self.access.audit.enabled()
-            && let Some(s) = self.sessions.get(slot as usize).and_then(Option::as_ref)
-        {
-            // The read half's own "stream ended" request is no close code.
-            let by_reader = |c: &CloseRequest| c.code == 1000 && c.abort && c.reason.is_empty();
-            let (code, by) = match (s.peer_close, s.close) {
-                (Some(code), _) => (code, "client"),
-                (None, Some(c)) if !by_reader(&c) => (c.code, "server"),
-                _ => (1006, "network"),
+        let Some(s) = self.sessions.get(slot as usize).and_then(Option::as_ref) else { return };
+        let close = s.out.close_request().unwrap_or(CloseRequest::NETWORK);
+        if self.access.audit.enabled() {
+            let (code, by) = match (close.cause, close.frame) {
+                (Cause::Client, Some((code, _))) => (code, "client"),
+                (_, Some((code, _))) => (code, "server"),
+                (_, None) => (1006, "network"),
             };
             self.access.audit.emit(self.who(slot), Event::Close { code, by });
         }
+        ShardCounters::add(self.counters().close(close.cause), 1);
         let Some(session) = self.sessions.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
@@ -765,9 +742,11 @@ impl Shard {
         }
     }
 
-    /// End of batch: encodes one frame for every dirty session whose socket is
-    /// idle and wakes its socket task. Busy sessions keep their pending data
-    /// (still conflating) until their socket task asks for more.
+    /// End of batch: encodes one frame for every dirty session whose socket
+    /// is idle and hands it to the session's write side, which writes it or
+    /// wakes the socket task ([`Outbound::push_data`]). Busy sessions keep
+    /// their pending data (still conflating) until their socket task asks
+    /// for more.
     pub fn end_of_batch(&mut self) {
         self.news = 0;
         let generation = self.changes.generation();
@@ -795,99 +774,16 @@ impl Shard {
         for &slot in &dirty {
             let Some(s) = self.session(slot) else { continue };
             s.on_dirty_list = false;
-            if s.busy_since.is_some() || s.close.is_some() {
-                continue;
-            }
-            // The socket task writes what the shard did not, and builds
-            // the next frame of a backlog larger than one (`more`) as soon
-            // as the socket takes this one.
-            if self.build_data_frame(slot, now)
-                && (!self.write_direct(slot, now) || self.session(slot).is_some_and(|s| s.more))
-                && let Some(s) = self.session(slot)
-            {
-                s.ctl.wake.notify_one();
+            if s.out.ready_for_data() {
+                self.build_data_frame(slot, now);
             }
         }
         self.dirty = dirty;
         self.dirty.clear();
     }
 
-    /// Writes the data frame just built for `slot` straight into its
-    /// socket, without waking the socket task, when that is safe: a plain
-    /// TCP session whose outbox holds only that frame and whose socket
-    /// task writes nothing (no write under way, nothing taken, no partial
-    /// frame, no close). Returns true when the socket took the whole
-    /// frame. When it took part of it, the rest waits in
-    /// [`Subscriber::partial`] for the socket task, which must then be woken,
-    /// as when it took none (full, or an error the task will meet).
-    ///
-    /// The wake-up and poll of a socket task per frame were about a tenth
-    /// of the server's CPU with 1,000 sessions (BENCHMARKS.md, "The
-    /// 1,000-client row").
-    fn write_direct(&mut self, slot: u32, now: Instant) -> bool {
-        let Shard { sessions, metrics, .. } = self;
-        let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return false;
-        };
-        let Some(socket) = &s.direct else { return false };
-        if s.ctl.writing.get()
-            || s.busy_since.is_some()
-            || s.partial.is_some()
-            || s.close.is_some()
-            || s.outbox.len() != 1
-        {
-            return false;
-        }
-        let op = if s.format.binary { OpCode::Binary } else { OpCode::Text };
-        let frame = &s.outbox[0];
-        let mut head = [0u8; 10];
-        let h = ws::write_head(&mut head, op, frame.len());
-        let Ok(n) = socket.try_write_vectored(&[IoSlice::new(&head[..h]), IoSlice::new(frame)])
-        else {
-            return false;
-        };
-        let frame = s.outbox.pop_front().expect("one frame");
-        let m = &metrics.counters;
-        ShardCounters::add(&m.frames_out, 1);
-        ShardCounters::add(&m.frames_direct, 1);
-        ShardCounters::add(&m.bytes_out, frame.len() as u64);
-        s.data_frames_taken = s.data_frames;
-        if n < h + frame.len() {
-            ShardCounters::add(&m.frames_direct_partial, 1);
-            let mut rest = Vec::with_capacity(h + frame.len() - n);
-            if n < h {
-                rest.extend_from_slice(&head[n..h]);
-            }
-            rest.extend_from_slice(&frame[n.saturating_sub(h)..]);
-            s.partial = Some(rest);
-            s.busy_since = Some(now);
-            return false;
-        }
-        s.data_frames_written = s.data_frames;
-        s.last_write = Some(now);
-        s.slow_warned = false;
-        s.queued_bytes = 0;
-        true
-    }
-
-    /// Hands a plain TCP session's socket to the shard, which then writes
-    /// data frames into it itself when the session is idle (see
-    /// [`Subscriber::direct`]).
-    pub fn set_direct(&mut self, slot: u32, socket: Rc<TcpStream>) {
-        if let Some(s) = self.session(slot) {
-            s.direct = Some(socket);
-        }
-    }
-
-    /// Called by a socket task before anything else: the rest of a frame
-    /// the socket took only in part from a direct write, to be written
-    /// first (the session stays busy until `write_done`).
-    pub fn take_partial(&mut self, slot: u32) -> Option<Vec<u8>> {
-        self.session(slot).and_then(|s| s.partial.take())
-    }
-
-    /// Encodes everything sendable of a session into one frame in its
-    /// outbox. Returns whether a frame was made.
+    /// Encodes everything sendable of a session into one frame and hands
+    /// it to the session's write side. Returns whether a frame was made.
     fn build_data_frame(&mut self, slot: u32, now: Instant) -> bool {
         let Shard { sessions, cache, names, metrics, throttle, last, changes, .. } = self;
         let Some(s) = sessions.get_mut(slot as usize).and_then(Option::as_mut) else {
@@ -1047,9 +943,21 @@ impl Shard {
         ShardCounters::add(&m.conflated, conflated);
         ShardCounters::add(&m.overflows, overflows);
         ShardCounters::add(&m.overflow_lost, lost_total);
-        s.more = buf.len() >= MAX_FRAME_BYTES;
-        s.push_frame(buf);
-        s.data_frames += 1;
+        // A frame that reached the budget leaves more behind: the socket
+        // task builds the next one as soon as the socket takes this one.
+        let more = buf.len() >= MAX_FRAME_BYTES;
+        let len = buf.len() as u64;
+        match s.out.push_data(s.data_op(), buf, more, now) {
+            Pushed::Queued => {}
+            pushed => {
+                ShardCounters::add(&m.frames_out, 1);
+                ShardCounters::add(&m.frames_direct, 1);
+                ShardCounters::add(&m.bytes_out, len);
+                if pushed == Pushed::Partial {
+                    ShardCounters::add(&m.frames_direct_partial, 1);
+                }
+            }
+        }
         true
     }
 
@@ -1076,43 +984,31 @@ impl Shard {
 
     // ----- socket task interface ---------------------------------------------
 
-    /// Called by a socket task that is ready to write: moves the outbox
-    /// into `frames` (building a data frame first if there is data), in
-    /// order, and marks the session busy if there were any. Returns the
-    /// close to make after writing them, if any. The socket task passes
-    /// the same (emptied) vector every time, so that a frame costs no
-    /// allocation of its own here.
-    pub fn take_outgoing(&mut self, slot: u32, frames: &mut Vec<Vec<u8>>) -> Option<CloseRequest> {
-        let now = Instant::now();
-        if self.pending_data(slot) {
+    /// Called by a socket task that is ready to write: builds a data frame
+    /// first if the session has data and its socket is idle, then takes
+    /// what its write side holds ([`Outbound::take`]). The socket task
+    /// passes the same (emptied) vector every time, so that a frame costs
+    /// no allocation of its own here.
+    pub fn take_outgoing(&mut self, slot: u32, frames: &mut Vec<Frame>, now: Instant) -> Next {
+        if self.pending_data(slot) && self.session(slot).is_some_and(|s| s.out.ready_for_data()) {
             self.cache.begin_if_stale();
             self.build_data_frame(slot, now);
         }
-        let Some(s) = self.session(slot) else {
-            return Some(CloseRequest { code: 1011, reason: "gone", abort: true });
-        };
-        s.data_frames_taken = s.data_frames;
-        if !s.outbox.is_empty() {
-            s.busy_since = Some(now);
-            frames.extend(s.outbox.drain(..));
+        match self.session(slot) {
+            Some(s) => s.out.take(frames, now),
+            None => Next::Close(CloseRequest::NETWORK),
         }
-        s.close
     }
 
-    /// Called by a socket task after a flush succeeded.
-    pub fn write_done(&mut self, slot: u32, frames: usize, bytes: usize) {
+    /// Called by a socket task after a write finished.
+    pub fn written(&mut self, slot: u32, now: Instant) {
+        let Some(s) = self.sessions.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let (frames, bytes) = s.out.written(now);
         let m = &self.metrics.counters;
         ShardCounters::add(&m.frames_out, frames as u64);
         ShardCounters::add(&m.bytes_out, bytes as u64);
-        if let Some(s) = self.session(slot) {
-            s.busy_since = None;
-            if s.data_frames_taken > s.data_frames_written {
-                s.data_frames_written = s.data_frames_taken;
-                s.last_write = Some(Instant::now());
-            }
-            s.slow_warned = false;
-            s.queued_bytes = s.outbox.iter().map(Vec::len).sum();
-        }
     }
 
     /// Queues a heartbeat (the socket task found nothing sent for `hb`).
@@ -1130,7 +1026,8 @@ impl Shard {
                 Obj::new(&mut buf, "heartbeat").u64("cseq", cseq).u64("t", t).finish();
                 buf.push(b']');
             }
-            s.push_frame(buf);
+            let op = s.data_op();
+            s.out.push(op, buf);
             ShardCounters::add(&self.metrics.counters.messages_out, 1);
         }
     }
@@ -1143,13 +1040,13 @@ impl Shard {
         // A multiplicative hash spreads consecutive ids over the window.
         let jitter = uid.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         let after = SHUTDOWN_RECONNECT_AFTER_MS + jitter % SHUTDOWN_JITTER_MS;
-        self.end_session(slot, after, SHUTDOWN_CLOSE);
+        self.end_session(slot, after, CloseRequest::SHUTDOWN);
     }
 
     /// Queues `shutdown` and then `close`.
     fn end_session(&mut self, slot: u32, reconnect_after_ms: u64, close: CloseRequest) {
         if let Some(s) = self.session(slot) {
-            if s.close.is_some() {
+            if s.out.close_request().is_some() {
                 return;
             }
             let mut buf = Vec::with_capacity(64);
@@ -1160,65 +1057,32 @@ impl Shard {
                 .u64("reconnect_after_ms", reconnect_after_ms)
                 .finish();
             buf.push(b']');
-            s.push_frame(buf);
-            s.close = Some(close);
-            s.ctl.wake.notify_one();
+            s.send(buf);
+            s.out.request_close(close, Instant::now());
             ShardCounters::add(&self.metrics.counters.messages_out, 1);
         }
     }
 
-    /// The peer sent something (any frame, a pong included): it is alive.
-    pub fn peer_alive(&mut self, slot: u32) {
-        if let Some(s) = self.session(slot) {
-            s.ping_outstanding = None;
-        }
+    /// The write side of the session in `slot`, if one is open there.
+    pub fn outbound(&mut self, slot: u32) -> Option<&mut Outbound> {
+        self.session(slot).map(|s| &mut s.out)
     }
 
-    /// Called before each ping: true when a ping sent more than `limit` ago
-    /// is still unanswered and no write has completed since (the peer is
-    /// gone). Otherwise records the ping.
-    ///
-    /// A peer that is behind on a busy stream may not read our ping for a
-    /// while, but its TCP stack still takes our market data: that peer is
-    /// alive, and if it stops taking it the slow-client policy deals with
-    /// it. (Heartbeats and pings alone do not count: a hung peer's kernel
-    /// takes those for ever.)
-    pub fn ping_overdue(&mut self, slot: u32, now: Instant, limit: Duration) -> bool {
-        let Some(s) = self.session(slot) else { return true };
-        match s.ping_outstanding {
-            Some(since) if s.last_write.is_some_and(|w| w > since) => {
-                s.ping_outstanding = Some(now);
-                false
-            }
-            Some(since) => {
-                let dead = now.saturating_duration_since(since) >= limit;
-                if dead {
-                    ShardCounters::add(&self.metrics.counters.dead_peers, 1);
-                }
-                dead
-            }
-            None => {
-                s.ping_outstanding = Some(now);
-                false
-            }
+    /// Time for a ping (see [`Outbound::ping`]): false when the peer is
+    /// gone (counted as a dead peer).
+    pub fn ping(&mut self, slot: u32, now: Instant, limit: Duration) -> bool {
+        let Some(s) = self.session(slot) else { return false };
+        let alive = s.out.ping(now, limit);
+        if !alive {
+            ShardCounters::add(&self.metrics.counters.dead_peers, 1);
         }
+        alive
     }
 
-    /// The client sent a close frame with `code` (recorded for the audit
-    /// log when the client closed first).
-    pub fn peer_closed(&mut self, slot: u32, code: u16) {
-        if let Some(s) = self.session(slot)
-            && s.close.is_none()
-            && s.peer_close.is_none()
-        {
-            s.peer_close = Some(code);
-        }
-    }
-
-    /// When the session's socket last took a write of market data, by the
-    /// socket task or by the shard itself.
+    /// When the session's socket last took a write (the socket task's or
+    /// the shard's own).
     pub fn last_write(&self, slot: u32) -> Option<Instant> {
-        self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.last_write)
+        self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.out.last_write())
     }
 
     /// The server-wide id of the session in `slot`, if one is open there.
@@ -1226,18 +1090,19 @@ impl Shard {
         self.sessions.get(slot as usize).and_then(Option::as_ref).map(|s| s.uid)
     }
 
-    /// The close the server asked for, if any.
-    pub fn close_request(&self, slot: u32) -> Option<CloseRequest> {
-        self.sessions.get(slot as usize).and_then(Option::as_ref).and_then(|s| s.close)
+    /// When the session's socket is reset if its close has not finished
+    /// (`None`: no close requested, or no session).
+    pub fn close_deadline(&self, slot: u32) -> Option<Instant> {
+        self.sessions
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.out.close_deadline())
     }
 
-    /// Asks the socket task to close the connection.
+    /// Asks for the session to end (the first request wins).
     pub fn request_close(&mut self, slot: u32, close: CloseRequest) {
         if let Some(s) = self.session(slot) {
-            if s.close.is_none() {
-                s.close = Some(close);
-            }
-            s.ctl.wake.notify_one();
+            s.out.request_close(close, Instant::now());
         }
     }
 
@@ -1273,7 +1138,6 @@ impl Shard {
             }
             let Some(s) = self.session(slot) else { continue };
             push_status(s, state);
-            s.ctl.wake.notify_one();
             sent += 1;
         }
         ShardCounters::add(&self.metrics.counters.messages_out, sent);
@@ -1288,18 +1152,18 @@ impl Shard {
             (self.config.slow_warn, self.config.lag_limit, self.config.max_queued_bytes);
         let mut disconnects = 0;
         for s in self.sessions.iter_mut().flatten() {
-            let Some(since) = s.busy_since else { continue };
-            let lag = now.saturating_duration_since(since);
-            if s.close.is_none() && (lag >= limit || s.queued_bytes >= max_bytes) {
+            let Some(lag) = s.out.lag(now) else { continue };
+            if s.out.close_request().is_some() {
+                continue;
+            }
+            if lag >= limit || s.out.queued_bytes() >= max_bytes {
                 let who = Who { session: Some(s.uid), peer: s.peer, principal: s.auth.principal() };
                 let lag_ms = lag.as_millis() as u64;
                 self.access.audit.emit(who, Event::SlowDisconnect { lag_ms });
                 push_slow(s, lag, "disconnecting");
-                s.close = Some(CloseRequest { code: 4008, reason: "slow client", abort: true });
-                s.ctl.wake.notify_one();
+                s.out.request_close(CloseRequest::SLOW_CLIENT, now);
                 disconnects += 1;
-            } else if lag >= warn && !s.slow_warned {
-                s.slow_warned = true;
+            } else if lag >= warn && s.out.warn_slow() {
                 if !s.entries.iter().any(|e| e.live && e.mode == Mode::Latest) {
                     continue;
                 }
@@ -1338,12 +1202,7 @@ impl Shard {
         // Sustained abuse: three times the limit within one window closes
         // the connection with 1008 (policy violation) after the 429s.
         if s.rate_count == limit.saturating_mul(3) {
-            s.close.get_or_insert(CloseRequest {
-                code: 1008,
-                reason: "rate limit abuse",
-                abort: false,
-            });
-            s.ctl.wake.notify_one();
+            s.out.request_close(CloseRequest::RATE_LIMIT, now);
         }
         s.rate_count <= limit
     }
@@ -1369,8 +1228,7 @@ impl Shard {
             .bool("temporary", temporary)
             .finish();
         buf.push(b']');
-        s.push_frame(buf);
-        s.ctl.wake.notify_one();
+        s.send(buf);
         let m = &self.metrics.counters;
         ShardCounters::add(&m.errors_out, 1);
         ShardCounters::add(&m.messages_out, 1);
@@ -1405,8 +1263,7 @@ impl Shard {
                 }
                 o.u64("t", s.format.time_unit.from_ns(now_ns())).finish();
                 buf.push(b']');
-                s.push_frame(buf);
-                s.ctl.wake.notify_one();
+                s.send(buf);
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
             }
             Request::List { id, prefix } => {
@@ -1424,8 +1281,7 @@ impl Shard {
                     .with("symbols", |b| write_str_array(b, list.iter().map(|n| &**n)))
                     .finish();
                 buf.push(b']');
-                s.push_frame(buf);
-                s.ctl.wake.notify_one();
+                s.send(buf);
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
             }
             Request::Auth { id, token } => self.auth_message(slot, id, token),
@@ -1450,7 +1306,7 @@ impl Shard {
                     Err(reason) => {
                         self.access.auth_failed(self.who(slot), reason, "message");
                         self.send_error(slot, id, 402, "authentication failed", false);
-                        self.request_close(slot, AUTH_FAILED_CLOSE);
+                        self.request_close(slot, CloseRequest::AUTH_FAILED);
                         return;
                     }
                 };
@@ -1472,8 +1328,7 @@ impl Shard {
                     })
                     .finish();
                 buf.push(b']');
-                s.push_frame(buf);
-                s.ctl.wake.notify_one();
+                s.send(buf);
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
                 self.access.audit.emit(self.who(slot), Event::Auth);
             }
@@ -1496,22 +1351,22 @@ impl Shard {
         let now_s = now_ns() / 1_000_000_000;
         for slot in 0..self.sessions.len() as u32 {
             let Some(s) = self.session(slot) else { continue };
-            if s.close.is_some() {
+            if s.out.close_request().is_some() {
                 continue;
             }
             let (msg, close) = match &s.auth {
                 SessionAuth::Pending { deadline } if now >= *deadline => {
                     let (reason, via) = ("no auth before the deadline", "timeout");
                     access.audit.emit(self.who(slot), Event::AuthFailure { reason, via });
-                    ("authentication timeout: send auth first", AUTH_TIMEOUT_CLOSE)
+                    ("authentication timeout: send auth first", CloseRequest::AUTH_TIMEOUT)
                 }
                 SessionAuth::Ok(p) if reloaded || p.expires() => {
                     let Err(reason) = access.still_valid(p, now_s) else { continue };
                     access.audit.emit(self.who(slot), Event::Revoked { reason });
                     if reason == "token expired" {
-                        ("credentials expired", EXPIRED_CLOSE)
+                        ("credentials expired", CloseRequest::EXPIRED)
                     } else {
-                        ("credentials revoked", REVOKED_CLOSE)
+                        ("credentials revoked", CloseRequest::REVOKED)
                     }
                 }
                 _ => continue,
@@ -1895,7 +1750,7 @@ impl Shard {
             })
             .finish();
         buf.push(b']');
-        s.push_frame(buf);
+        s.send(buf);
         // Entries that got a snapshot or went to latest mode lose any stale
         // loss report; the queue loses what a snapshot covers and what a
         // switch to latest mode conflates (see `Subscriber::queue`).
@@ -1928,9 +1783,9 @@ impl Shard {
                 msgs += 1;
             }
             finish_data_frame(&mut buf, format);
-            s.push_frame(buf);
+            let op = s.data_op();
+            s.out.push(op, buf);
         }
-        s.ctl.wake.notify_one();
         ShardCounters::add(&metrics.counters.messages_out, msgs);
     }
 
@@ -1991,8 +1846,7 @@ impl Shard {
             .with("channels", |b| write_str_array(b, removed_channels.iter().map(Channel::name)))
             .finish();
         buf.push(b']');
-        s.push_frame(buf);
-        s.ctl.wake.notify_one();
+        s.send(buf);
         ShardCounters::add(&self.metrics.counters.messages_out, 1);
     }
 }
@@ -2099,11 +1953,11 @@ fn push_slow(s: &mut Subscriber, lag: Duration, action: &str) {
     Obj::new(&mut buf, "slow")
         .u64("cseq", cseq)
         .u64("lag_ms", lag.as_millis() as u64)
-        .u64("queued_bytes", s.queued_bytes as u64)
+        .u64("queued_bytes", s.out.queued_bytes() as u64)
         .str("action", action)
         .finish();
     buf.push(b']');
-    s.push_frame(buf);
+    s.send(buf);
 }
 
 fn push_status(s: &mut Subscriber, state: FeedState) {
@@ -2116,7 +1970,7 @@ fn push_status(s: &mut Subscriber, state: FeedState) {
         .u64("t", s.format.time_unit.from_ns(now_ns()))
         .finish();
     buf.push(b']');
-    s.push_frame(buf);
+    s.send(buf);
 }
 
 fn write_str_array<'a>(b: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
@@ -2184,10 +2038,11 @@ mod tests {
     /// What the socket task would write now, as decoded market-data records.
     fn take(shard: &mut Shard, slot: u32) -> Vec<Record> {
         let mut frames = Vec::new();
-        shard.take_outgoing(slot, &mut frames);
-        shard.write_done(slot, frames.len(), 0);
+        let now = Instant::now();
+        shard.take_outgoing(slot, &mut frames, now);
+        shard.written(slot, now);
         let mut records = Vec::new();
-        for f in frames.iter().filter(|f| is_binary_frame(f)) {
+        for f in frames.iter().map(|f| &f.payload[..]).filter(|f| is_binary_frame(f)) {
             let h = decode_header(f).expect("a valid frame");
             records.extend((0..h.count as usize).map(|i| decode_record(f, &h, i)));
         }

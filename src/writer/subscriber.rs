@@ -1,5 +1,6 @@
-//! Per-subscriber state kept by a writer shard: subscriptions, conflation
-//! slots, the `mode:"all"` queue and the outbox of encoded frames.
+//! What a writer shard keeps for one connection (a [`Subscriber`]): its
+//! subscriptions, conflation slots and `mode:"all"` queue, and its write
+//! side ([`Outbound`]).
 //!
 //! Memory is bounded by the subscriptions, never by the feed rate:
 //! - `mode:"latest"`: a dirty flag per (channel, symbol) entry. The value
@@ -15,24 +16,22 @@
 //!   When it is full, further ticks of an entry are counted as lost until an
 //!   `overflow` message naming them is encoded. Losses of an entry are always
 //!   one contiguous run ending at `accepted_seq`, so a count is enough.
-//! - the outbox holds encoded frames handed to the socket task. A data frame
-//!   is only built when the socket task is idle (build-on-ready), so a slow
-//!   socket leaves its updates conflating in the slots instead of piling up
-//!   as bytes.
+//! - a data frame is only built when the connection's socket is idle
+//!   ([`Outbound::ready_for_data`]), so a slow socket leaves its updates
+//!   conflating in the slots instead of piling up as bytes.
 
-use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::auth::SessionAuth;
 use crate::protocol::json::Format;
 use crate::protocol::request::Mode;
+use crate::socket::outbound::Outbound;
+use crate::socket::ws::OpCode;
 use crate::tick::{Channel, SymbolId, Tick};
 
 /// One (channel, symbol) subscription of a session.
@@ -194,28 +193,6 @@ pub struct WildOpts {
     pub max_hz: Option<f64>,
 }
 
-/// Signals between the shard and a connection's socket task.
-#[derive(Default)]
-pub struct Ctl {
-    /// Wakes the socket task: frames are waiting, or a close was requested.
-    pub wake: Notify,
-    /// The socket task has a write under way (the shard must not write
-    /// into the socket meanwhile: see [`Subscriber::direct`]).
-    pub writing: Cell<bool>,
-}
-
-/// Why and how a session is being closed by the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseRequest {
-    /// WebSocket close code.
-    pub code: u16,
-    /// Close reason.
-    pub reason: &'static str,
-    /// Drop the socket without flushing what is queued (the peer is not
-    /// reading, so flushing would wait forever).
-    pub abort: bool,
-}
-
 /// Everything a shard knows about one connection.
 pub struct Subscriber {
     /// Unique for the life of the server (slots are reused, uids are not).
@@ -258,59 +235,27 @@ pub struct Subscriber {
     pub queue: VecDeque<Queued>,
     /// All-mode entries with unreported losses.
     pub lost_entries: Vec<u32>,
-    /// Encoded frames for the socket task, in `cseq` order.
-    pub outbox: VecDeque<Vec<u8>>,
-    /// Bytes in `outbox` plus bytes handed to the socket task and not yet flushed.
-    pub queued_bytes: usize,
     /// Whether the session is on the shard's dirty list.
     pub on_dirty_list: bool,
-    /// The socket task is writing (frames taken, flush not finished).
-    pub busy_since: Option<Instant>,
-    /// A `slow` warning was sent for the current busy spell.
-    pub slow_warned: bool,
     /// When a throttle wake-up is already scheduled for this session.
     pub throttle_at: Option<Instant>,
-    /// Set when the server decided to close the session.
-    pub close: Option<CloseRequest>,
-    /// Shared with the socket task.
-    pub ctl: Rc<Ctl>,
     /// Inbound rate limiting: start of the current one-second window.
     pub rate_window: Instant,
     /// Messages received in the current window.
     pub rate_count: u32,
-    /// When the oldest ping that nothing has answered since was sent.
-    pub ping_outstanding: Option<Instant>,
-    /// When the socket last accepted a write that carried market data.
-    pub last_write: Option<Instant>,
-    /// Data frames built so far.
-    pub data_frames: u64,
-    /// `data_frames` when the socket task last took the outbox.
-    pub data_frames_taken: u64,
-    /// `data_frames` covered by completed writes.
-    pub data_frames_written: u64,
     /// Where the session stands with authentication; its entitlements
     /// limit every subscription.
     pub auth: SessionAuth,
     /// The client's address (for the audit log).
     pub peer: Option<SocketAddr>,
-    /// The close code the client sent, when it closed first.
-    pub peer_close: Option<u16>,
-    /// The socket of a plain TCP session, for the shard to write a data
-    /// frame into directly when nothing else is in flight, which spares
-    /// the socket task a wake-up per frame (`Shard::end_of_batch`).
-    pub direct: Option<Rc<TcpStream>>,
-    /// The rest of a frame the socket took only in part from a direct
-    /// write, already framed: the socket task writes it before anything
-    /// else.
-    pub partial: Option<Vec<u8>>,
-    /// The last data frame reached the frame budget: more may be pending
-    /// (the socket task then builds the next one when it has written it).
-    pub more: bool,
+    /// The connection's write side: every frame for the socket goes
+    /// through it.
+    pub out: Outbound,
 }
 
 impl Subscriber {
     /// A session with no subscriptions.
-    pub fn new(uid: u64, format: Format, ctl: Rc<Ctl>) -> Subscriber {
+    pub fn new(uid: u64, format: Format, out: Outbound, now: Instant) -> Subscriber {
         Subscriber {
             uid,
             format,
@@ -326,28 +271,25 @@ impl Subscriber {
             scanning: false,
             queue: VecDeque::new(),
             lost_entries: Vec::new(),
-            outbox: VecDeque::new(),
-            queued_bytes: 0,
             on_dirty_list: false,
-            busy_since: None,
-            slow_warned: false,
             throttle_at: None,
-            close: None,
-            ctl,
-            rate_window: Instant::now(),
+            rate_window: now,
             rate_count: 0,
-            ping_outstanding: None,
-            last_write: None,
-            data_frames: 0,
-            data_frames_taken: 0,
-            data_frames_written: 0,
             auth: SessionAuth::Off,
             peer: None,
-            peer_close: None,
-            direct: None,
-            partial: None,
-            more: false,
+            out,
         }
+    }
+
+    /// Queues a JSON control message (a whole frame) for the socket.
+    pub fn send(&mut self, frame: Vec<u8>) {
+        self.out.push(OpCode::Text, frame);
+    }
+
+    /// The opcode of this session's data frames: binary records on a
+    /// `tickwire.v1.bin` session, JSON text otherwise.
+    pub fn data_op(&self) -> OpCode {
+        if self.format.binary { OpCode::Binary } else { OpCode::Text }
     }
 
     /// Takes the next `cseq`.
@@ -398,12 +340,6 @@ impl Subscriber {
     #[inline]
     pub fn per_tick(&self, mode: Mode, ch: Channel) -> bool {
         mode == Mode::All || !self.scans(ch)
-    }
-
-    /// Queues an encoded frame for the socket task.
-    pub fn push_frame(&mut self, frame: Vec<u8>) {
-        self.queued_bytes += frame.len();
-        self.outbox.push_back(frame);
     }
 
     /// Offers a tick to an entry. Returns true when the session now has
