@@ -17,32 +17,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::util::{Client, TIMEOUT, manual_server};
-
-/// A client frame: FIN, `opcode`, masked with a fixed key unless `unmasked`.
-fn frame(opcode: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let mask_bit = if unmasked { 0 } else { 0x80 };
-    match payload.len() {
-        n if n < 126 => f.push(mask_bit | n as u8),
-        n if n <= 0xffff => {
-            f.push(mask_bit | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(mask_bit | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if unmasked {
-        f.extend_from_slice(payload);
-    } else {
-        let key = [0x12, 0x34, 0x56, 0x78];
-        f.extend_from_slice(&key);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    }
-    f
-}
+use crate::util::{Client, TIMEOUT, client_frame as frame, manual_server};
 
 /// A frame header that announces `len` payload bytes (none follow).
 fn header_only(len: u64) -> Vec<u8> {

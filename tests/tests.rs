@@ -20,6 +20,8 @@
 //!   `--loop` epochs, `--from`/`--to`.
 //! - `files`: `record`, `convert`, `inspect`; the ITCH -> capture -> JSON lines
 //!   -> capture round trip and a replay of each; a recorder killed mid-write.
+//! - `closes`: every way a session ends releases its socket in bounded
+//!   time, against clients that never read (descriptors counted).
 //! - `hardening`: malformed frames, slowloris, reset storms, memory per
 //!   idle connection (raw TCP clients that break the rules).
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live; a
@@ -38,6 +40,7 @@ mod auth;
 mod binary;
 mod browser;
 mod cli;
+mod closes;
 mod external;
 mod files;
 mod hardening;

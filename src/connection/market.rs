@@ -305,3 +305,306 @@ impl DeadPeer {
         tracing::debug!(slot = self.slot, "peer answered no ping for two intervals; dropped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The write loop and its guard on tokio's paused clock, over a mock
+    //! socket that takes a set number of bytes and then stalls, as a peer
+    //! that stops reading does.
+
+    use std::cell::Cell;
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use tokio::task::LocalSet;
+
+    use super::*;
+    use crate::protocol::request::{Mode, Request};
+    use crate::tick::{Channels, Price, SymbolId, Tick};
+    use crate::writer::shard::ShardConfig;
+
+    /// What the mock socket took, and how much more it will take.
+    #[derive(Default)]
+    struct Wire {
+        taken: RefCell<Vec<u8>>,
+        writes: Cell<usize>,
+        /// Bytes it will still take; `usize::MAX`: as many as come.
+        budget: Cell<usize>,
+        waker: RefCell<Option<Waker>>,
+    }
+
+    impl Wire {
+        fn open(budget: usize) -> Rc<Wire> {
+            Rc::new(Wire { budget: Cell::new(budget), ..Wire::default() })
+        }
+
+        /// The messages written so far: (opcode, payload), frames unmasked.
+        fn frames(&self) -> Vec<(u8, Vec<u8>)> {
+            let bytes = self.taken.borrow();
+            let (mut out, mut at) = (Vec::new(), 0);
+            while at + 2 <= bytes.len() {
+                let op = bytes[at] & 0x0f;
+                let (len, head) = match bytes[at + 1] {
+                    126 => (u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize, 4),
+                    127 => (
+                        u64::from_be_bytes(bytes[at + 2..at + 10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    n => (n as usize, 2),
+                };
+                if at + head + len > bytes.len() {
+                    break;
+                }
+                out.push((op, bytes[at + head..at + head + len].to_vec()));
+                at += head + len;
+            }
+            out
+        }
+
+        /// JSON messages of every text frame, flattened.
+        fn messages(&self) -> Vec<serde_json::Value> {
+            self.frames()
+                .into_iter()
+                .filter(|(op, _)| *op == 1)
+                .flat_map(|(_, p)| match serde_json::from_slice(&p) {
+                    Ok(serde_json::Value::Array(v)) => v,
+                    other => panic!("not a JSON array: {other:?}"),
+                })
+                .collect()
+        }
+    }
+
+    struct MockSocket(Rc<Wire>);
+
+    impl AsyncWrite for MockSocket {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let w = &self.0;
+            let n = buf.len().min(w.budget.get());
+            if n == 0 {
+                *w.waker.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            w.budget.set(w.budget.get().saturating_sub(n));
+            w.writes.set(w.writes.get() + 1);
+            w.taken.borrow_mut().extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    const HB: Duration = Duration::from_millis(1000);
+
+    /// A shard with one session (no direct socket: every write goes
+    /// through the loop), and that session's slot and signals.
+    fn session(config: ShardConfig) -> (Rc<RefCell<Shard>>, u32, Rc<Signals>) {
+        let mut shard = Shard::for_tests(4, ShardConfig { hb: HB, ..config });
+        let (slot, signals) = shard.open_session(Format::default(), 1);
+        (Rc::new(RefCell::new(shard)), slot, signals)
+    }
+
+    fn subscribe(shard: &RefCell<Shard>, slot: u32, max_hz: Option<f64>) {
+        let req = Request::Subscribe {
+            id: None,
+            symbols: vec!["S0".into()],
+            channels: Channels::BOTH,
+            mode: Mode::Latest,
+            max_hz,
+            snapshot: false,
+        };
+        shard.borrow_mut().handle(slot, req);
+    }
+
+    /// A quote of S0 with `seq`, handed to the shard as the pump does.
+    fn quote(shard: &RefCell<Shard>, seq: u64) {
+        let t = Tick { seq, ..Tick::quote(SymbolId(0), seq, Price(100), 1, Price(101), 1) };
+        let mut s = shard.borrow_mut();
+        s.dispatch(&t);
+        s.end_of_batch();
+    }
+
+    /// Runs the write loop under its guard on `wire` until it ends, with
+    /// the pump's housekeeping (the slow-client check every 100 ms).
+    async fn drive(
+        shard: Rc<RefCell<Shard>>,
+        slot: u32,
+        signals: Rc<Signals>,
+        wire: Rc<Wire>,
+    ) -> (Ended, Instant) {
+        let (_tx, shutdown) = watch::channel(false);
+        let housekeeping = {
+            let shard = shard.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    shard.borrow_mut().check_slow(Instant::now());
+                }
+            })
+        };
+        let writer = ws::Writer::new(MockSocket(wire));
+        let write = write_loop(writer, &shard, slot, &signals, HB, shutdown);
+        let ended = guarded(write, &shard, slot, &signals).await;
+        housekeeping.abort();
+        (ended, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_reset_at_the_lag_limit() {
+        LocalSet::new()
+            .run_until(async {
+                let config =
+                    ShardConfig { lag_limit: Duration::from_secs(5), ..ShardConfig::default() };
+                let (shard, slot, signals) = session(config);
+                subscribe(&shard, slot, None);
+                // The socket takes the welcome and a little more, then
+                // nothing: the first data frame never completes.
+                let wire = Wire::open(300);
+                let start = Instant::now();
+                let feed = {
+                    let shard = shard.clone();
+                    tokio::task::spawn_local(async move {
+                        for seq in 1.. {
+                            quote(&shard, seq);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    })
+                };
+                let (ended, at) = drive(shard.clone(), slot, signals, wire.clone()).await;
+                feed.abort();
+                assert_eq!(ended, Ended::OutOfTime);
+                // Closed at the lag limit (checked every 100 ms), reset 50 ms
+                // later: the stuck write never lets the close frame out.
+                let took = at - start;
+                assert!(
+                    took >= Duration::from_secs(5) && took <= Duration::from_millis(5200),
+                    "{took:?}"
+                );
+                let close = shard.borrow_mut().outbound(slot).unwrap().close_request();
+                assert_eq!(close, Some(CloseRequest::SLOW_CLIENT));
+                // Build-on-ready: one data frame was built for the stuck
+                // socket, however many quotes came (they conflate).
+                assert!(wire.writes.get() <= 3, "{} writes", wire.writes.get());
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_gets_heartbeats_and_a_silent_peer_is_dropped() {
+        LocalSet::new()
+            .run_until(async {
+                let (shard, slot, signals) = session(ShardConfig::default());
+                let wire = Wire::open(usize::MAX);
+                let start = Instant::now();
+                let (ended, at) = drive(shard.clone(), slot, signals, wire.clone()).await;
+                // Nothing ever answers the pings: dropped without a close
+                // frame after two intervals (pings go every interval; the
+                // check comes with the third).
+                assert_eq!(ended, Ended::Dropped);
+                assert_eq!(at - start, 3 * HB);
+                let kinds: Vec<String> = wire
+                    .messages()
+                    .iter()
+                    .map(|m| m["type"].as_str().unwrap().to_string())
+                    .collect();
+                // welcome, status, then one heartbeat per idle interval.
+                assert_eq!(kinds, ["welcome", "status", "heartbeat", "heartbeat"]);
+                let pings = wire.frames().iter().filter(|(op, _)| *op == 0x9).count();
+                assert_eq!(pings, 2);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_close_the_peer_cannot_take_ends_at_the_grace() {
+        LocalSet::new()
+            .run_until(async {
+                let (shard, slot, signals) = session(ShardConfig::default());
+                // Enough for the welcome and status only.
+                let wire = Wire::open(200);
+                let closer = {
+                    let shard = shard.clone();
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        shard.borrow_mut().shutdown_session(slot);
+                        Instant::now()
+                    })
+                };
+                let (ended, at) = drive(shard.clone(), slot, signals, wire).await;
+                let asked = closer.await.unwrap();
+                assert_eq!(ended, Ended::OutOfTime);
+                assert_eq!(at - asked, crate::socket::outbound::CLOSE_GRACE);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clean_close_writes_the_queue_then_the_close_frame() {
+        LocalSet::new()
+            .run_until(async {
+                let (shard, slot, signals) = session(ShardConfig::default());
+                let wire = Wire::open(usize::MAX);
+                shard.borrow_mut().shutdown_session(slot);
+                let (ended, _) = drive(shard, slot, signals, wire.clone()).await;
+                assert_eq!(ended, Ended::Closed);
+                let frames = wire.frames();
+                let (op, payload) = frames.last().unwrap();
+                assert_eq!((*op, &payload[..2]), (0x8, &1012u16.to_be_bytes()[..]));
+                let last = wire.messages().pop().unwrap();
+                assert_eq!(last["type"], "shutdown");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_hz_holds_updates_back_on_the_paused_clock() {
+        LocalSet::new()
+            .run_until(async {
+                let (shard, slot, signals) = session(ShardConfig::default());
+                subscribe(&shard, slot, Some(2.0));
+                let wire = Wire::open(usize::MAX);
+                // 100 quotes a second for 2 s, with the pump's throttle.
+                let feed = {
+                    let shard = shard.clone();
+                    tokio::task::spawn_local(async move {
+                        for seq in 1..=200 {
+                            quote(&shard, seq);
+                            let now = Instant::now();
+                            if shard.borrow_mut().run_throttle(now).is_some() {
+                                shard.borrow_mut().end_of_batch();
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        shard.borrow_mut().request_close(slot, CloseRequest::SHUTDOWN);
+                    })
+                };
+                drive(shard, slot, signals, wire.clone()).await;
+                feed.await.unwrap();
+                let quotes: Vec<(u64, u64)> = wire
+                    .messages()
+                    .iter()
+                    .filter(|m| m["type"] == "q")
+                    .map(|m| (m["seq"].as_u64().unwrap(), m["cf"].as_u64().unwrap_or(1)))
+                    .collect();
+                // At most 2 a second over 2 s (the first goes at once), and
+                // `cf` accounts for every quote in between.
+                assert!((4..=5).contains(&quotes.len()), "{quotes:?}");
+                let mut last = 0;
+                for (seq, cf) in &quotes {
+                    assert_eq!(seq - last, *cf, "{quotes:?}");
+                    last = *seq;
+                }
+            })
+            .await;
+    }
+}

@@ -342,6 +342,19 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// A shard over `symbols` symbols named `S0`, `S1`... with no feed:
+    /// tests hand it ticks with [`Shard::dispatch`].
+    #[cfg(test)]
+    pub(crate) fn for_tests(symbols: u32, config: ShardConfig) -> Shard {
+        let table = Arc::new(crate::tick::SymbolTable::new(4096));
+        for i in 0..symbols {
+            table.intern(&format!("S{i}")).expect("symbol");
+        }
+        let market = Arc::new(Market::new(table));
+        let reader = crate::ring::ring::<Tick>(2).1.reader();
+        Shard::new(market, reader, config, Arc::new(ShardMetrics::default()))
+    }
+
     /// An empty shard reading the ring with `reader`.
     pub fn new(
         market: Arc<Market>,
@@ -1991,7 +2004,6 @@ mod tests {
     use super::*;
     use crate::protocol::binary::{Record, decode_header, decode_record, is_binary_frame};
     use crate::tick::Channels;
-    use crate::tick::SymbolTable;
 
     const SYMBOLS: u32 = 20;
 
@@ -2000,13 +2012,7 @@ mod tests {
     }
 
     fn shard_of(symbols: u32) -> Shard {
-        let table = Arc::new(SymbolTable::new(4096));
-        for i in 0..symbols {
-            table.intern(&format!("S{i}")).expect("symbol");
-        }
-        let market = Arc::new(Market::new(table));
-        let reader = crate::ring::ring::<Tick>(2).1.reader();
-        Shard::new(market, reader, ShardConfig::default(), Arc::new(ShardMetrics::default()))
+        Shard::for_tests(symbols, ShardConfig::default())
     }
 
     fn subscribe(shard: &mut Shard, slot: u32, symbols: &[&str], mode: Mode) {
