@@ -9,7 +9,8 @@
 //! "cf":6,`) and a *tail* that is the same for every subscriber of a batch
 //! (`"sym":"AAPL","seq":1047,...}`).
 //!
-//! Control messages are rare and built with the small [`Obj`] writer.
+//! Control messages are typed and serialized with serde:
+//! [`super::control`].
 
 use crate::tick::{Body, Tick, write_price};
 
@@ -149,132 +150,6 @@ pub fn write_snapshot_head(buf: &mut Vec<u8>, tick: &Tick, cseq: u64) {
     buf.push(b',');
 }
 
-/// A JSON string literal for text that may need escaping.
-pub fn write_str(buf: &mut Vec<u8>, s: &str) {
-    buf.push(b'"');
-    // Fast path: symbol names and most texts need no escaping.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        buf.extend_from_slice(s.as_bytes());
-        buf.push(b'"');
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '"' => buf.extend_from_slice(b"\\\""),
-            '\\' => buf.extend_from_slice(b"\\\\"),
-            '\n' => buf.extend_from_slice(b"\\n"),
-            '\r' => buf.extend_from_slice(b"\\r"),
-            '\t' => buf.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                buf.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
-            c => {
-                let mut tmp = [0u8; 4];
-                buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-            }
-        }
-    }
-    buf.push(b'"');
-}
-
-/// A small writer for one JSON object of a control message.
-///
-/// ```
-/// use tickwire::protocol::json::Obj;
-/// let mut buf = Vec::new();
-/// Obj::new(&mut buf, "pong").u64("cseq", 3).raw("ts", "17").finish();
-/// assert_eq!(buf, br#"{"type":"pong","cseq":3,"ts":17}"#);
-/// ```
-pub struct Obj<'a> {
-    buf: &'a mut Vec<u8>,
-    /// No field written yet (so no comma before the next).
-    first: bool,
-}
-
-impl<'a> Obj<'a> {
-    /// Starts `{"type":"<kind>"`.
-    pub fn new(buf: &'a mut Vec<u8>, kind: &str) -> Obj<'a> {
-        buf.extend_from_slice(b"{\"type\":");
-        write_str(buf, kind);
-        Obj { buf, first: false }
-    }
-
-    /// Starts a plain object without a `type` (for nested objects).
-    pub fn object(buf: &'a mut Vec<u8>) -> Obj<'a> {
-        buf.push(b'{');
-        Obj { buf, first: true }
-    }
-
-    fn key(&mut self, k: &str) {
-        if !std::mem::take(&mut self.first) {
-            self.buf.push(b',');
-        }
-        write_str(self.buf, k);
-        self.buf.push(b':');
-    }
-
-    /// Adds a string field.
-    pub fn str(mut self, k: &str, v: &str) -> Self {
-        self.key(k);
-        write_str(self.buf, v);
-        self
-    }
-
-    /// Adds an unsigned integer field.
-    pub fn u64(mut self, k: &str, v: u64) -> Self {
-        self.key(k);
-        write_u64(self.buf, v);
-        self
-    }
-
-    /// Adds an optional unsigned integer field (omitted when `None`).
-    pub fn opt_u64(self, k: &str, v: Option<u64>) -> Self {
-        match v {
-            Some(v) => self.u64(k, v),
-            None => self,
-        }
-    }
-
-    /// Adds a boolean field.
-    pub fn bool(mut self, k: &str, v: bool) -> Self {
-        self.key(k);
-        self.buf.extend_from_slice(if v { b"true" } else { b"false" });
-        self
-    }
-
-    /// Adds a field whose value is already-encoded JSON.
-    pub fn raw(mut self, k: &str, json: &str) -> Self {
-        self.key(k);
-        self.buf.extend_from_slice(json.as_bytes());
-        self
-    }
-
-    /// Adds a field whose value is written by `f` (an array, an object...).
-    pub fn with(mut self, k: &str, f: impl FnOnce(&mut Vec<u8>)) -> Self {
-        self.key(k);
-        f(self.buf);
-        self
-    }
-
-    /// Closes the object.
-    pub fn finish(self) {
-        self.buf.push(b'}');
-    }
-}
-
-/// Appends a JSON number for an `f64` (integers without a fraction).
-pub fn write_f64(buf: &mut Vec<u8>, v: f64) {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        write_u64_signed(buf, v as i64);
-    } else {
-        buf.extend_from_slice(format!("{v}").as_bytes());
-    }
-}
-
-fn write_u64_signed(buf: &mut Vec<u8>, v: i64) {
-    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,14 +178,5 @@ mod tests {
             serde_json::json!({"type":"q","cseq":9,"cf":6,"sym":"AAPL","seq":1047,"bp":192.31,
                 "bs":300,"ap":192.33,"as":100,"t":1,"ti":2,"to":3})
         );
-    }
-
-    #[test]
-    fn control_strings_are_escaped() {
-        let mut buf = Vec::new();
-        Obj::new(&mut buf, "error").str("msg", "bad \"x\"\n\u{1}").finish();
-        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
-        // Whatever text a message quotes back, the frame stays valid JSON.
-        assert_eq!(v["msg"], "bad \"x\"\n\u{1}");
     }
 }

@@ -8,5 +8,6 @@
 //! this module decides what it looks like on the wire.
 
 pub mod binary;
+pub mod control;
 pub mod json;
 pub mod request;

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::auth::SessionAuth;
+use crate::protocol::control::Control;
 use crate::protocol::json::Format;
 use crate::protocol::request::Mode;
 use crate::socket::outbound::Outbound;
@@ -281,9 +282,9 @@ impl Subscriber {
         }
     }
 
-    /// Queues a JSON control message (a whole frame) for the socket.
-    pub fn send(&mut self, frame: Vec<u8>) {
-        self.out.push(OpCode::Text, frame);
+    /// Queues a control message, alone in its frame, for the socket.
+    pub fn send(&mut self, msg: &Control) {
+        self.out.push(OpCode::Text, msg.frame());
     }
 
     /// The opcode of this session's data frames: binary records on a

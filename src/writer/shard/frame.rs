@@ -105,14 +105,15 @@ impl Shard {
                 if msgs > 0 {
                     buf.push(b',');
                 }
-                Obj::new(&mut buf, "overflow")
-                    .str("ch", e.ch.name())
-                    .str("sym", &names[e.sym.index()])
-                    .u64("lost", e.lost)
-                    .u64("from_seq", e.lost_from())
-                    .u64("to_seq", e.accepted_seq)
-                    .u64("cseq", s.cseq)
-                    .finish();
+                Control::Overflow {
+                    ch: e.ch.name(),
+                    sym: &names[e.sym.index()],
+                    lost: e.lost,
+                    from_seq: e.lost_from(),
+                    to_seq: e.accepted_seq,
+                    cseq: s.cseq,
+                }
+                .write(&mut buf);
             }
             lost_total += e.lost;
             e.sent_seq = e.accepted_seq;

@@ -125,29 +125,16 @@ impl Shard {
     }
 }
 
-fn push_slow(s: &mut Subscriber, lag: Duration, action: &str) {
-    let mut buf = Vec::with_capacity(96);
-    buf.push(b'[');
+/// Queues `slow` with `action` (`conflating` or `disconnecting`).
+fn push_slow(s: &mut Subscriber, lag: Duration, action: &'static str) {
     let cseq = s.next_cseq();
-    Obj::new(&mut buf, "slow")
-        .u64("cseq", cseq)
-        .u64("lag_ms", lag.as_millis() as u64)
-        .u64("queued_bytes", s.out.queued_bytes() as u64)
-        .str("action", action)
-        .finish();
-    buf.push(b']');
-    s.send(buf);
+    let (lag_ms, queued_bytes) = (lag.as_millis() as u64, s.out.queued_bytes() as u64);
+    s.send(&Control::Slow { cseq, lag_ms, queued_bytes, action });
 }
 
+/// Queues `status` with the feed's `state`.
 pub(super) fn push_status(s: &mut Subscriber, state: FeedState) {
-    let mut buf = Vec::with_capacity(64);
-    buf.push(b'[');
     let cseq = s.next_cseq();
-    Obj::new(&mut buf, "status")
-        .u64("cseq", cseq)
-        .str("feed", state.name())
-        .u64("t", s.format.time_unit.from_ns(now_ns()))
-        .finish();
-    buf.push(b']');
-    s.send(buf);
+    let t = s.format.time_unit.from_ns(now_ns());
+    s.send(&Control::Status { cseq, feed: state.name(), t });
 }

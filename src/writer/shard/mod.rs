@@ -72,12 +72,14 @@ use crate::auth::audit::{Event, Who};
 use crate::auth::{Access, SessionAuth};
 use crate::feed::{FeedState, Market, epoch_name};
 use crate::protocol::binary;
-use crate::protocol::json::{self, Format, Obj};
+use crate::protocol::control::{Control, Limits, Rejected, Sub};
+use crate::protocol::json::{self, Format};
 use crate::protocol::request::{BadRequest, Mode, Parser, Request};
 use crate::ring::{ReadOutcome, RingReader};
 use crate::socket::outbound::{
     Cause, CloseRequest, DirectWrite, Frame, Next, Outbound, Pushed, Signals,
 };
+use crate::socket::ws::OpCode;
 use crate::tick::{Channel, Channels, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
 use crate::writer::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
 

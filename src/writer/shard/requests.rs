@@ -35,18 +35,8 @@ impl Shard {
         temporary: bool,
     ) {
         let Some(s) = self.session(slot) else { return };
-        let mut buf = Vec::with_capacity(96);
-        buf.push(b'[');
         let cseq = s.next_cseq();
-        Obj::new(&mut buf, "error")
-            .opt_u64("id", id)
-            .u64("cseq", cseq)
-            .u64("code", code.into())
-            .str("msg", msg)
-            .bool("temporary", temporary)
-            .finish();
-        buf.push(b']');
-        s.send(buf);
+        s.send(&Control::Error { id, cseq, code, msg, temporary });
         let m = &self.metrics.counters;
         ShardCounters::add(&m.errors_out, 1);
         ShardCounters::add(&m.messages_out, 1);
@@ -72,16 +62,11 @@ impl Shard {
             }
             Request::Ping { id, ts } => {
                 let Some(s) = self.session(slot) else { return };
-                let mut buf = Vec::with_capacity(96);
-                buf.push(b'[');
                 let cseq = s.next_cseq();
-                let mut o = Obj::new(&mut buf, "pong").opt_u64("id", id).u64("cseq", cseq);
-                if let Some(ts) = &ts {
-                    o = o.raw("ts", ts);
-                }
-                o.u64("t", s.format.time_unit.from_ns(now_ns())).finish();
-                buf.push(b']');
-                s.send(buf);
+                // The parser re-encoded `ts` from valid JSON.
+                let ts = ts.and_then(|ts| serde_json::value::RawValue::from_string(ts).ok());
+                let t = s.format.time_unit.from_ns(now_ns());
+                s.send(&Control::Pong { id, cseq, ts: ts.as_deref(), t });
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
             }
             Request::List { id, prefix } => {
@@ -90,16 +75,9 @@ impl Shard {
                 if let Some(e) = s.auth.entitlements() {
                     list.retain(|n| e.allows_symbol(n));
                 }
-                let mut buf = Vec::with_capacity(64 + list.len() * 8);
-                buf.push(b'[');
                 let cseq = s.next_cseq();
-                Obj::new(&mut buf, "symbols")
-                    .opt_u64("id", id)
-                    .u64("cseq", cseq)
-                    .with("symbols", |b| write_str_array(b, list.iter().map(|n| &**n)))
-                    .finish();
-                buf.push(b']');
-                s.send(buf);
+                let symbols = list.iter().map(|n| &**n).collect();
+                s.send(&Control::Symbols { id, cseq, symbols });
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
             }
             Request::Auth { id, token } => self.auth_message(slot, id, token),
@@ -130,23 +108,15 @@ impl Shard {
                 };
                 let Some(s) = self.session(slot) else { return };
                 s.auth = SessionAuth::Ok(p.clone());
-                let mut buf = Vec::with_capacity(128);
-                buf.push(b'[');
                 let cseq = s.next_cseq();
                 let e = &p.entitlements;
-                Obj::new(&mut buf, "authenticated")
-                    .opt_u64("id", id)
-                    .u64("cseq", cseq)
-                    .str("principal", &p.id)
-                    .with("symbols", |b| {
-                        write_str_array(b, e.symbol_patterns().iter().map(String::as_str))
-                    })
-                    .with("channels", |b| {
-                        write_str_array(b, e.channels().iter().map(Channel::name))
-                    })
-                    .finish();
-                buf.push(b']');
-                s.send(buf);
+                s.send(&Control::Authenticated {
+                    id,
+                    cseq,
+                    principal: &p.id,
+                    symbols: e.symbol_patterns(),
+                    channels: e.channels().iter().map(Channel::name).collect(),
+                });
                 ShardCounters::add(&self.metrics.counters.messages_out, 1);
                 self.access.audit.emit(self.who(slot), Event::Auth);
             }
@@ -306,68 +276,36 @@ impl Shard {
         // Snapshots come from one read of the table per entry.
         let mut snaps: Vec<Tick> = Vec::new();
         let now = Instant::now();
-        let mut buf = Vec::with_capacity(128 + accepted.len() * 72);
-        buf.push(b'[');
         let cseq = s.next_cseq();
         let binary = s.format.binary;
-        let entries = &mut s.entries;
-        Obj::new(&mut buf, "subscribed")
-            .opt_u64("id", id)
-            .u64("cseq", cseq)
-            .with("subs", |b| {
-                b.push(b'[');
-                for (n, &(idx, _new)) in accepted.iter().enumerate() {
-                    let e = &mut entries[idx as usize];
-                    if snapshot
-                        && let Some(t) = market.latest(e.sym, e.ch)
-                        && t.seq > 0
-                    {
-                        snaps.push(t);
-                        e.sent_seq = t.seq;
-                        e.accepted_seq = e.accepted_seq.max(t.seq);
-                        e.lost = 0;
-                        // A snapshot is a message of the stream for max_hz too.
-                        e.next_allowed = e.min_interval().map(|d| now + d);
-                    }
-                    // The position the stream's next `cf` counts from: the
-                    // snapshot's, or where a new subscription started.
-                    let seq = e.sent_seq;
-                    if n > 0 {
-                        b.push(b',');
-                    }
-                    Obj::object(b)
-                        .str("ch", e.ch.name())
-                        .str("sym", &names[e.sym.index()])
-                        .opt_u64("id", binary.then_some(u64::from(e.sym.0)))
-                        .u64("seq", seq)
-                        .str("mode", e.mode.name())
-                        .with("max_hz", |b| match e.max_hz() {
-                            Some(hz) => json::write_f64(b, hz),
-                            None => b.extend_from_slice(b"null"),
-                        })
-                        .finish();
-                }
-                b.push(b']');
-            })
-            .with("rejected", |b| {
-                b.push(b'[');
-                for (n, (sym, code, msg)) in rejected.iter().enumerate() {
-                    if n > 0 {
-                        b.push(b',');
-                    }
-                    b.extend_from_slice(b"{\"sym\":");
-                    json::write_str(b, sym);
-                    b.extend_from_slice(b",\"code\":");
-                    json::write_u64(b, u64::from(*code));
-                    b.extend_from_slice(b",\"msg\":");
-                    json::write_str(b, msg);
-                    b.push(b'}');
-                }
-                b.push(b']');
-            })
-            .finish();
-        buf.push(b']');
-        s.send(buf);
+        let mut subs = Vec::with_capacity(accepted.len());
+        for &(idx, _new) in accepted {
+            let e = &mut s.entries[idx as usize];
+            if snapshot
+                && let Some(t) = market.latest(e.sym, e.ch)
+                && t.seq > 0
+            {
+                snaps.push(t);
+                e.sent_seq = t.seq;
+                e.accepted_seq = e.accepted_seq.max(t.seq);
+                e.lost = 0;
+                // A snapshot is a message of the stream for max_hz too.
+                e.next_allowed = e.min_interval().map(|d| now + d);
+            }
+            subs.push(Sub {
+                ch: e.ch.name(),
+                sym: &names[e.sym.index()],
+                id: binary.then_some(e.sym.0),
+                // The position the stream's next `cf` counts from: the
+                // snapshot's, or where a new subscription started.
+                seq: e.sent_seq,
+                mode: e.mode.name(),
+                max_hz: e.max_hz(),
+            });
+        }
+        let rejected =
+            rejected.iter().map(|(sym, code, msg)| Rejected { sym, code: *code, msg }).collect();
+        s.send(&Control::Subscribed { id, cseq, subs, rejected });
         // Entries that got a snapshot or went to latest mode lose any stale
         // loss report; the queue loses what a snapshot covers and what a
         // switch to latest mode conflates (see `Subscriber::queue`).
@@ -453,28 +391,13 @@ impl Shard {
             self.place_entries(slot);
         }
         let Some(s) = self.session(slot) else { return };
-        let mut buf = Vec::with_capacity(96 + removed.len() * 8);
-        buf.push(b'[');
         let cseq = s.next_cseq();
-        Obj::new(&mut buf, "unsubscribed")
-            .opt_u64("id", id)
-            .u64("cseq", cseq)
-            .with("symbols", |b| write_str_array(b, removed.iter().map(String::as_str)))
-            .with("channels", |b| write_str_array(b, removed_channels.iter().map(Channel::name)))
-            .finish();
-        buf.push(b']');
-        s.send(buf);
+        s.send(&Control::Unsubscribed {
+            id,
+            cseq,
+            symbols: removed.iter().map(String::as_str).collect(),
+            channels: removed_channels.iter().map(Channel::name).collect(),
+        });
         ShardCounters::add(&self.metrics.counters.messages_out, 1);
     }
-}
-
-fn write_str_array<'a>(b: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
-    b.push(b'[');
-    for (n, item) in items.enumerate() {
-        if n > 0 {
-            b.push(b',');
-        }
-        json::write_str(b, item);
-    }
-    b.push(b']');
 }

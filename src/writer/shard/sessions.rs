@@ -36,27 +36,19 @@ impl Shard {
         session.auth = auth;
         session.peer = peer;
         let c = &self.config;
-        let mut buf = Vec::with_capacity(256);
-        buf.push(b'[');
-        let welcome = Obj::new(&mut buf, "welcome")
-            .str("session", &format!("s-{uid}"))
-            .str("server", concat!("tickwire/", env!("CARGO_PKG_VERSION")))
-            .str("time_unit", format.time_unit.name())
-            .u64("hb_ms", c.hb.as_millis() as u64)
-            .str("epoch", &epoch_name(self.epoch))
-            .with("limits", |b| {
-                Obj::object(b)
-                    .u64("symbols", c.max_symbols as u64)
-                    .u64("msgs_in_per_s", c.msgs_in_per_s.into())
-                    .u64("max_message_bytes", c.max_message_bytes as u64)
-                    .finish();
-            });
-        match auth_label {
-            Some(label) => welcome.str("auth", label).finish(),
-            None => welcome.finish(),
-        }
-        buf.push(b']');
-        session.send(buf);
+        session.send(&Control::Welcome {
+            session: format!("s-{uid}"),
+            server: concat!("tickwire/", env!("CARGO_PKG_VERSION")),
+            time_unit: format.time_unit.name(),
+            hb_ms: c.hb.as_millis() as u64,
+            epoch: epoch_name(self.epoch),
+            limits: Limits {
+                symbols: c.max_symbols as u64,
+                msgs_in_per_s: c.msgs_in_per_s.into(),
+                max_message_bytes: c.max_message_bytes as u64,
+            },
+            auth: auth_label,
+        });
         let status = self.market.state().0;
         push_status(&mut session, status);
         let slot = match self.free_slots.pop() {
@@ -145,20 +137,17 @@ impl Shard {
     /// Queues a heartbeat (the socket task found nothing sent for `hb`).
     pub fn heartbeat(&mut self, slot: u32) {
         if let Some(s) = self.session(slot) {
-            let mut buf = Vec::with_capacity(96);
             let cseq = s.next_cseq();
             let t = s.format.time_unit.from_ns(now_ns());
             if s.format.binary {
+                let mut buf = Vec::with_capacity(64);
                 binary::begin_frame(&mut buf, s.format.stamps, cseq);
                 binary::write_heartbeat(&mut buf, t, s.format.stamps);
                 binary::finish_frame(&mut buf);
+                s.out.push(OpCode::Binary, buf);
             } else {
-                buf.push(b'[');
-                Obj::new(&mut buf, "heartbeat").u64("cseq", cseq).u64("t", t).finish();
-                buf.push(b']');
+                s.send(&Control::Heartbeat { cseq, t });
             }
-            let op = s.data_op();
-            s.out.push(op, buf);
             ShardCounters::add(&self.metrics.counters.messages_out, 1);
         }
     }
@@ -180,15 +169,8 @@ impl Shard {
             if s.out.close_request().is_some() {
                 return;
             }
-            let mut buf = Vec::with_capacity(64);
-            buf.push(b'[');
             let cseq = s.next_cseq();
-            Obj::new(&mut buf, "shutdown")
-                .u64("cseq", cseq)
-                .u64("reconnect_after_ms", reconnect_after_ms)
-                .finish();
-            buf.push(b']');
-            s.send(buf);
+            s.send(&Control::Shutdown { cseq, reconnect_after_ms });
             s.out.request_close(close, Instant::now());
             ShardCounters::add(&self.metrics.counters.messages_out, 1);
         }
