@@ -149,7 +149,7 @@ where
         match msg {
             Ok(Incoming::Text(text)) => {
                 let mut s = shard.borrow_mut();
-                let parsed = s.parse_request(text);
+                let parsed = crate::protocol::request::parse(text);
                 if !s.admit_message(slot, Instant::now()) {
                     let id = match &parsed {
                         Ok(req) => req.id(),

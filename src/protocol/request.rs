@@ -1,13 +1,16 @@
 //! Client-to-server messages: parsing a text frame into a [`Request`].
 //!
-//! Parsing uses simd-json's borrowed DOM over a reused buffer (simd-json
-//! parses in place, so the frame is copied into the buffer first). Unknown
-//! fields are ignored; `action` and `method` are aliases of `type`. Anything
-//! else that is wrong yields a [`BadRequest`] that carries the request `id`
-//! when one could be read, so the reply can be matched by the client.
+//! Parsing is serde-derived ([`parse`]): a request is a handful of fields
+//! and a connection may send 50 a second, so a typed struct costs nothing
+//! that matters (about a microsecond for a 10-symbol `subscribe`:
+//! `cargo bench --bench parse`) and cannot misread a field. Unknown fields
+//! are ignored; `action` and `method` are aliases of `type`. Anything else
+//! that is wrong yields a [`BadRequest`] that carries the request `id` when
+//! one could be read, so the reply can be matched by the client.
 
-use simd_json::BorrowedValue as Value;
-use simd_json::prelude::*;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use crate::tick::{Channel, Channels};
 
@@ -103,97 +106,90 @@ pub struct BadRequest {
     pub msg: String,
 }
 
-/// Reusable parse state of one connection.
-pub struct Parser {
-    buf: Vec<u8>,
-    buffers: simd_json::Buffers,
-}
-
-impl Default for Parser {
-    fn default() -> Self {
-        Parser { buf: Vec::with_capacity(256), buffers: simd_json::Buffers::new(256) }
+/// Parses one text frame into a [`Request`].
+///
+/// Two passes only when the first fails: the second reads nothing but the
+/// `id`, so that the `error` reply can name the request.
+pub fn parse(text: &[u8]) -> Result<Request, BadRequest> {
+    match serde_json::from_slice::<Wire>(text) {
+        Ok(wire) => wire.request(),
+        Err(e) => {
+            let id = serde_json::from_slice::<IdOnly>(text).ok().and_then(|w| w.id);
+            let msg = match e.classify() {
+                serde_json::error::Category::Data => e.to_string(),
+                _ if !text.trim_ascii_start().starts_with(b"{") => {
+                    "a request must be a JSON object".to_string()
+                }
+                _ => format!("malformed JSON: {e}"),
+            };
+            Err(bad(id, msg))
+        }
     }
 }
 
-impl Parser {
-    /// Parses one text frame. The buffers keep the size of the largest
-    /// request seen (one parser serves a whole shard).
-    pub fn parse(&mut self, text: &[u8]) -> Result<Request, BadRequest> {
-        self.buf.clear();
-        self.buf.extend_from_slice(text);
-        let value = simd_json::to_borrowed_value_with_buffers(&mut self.buf, &mut self.buffers)
-            .map_err(|e| BadRequest { id: None, msg: format!("malformed JSON: {e}") })?;
-        from_value(&value)
+/// A request as it comes, every field optional: [`Wire::request`] checks
+/// what each type needs. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(rename = "type", alias = "action", alias = "method")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "id")]
+    id: Option<u64>,
+    #[serde(default, deserialize_with = "symbols")]
+    symbols: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "channels")]
+    channels: Option<Channels>,
+    #[serde(default, deserialize_with = "mode")]
+    mode: Option<Mode>,
+    #[serde(default, deserialize_with = "max_hz")]
+    max_hz: Option<f64>,
+    #[serde(default, deserialize_with = "snapshot")]
+    snapshot: Option<bool>,
+    /// Any JSON, `null` included, echoed as it came.
+    #[serde(default, deserialize_with = "any")]
+    ts: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "prefix")]
+    prefix: Option<String>,
+    /// A string, or nothing usable (the `auth` then fails).
+    #[serde(default, deserialize_with = "lenient_string")]
+    token: Option<String>,
+}
+
+/// What is left of a request that failed: its `id`, if it had a usable one.
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    id: Option<u64>,
+}
+
+impl Wire {
+    fn request(self) -> Result<Request, BadRequest> {
+        let id = self.id;
+        let kind = self.kind.ok_or_else(|| bad(id, "missing type"))?;
+        match kind.as_str() {
+            "subscribe" => Ok(Request::Subscribe {
+                id,
+                symbols: self.symbols.ok_or_else(|| bad(id, "missing symbols"))?,
+                channels: self.channels.unwrap_or(Channels::BOTH),
+                mode: self.mode.unwrap_or_default(),
+                max_hz: self.max_hz,
+                snapshot: self.snapshot.unwrap_or(true),
+            }),
+            "unsubscribe" => Ok(Request::Unsubscribe {
+                id,
+                symbols: self.symbols.ok_or_else(|| bad(id, "missing symbols"))?,
+                channels: self.channels.unwrap_or(Channels::BOTH),
+            }),
+            "ping" => Ok(Request::Ping { id, ts: self.ts.map(|t| t.get().to_string()) }),
+            "list" => Ok(Request::List { id, prefix: self.prefix.unwrap_or_default() }),
+            "auth" => Ok(Request::Auth { id, token: self.token.map(crate::auth::Token) }),
+            other => Err(bad(id, format!("unknown type {:?}", truncate(other, 32)))),
+        }
     }
 }
 
 fn bad(id: Option<u64>, msg: impl Into<String>) -> BadRequest {
     BadRequest { id, msg: msg.into() }
-}
-
-fn from_value(v: &Value<'_>) -> Result<Request, BadRequest> {
-    if v.as_object().is_none() {
-        return Err(bad(None, "a request must be a JSON object"));
-    }
-    let id = match v.get("id") {
-        None => None,
-        Some(x) if x.is_null() => None,
-        Some(x) => Some(x.as_u64().ok_or_else(|| bad(None, "id must be an unsigned integer"))?),
-    };
-    let kind = ["type", "action", "method"]
-        .iter()
-        .find_map(|k| v.get(*k))
-        .ok_or_else(|| bad(id, "missing type"))?
-        .as_str()
-        .ok_or_else(|| bad(id, "type must be a string"))?;
-    match kind {
-        "subscribe" => {
-            let symbols = symbols(v, id)?;
-            let channels = channels(v, id)?;
-            let mode = match v.get("mode") {
-                None => Mode::Latest,
-                Some(m) => match m.as_str() {
-                    Some("latest") => Mode::Latest,
-                    Some("all") => Mode::All,
-                    _ => return Err(bad(id, "mode must be \"latest\" or \"all\"")),
-                },
-            };
-            let max_hz = match v.get("max_hz") {
-                None => None,
-                Some(x) if x.is_null() => None,
-                Some(x) => match x.cast_f64() {
-                    Some(hz) if hz > 0.0 && hz.is_finite() => Some(hz),
-                    _ => return Err(bad(id, "max_hz must be a number > 0")),
-                },
-            };
-            let snapshot = match v.get("snapshot") {
-                None => true,
-                Some(x) => x.as_bool().ok_or_else(|| bad(id, "snapshot must be a boolean"))?,
-            };
-            Ok(Request::Subscribe { id, symbols, channels, mode, max_hz, snapshot })
-        }
-        "unsubscribe" => {
-            Ok(Request::Unsubscribe { id, symbols: symbols(v, id)?, channels: channels(v, id)? })
-        }
-        "ping" => Ok(Request::Ping { id, ts: v.get("ts").map(|t| t.encode()) }),
-        "list" => {
-            let prefix = match v.get("prefix") {
-                None => String::new(),
-                Some(p) => {
-                    p.as_str().ok_or_else(|| bad(id, "prefix must be a string"))?.to_string()
-                }
-            };
-            Ok(Request::List { id, prefix })
-        }
-        "auth" => Ok(Request::Auth {
-            id,
-            token: v
-                .get("token")
-                .and_then(|t| t.as_str())
-                .map(|t| crate::auth::Token(t.to_string())),
-        }),
-        other => Err(bad(id, format!("unknown type {:?}", truncate(other, 32)))),
-    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -203,38 +199,77 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-fn symbols(v: &Value<'_>, id: Option<u64>) -> Result<Vec<String>, BadRequest> {
-    let list = v
-        .get("symbols")
-        .ok_or_else(|| bad(id, "missing symbols"))?
-        .as_array()
-        .ok_or_else(|| bad(id, "symbols must be an array of strings"))?;
-    list.iter()
-        .map(|s| {
-            s.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| bad(id, "symbols must be an array of strings"))
-        })
-        .collect()
+/// Deserializes a field as `T` (`null` as absent), or fails with `msg`
+/// instead of serde's generic words.
+fn field<'de, D, T>(d: D, msg: &'static str) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map_err(|_| D::Error::custom(msg))
 }
 
-fn channels(v: &Value<'_>, id: Option<u64>) -> Result<Channels, BadRequest> {
-    let Some(list) = v.get("channels") else {
-        return Ok(Channels::BOTH);
-    };
-    let list = list.as_array().ok_or_else(|| bad(id, "channels must be an array"))?;
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    field(d, "id must be an unsigned integer")
+}
+
+fn symbols<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    field(d, "symbols must be an array of strings")
+}
+
+fn channels<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Channels>, D::Error> {
+    let names: Option<Vec<String>> = field(d, "channels must be an array")?;
+    let Some(names) = names else { return Ok(None) };
     let mut set = Channels::EMPTY;
-    for c in list.iter() {
-        let ch = c
-            .as_str()
-            .and_then(Channel::from_name)
-            .ok_or_else(|| bad(id, "channels may contain only \"quotes\" and \"trades\""))?;
+    for name in &names {
+        let ch = Channel::from_name(name).ok_or_else(|| {
+            D::Error::custom("channels may contain only \"quotes\" and \"trades\"")
+        })?;
         set = set.with(ch);
     }
     if set.is_empty() {
-        return Err(bad(id, "channels must not be empty"));
+        return Err(D::Error::custom("channels must not be empty"));
     }
-    Ok(set)
+    Ok(Some(set))
+}
+
+fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mode>, D::Error> {
+    let msg = "mode must be \"latest\" or \"all\"";
+    let name: Option<String> = field(d, msg)?;
+    match name.as_deref() {
+        None => Ok(None),
+        Some("latest") => Ok(Some(Mode::Latest)),
+        Some("all") => Ok(Some(Mode::All)),
+        Some(_) => Err(D::Error::custom(msg)),
+    }
+}
+
+fn max_hz<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let msg = "max_hz must be a number > 0";
+    match field::<D, f64>(d, msg)? {
+        Some(hz) if !(hz > 0.0 && hz.is_finite()) => Err(D::Error::custom(msg)),
+        hz => Ok(hz),
+    }
+}
+
+fn snapshot<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    field(d, "snapshot must be a boolean")
+}
+
+fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    field(d, "prefix must be a string")
+}
+
+fn any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_str().map(str::to_string))
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
 }
 
 #[cfg(test)]
@@ -242,7 +277,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Request, BadRequest> {
-        Parser::default().parse(s.as_bytes())
+        super::parse(s.as_bytes())
     }
 
     #[test]
@@ -279,8 +314,12 @@ mod tests {
 
     #[test]
     fn ping_echoes_any_ts() {
-        // The ts is echoed as the JSON it was.
+        // The ts is echoed as the JSON it was, null included.
         let r = parse(r#"{"method":"ping","id":1,"ts":"abc"}"#).unwrap();
         assert_eq!(r, Request::Ping { id: Some(1), ts: Some("\"abc\"".into()) });
+        let r = parse(r#"{"type":"ping","ts":null}"#).unwrap();
+        assert_eq!(r, Request::Ping { id: None, ts: Some("null".into()) });
+        let r = parse(r#"{"type":"ping"}"#).unwrap();
+        assert_eq!(r, Request::Ping { id: None, ts: None });
     }
 }

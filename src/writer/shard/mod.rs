@@ -74,7 +74,7 @@ use crate::feed::{FeedState, Market, epoch_name};
 use crate::protocol::binary;
 use crate::protocol::control::{Control, Limits, Rejected, Sub};
 use crate::protocol::json::{self, Format};
-use crate::protocol::request::{BadRequest, Mode, Parser, Request};
+use crate::protocol::request::{Mode, Request};
 use crate::ring::{ReadOutcome, RingReader};
 use crate::socket::outbound::{
     Cause, CloseRequest, DirectWrite, Frame, Next, Outbound, Pushed, Signals,
@@ -167,9 +167,6 @@ const SNAPSHOTS_PER_FRAME: usize = 256;
 
 /// State of one writer shard. See the module docs.
 pub struct Shard {
-    /// One request parser for every session of the shard: its buffers grow
-    /// to the largest request once, instead of once per connection.
-    parser: Parser,
     market: Arc<Market>,
     config: ShardConfig,
     metrics: Arc<ShardMetrics>,
@@ -242,7 +239,6 @@ impl Shard {
         let state_gen = market.state().1;
         let epoch = market.epoch().0;
         Shard {
-            parser: Parser::default(),
             market,
             config,
             metrics,
@@ -290,11 +286,6 @@ impl Shard {
     /// Reads the next ticks of the ring (see [`RingReader::read_batch`]).
     pub fn read_ring(&mut self, out: &mut Vec<Tick>, max: usize) -> ReadOutcome {
         self.reader.read_batch(out, max)
-    }
-
-    /// Parses a client's text message with the shard's parser.
-    pub fn parse_request(&mut self, text: &[u8]) -> Result<Request, BadRequest> {
-        self.parser.parse(text)
     }
 
     /// The shard's settings.

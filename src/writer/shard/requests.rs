@@ -63,7 +63,7 @@ impl Shard {
             Request::Ping { id, ts } => {
                 let Some(s) = self.session(slot) else { return };
                 let cseq = s.next_cseq();
-                // The parser re-encoded `ts` from valid JSON.
+                // The parser kept `ts` as the JSON it came as.
                 let ts = ts.and_then(|ts| serde_json::value::RawValue::from_string(ts).ok());
                 let t = s.format.time_unit.from_ns(now_ns());
                 s.send(&Control::Pong { id, cseq, ts: ts.as_deref(), t });
