@@ -22,31 +22,42 @@ async fn routes_answer_as_documented() {
 }
 
 #[tokio::test]
-async fn metrics_are_prometheus_text() {
+async fn metrics_are_openmetrics_text() {
     let ts = manual_server(|_| {});
     ts.feed.quote("AAPL", 1.0, 1, 1.1, 1);
     ts.flush();
     let (status, body) = ts.get("/metrics").await;
     assert_eq!(status, 200);
-    // Every family the issue names is exported, with HELP and TYPE lines.
-    for name in [
-        "tickwire_connections",
-        "tickwire_subscriptions",
-        "tickwire_ticks_in_total",
-        "tickwire_messages_out_total",
-        "tickwire_frames_out_total",
-        "tickwire_frames_direct_total",
-        "tickwire_frames_direct_partial_total",
-        "tickwire_bytes_out_total",
-        "tickwire_conflated_total",
-        "tickwire_overflows_total",
-        "tickwire_ring_overruns_total",
-        "tickwire_ingest_to_send_seconds",
+    // Every family is exported, with HELP and TYPE lines (counters' samples
+    // end in `_total`).
+    for (name, kind) in [
+        ("tickwire_connections", "gauge"),
+        ("tickwire_subscriptions", "gauge"),
+        ("tickwire_ticks_in", "counter"),
+        ("tickwire_messages_out", "counter"),
+        ("tickwire_frames_out", "counter"),
+        ("tickwire_frames_direct", "counter"),
+        ("tickwire_frames_direct_partial", "counter"),
+        ("tickwire_bytes_out", "counter"),
+        ("tickwire_conflated", "counter"),
+        ("tickwire_overflows", "counter"),
+        ("tickwire_ring_overruns", "counter"),
+        ("tickwire_closes", "counter"),
+        ("tickwire_close_resets", "counter"),
+        ("tickwire_ingest_to_send_seconds", "histogram"),
     ] {
-        assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing");
+        assert!(body.contains(&format!("# TYPE {name} {kind}\n")), "{name} missing: {body}");
     }
+    // One family per name: OpenMetrics parsers refuse a name twice.
+    let mut families: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+    let n = families.len();
+    families.sort();
+    families.dedup();
+    assert_eq!(families.len(), n, "a family declared twice: {body}");
     assert!(body.contains("tickwire_ticks_in_total 1\n"), "{body}");
-    assert!(body.contains("tickwire_ingest_to_send_seconds{quantile=\"0.99\"}"));
+    assert!(body.contains("tickwire_closes_total{reason=\"slow_client\"} 0\n"), "{body}");
+    assert!(body.contains("tickwire_ingest_to_send_seconds_bucket{le=\"+Inf\"}"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
 }
 
 #[tokio::test]

@@ -51,15 +51,15 @@ use crate::protocol::json::{Format, TimeUnit};
 use crate::socket::http::{Head, accept_response, read_head, respond, respond_with, status_text};
 use crate::socket::shared::SessionStream;
 use crate::socket::{BIN_PROTOCOL, JSON_PROTOCOL, limits, tls};
-use crate::writer::metrics::{ShardCounters, ShardMetrics};
+use crate::writer::metrics::ShardCounters;
 use crate::writer::shard::Shard;
 
 /// What the HTTP routes need, shared by every shard.
 pub struct HttpContext {
     /// Feed state, symbols, latest values.
     pub market: Arc<Market>,
-    /// Every shard's metrics, for `/metrics`.
-    pub shards: Vec<Arc<ShardMetrics>>,
+    /// What `/metrics` renders.
+    pub metrics: prometheus_client::registry::Registry,
     /// When the server started (for `/healthz`).
     pub started: Instant,
     /// Deadline for the TLS handshake and the request head together
@@ -176,13 +176,9 @@ async fn serve_http<S>(
         }
         "/metrics" => {
             count_http(&ctx);
-            let refused = ctx.http.limits.refused.load(std::sync::atomic::Ordering::Relaxed);
-            let http = &ctx.http;
-            let body =
-                crate::metrics::render(&http.market, &http.shards, refused, &http.access.metrics);
-            let _ =
-                respond(&mut stream, 200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
-                    .await;
+            let body = crate::metrics::render(&ctx.http.metrics);
+            let (ctype, body) = (crate::metrics::CONTENT_TYPE, body.as_bytes());
+            let _ = respond(&mut stream, 200, ctype, body, head_only).await;
         }
         path => {
             count_http(&ctx);

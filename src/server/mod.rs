@@ -148,7 +148,12 @@ pub fn start_with(
         (0..config.shards).map(|_| Arc::new(ShardMetrics::default())).collect();
     let http = Arc::new(HttpContext {
         market: market.clone(),
-        shards: metrics.clone(),
+        metrics: crate::metrics::registry(crate::metrics::Sources {
+            market: market.clone(),
+            shards: metrics.clone(),
+            limits: limits.clone(),
+            access: access.clone(),
+        }),
         started: Instant::now(),
         handshake_timeout: config.handshake_timeout,
         tls: tls.clone(),
