@@ -11,32 +11,41 @@
 //!   TCP)                                                         write each socket once per flush
 //! ```
 //!
-//! # Layout
+//! # Layers
 //!
-//! The modules follow the data path, **feed → ring → writer → socket**:
+//! Each module imports only the modules above it in this list (a test,
+//! `tests/layering.rs`, holds the tree to it), so the list reads from the
+//! ground up: the generic ring and the data model, the stages of the data
+//! path, then what wires them together.
 //!
-//! - [`tick`]: the data model (`Tick`, `Price`, `SymbolId`, `SymbolTable`).
-//! - [`feed`]: STAGE 1, the feed thread and its sources ([`feed::synthetic`],
-//!   [`feed::manual`], [`feed::tcp`] for live JSON lines, and [`feed::replay`]
-//!   of recorded files: [`feed::jsonl`], [`feed::itch`] for NASDAQ ITCH 5.0,
-//!   and [`capture`], tickwire's own format).
-//! - [`ring`]: STAGE 2, the lock-free broadcast ring and the latest-value
-//!   table (seqlocks over atomics, no `unsafe`). The crate's only `unsafe`
-//!   is the memory map of a capture file ([`capture`]'s `mmap` module).
-//! - [`files`]: `tickwire record`, `convert` and `inspect`.
-//! - [`writer`]: STAGE 3, one shard per core: dispatch, conflation, batching,
-//!   encoding ([`writer::shard`], [`writer::subscriber`], [`protocol::json`],
-//!   [`protocol::binary`] for the `tickwire.v1.bin` subprotocol).
-//! - [`socket`]: STAGE 4, HTTP routing, the WebSocket framing
-//!   ([`socket::ws`]), the session loops, the client request parser
-//!   ([`protocol::request`]), TLS ([`socket::tls`]) and the conformance echo
-//!   ([`socket::echo`], only with `--echo-endpoint`).
-//! - [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and the
-//!   audit log (all off by default).
-//! - [`dashboard`]: the page at `/`, embedded in the binary.
-//! - [`metrics`]: counters and the latency histogram behind `/metrics`.
-//! - [`config`]: flags (`Args`) and validated settings (`Config`).
-//! - [`server`]: setup, run and drain of the whole pipeline.
+//! 1. [`ring`]: the lock-free broadcast ring and the latest-value table
+//!    (seqlocks over atomics, generic over the value, no `unsafe`).
+//! 2. [`tick`]: the data model (`Tick`, `Price`, `SymbolId`, `SymbolTable`,
+//!    `Channel`).
+//! 3. [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and
+//!    the audit log (all off by default).
+//! 4. [`capture`]: tickwire's recorded-feed format (rkyv blocks; the
+//!    crate's one `unsafe` is the memory map of a capture file).
+//! 5. [`feed`]: STAGE 1, the feed thread and its sources
+//!    ([`feed::synthetic`], [`feed::manual`], [`feed::tcp`] for live JSON
+//!    lines, [`feed::replay`] of recorded files: [`feed::jsonl`],
+//!    [`feed::itch`] for NASDAQ ITCH 5.0, and captures).
+//! 6. [`protocol`]: the wire protocol: client requests in, JSON and binary
+//!    market data and typed control messages out.
+//! 7. [`socket`]: the transport: HTTP heads and answers, WebSocket framing,
+//!    TLS, connection limits, and a connection's write side
+//!    ([`socket::outbound`]).
+//! 8. [`writer`]: STAGE 3 (the ring is stage 2), one shard per core:
+//!    dispatch, conflation, batching, frames ([`writer::shard`],
+//!    [`writer::subscriber`]).
+//! 9. [`metrics`]: `/metrics`, read from every stage's own counters.
+//! 10. [`dashboard`]: the page at `/`, embedded in the binary.
+//! 11. [`connection`]: STAGE 4, one accepted connection: routing, the
+//!     upgrade, a market-data session's tasks, the conformance echo.
+//! 12. [`config`]: flags (`Args`) and validated settings (`Config`).
+//! 13. [`server`]: setup, run and drain of the whole pipeline, and the
+//!     shard threads.
+//! 14. [`files`]: `tickwire record`, `convert` and `inspect`.
 //!
 //! # Lifecycle
 //!
