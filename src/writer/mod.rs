@@ -38,9 +38,9 @@ pub const BATCH: usize = 1024;
 /// Ticks that only a scanning session wants (latest mode on `["*"]`, see
 /// [`changes`]) cost one unit, so the pump drains up to 32 batches and the
 /// frames built next hold values at most one round old: at 200,000 updates/s
-/// a shard that read one batch per round fell a lap behind the ring while
-/// its sockets wrote. A batch offered to 50 `mode:"all"` sessions costs 52K
-/// units: one batch per round, as before, so their frames wait no longer.
+/// a shard reading one batch per round falls a lap behind the ring while
+/// its sockets write. A batch offered to 50 `mode:"all"` sessions costs 52K
+/// units: one batch per round, so their frames do not wait for more.
 const DRAIN_WORK: usize = 32 * 1024;
 
 /// Resolution of tokio's timer: a sleep ends on the first whole

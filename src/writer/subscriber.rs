@@ -40,9 +40,9 @@ use crate::tick::{Channel, SymbolId, Tick};
 /// One cache line each (64 bytes, aligned): `dispatch` reads the entry of
 /// every subscriber of a tick, and with 1,000 sessions of 2,000 entries
 /// that is a cache miss per message, which an entry straddling two lines
-/// (72 bytes, as it was) could double. Measured: the same CPU within the
-/// noise, 10 MB less memory at 1,000 sessions (BENCHMARKS.md, "The
-/// 1,000-client row").
+/// could double. `max_hz` is kept as its bits to fit (BENCHMARKS.md, "The
+/// 1,000-client row": 10 MB less memory at 1,000 sessions than 72-byte
+/// entries, the same CPU).
 #[derive(Debug, Clone)]
 #[repr(align(64))]
 pub struct Entry {
