@@ -41,6 +41,7 @@ fn shard_with(sessions: usize, mode: Mode) -> (Shard, Vec<u32>) {
             mode,
             max_hz: None,
             snapshot: false,
+            resume: None,
         };
         shard.handle(slot, req);
         let now = Instant::now();

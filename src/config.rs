@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// Updates queued per session in mode "all" before they are dropped and reported as overflow.
     #[arg(long, default_value_t = 4096)]
     pub all_queue: usize,
+    /// Recent updates kept per (channel, symbol) stream for clients that
+    /// resume after a reconnect (`limits.history`); 0 keeps none.
+    #[arg(long, default_value_t = 256)]
+    pub history: usize,
     /// Refuse `["*"]` subscriptions (403): clients must name their symbols.
     #[arg(long)]
     pub no_wildcard: bool,
@@ -374,6 +378,11 @@ pub struct Config {
     /// Capacity of the symbol and latest-value tables. 65,536 covers every
     /// US equity (about 12,000) with room for a live feed's new names.
     pub max_symbols: usize,
+    /// Recent updates kept per stream for resume (`--history`). 256 is
+    /// 16 KiB per stream that has updated (32 MiB for 1,000 symbols with
+    /// quotes and trades), and covers a reconnect of several seconds on a
+    /// stream updating 50 times a second: see BENCHMARKS.md, "Resume".
+    pub history: usize,
     /// Per-session settings.
     pub shard: ShardConfig,
     /// Deadline for a client to finish the TLS handshake (when TLS is on)
@@ -504,6 +513,9 @@ impl Config {
         if a.all_queue == 0 {
             return Err(invalid("all-queue", "must be > 0"));
         }
+        if a.history > 1 << 16 {
+            return Err(invalid("history", "must be 0..=65536"));
+        }
         let (source, synthetic) = a.source.choice(a.wait_for_subscriber, a.max_symbols)?;
         Ok(Config {
             listen,
@@ -512,6 +524,7 @@ impl Config {
             synthetic,
             ring_capacity: a.ring_capacity.next_power_of_two(),
             max_symbols: a.max_symbols,
+            history: a.history,
             shard: ShardConfig {
                 hb: Duration::from_millis(a.hb_ms),
                 max_symbols: a.max_subscriptions,

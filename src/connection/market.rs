@@ -422,6 +422,7 @@ mod tests {
             mode: Mode::Latest,
             max_hz,
             snapshot: false,
+            resume: None,
         };
         shard.borrow_mut().handle(slot, req);
     }

@@ -9,10 +9,11 @@
 //! pacing, sequencing and publication live here, so every source gets the
 //! same guarantees.
 //!
-//! Order of publication matters for readers that resync after an overrun: a
-//! tick is written to the [`Market::latest`] table *before* it is pushed on
-//! the ring, so any tick a reader lost is reflected in the table by the time
-//! the reader sees a later ring position.
+//! Order of publication matters for readers that resync after an overrun,
+//! and for sessions that resume after a reconnect: a tick is written to the
+//! [`Market::history`] and the [`Market::latest`] table *before* it is
+//! pushed on the ring, so any tick a shard has read from the ring, or lost
+//! from it, is in both by the time the shard sees a later ring position.
 
 pub mod itch;
 pub mod jsonl;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::ring::{LatestTable, RingProducer};
+use crate::ring::{History, LatestTable, RingProducer};
 use crate::tick::{Channel, SymbolId, SymbolTable, Tick, now_ns};
 
 /// What a source answered to [`FeedSource::poll`].
@@ -124,6 +125,9 @@ pub struct Market {
     /// [`crate::tick::stream_index`]: the source of snapshots and of resyncs
     /// after a ring overrun.
     pub latest: LatestTable<Tick>,
+    /// The last `--history` ticks of every stream, by `seq`: what a client
+    /// that resumes after a reconnect missed.
+    pub history: History<Tick>,
     /// The current [`FeedState`], as a `u8`.
     state: AtomicU8,
     /// Bumped on every state change, so shards notice a change even when the
@@ -146,12 +150,18 @@ pub struct Market {
 }
 
 impl Market {
-    /// A market for up to `symbols.capacity()` symbols.
+    /// A market for up to `symbols.capacity()` symbols, keeping no history.
     pub fn new(symbols: Arc<SymbolTable>) -> Market {
-        let latest = LatestTable::new(symbols.capacity() * 2);
+        Market::with_history(symbols, 0)
+    }
+
+    /// A market that keeps the last `history` ticks of every stream.
+    pub fn with_history(symbols: Arc<SymbolTable>, history: usize) -> Market {
+        let streams = symbols.capacity() * 2;
         Market {
             symbols,
-            latest,
+            latest: LatestTable::new(streams),
+            history: History::new(streams, history),
             state: AtomicU8::new(FeedState::Live as u8),
             state_gen: AtomicU64::new(0),
             epoch: AtomicU64::new(now_ns() / 1_000_000),
@@ -422,6 +432,7 @@ fn restart(
             *seq = 0;
         }
     }
+    market.history.restart();
     let n = market.begin_epoch(ring.position());
     tracing::info!(epoch = %epoch_name(n), "feed restarted: new epoch");
     wakers.wake_all();
@@ -457,7 +468,8 @@ pub fn publish(
         *seq += 1;
         tick.seq = *seq;
         tick.ingest_ns = ingest_ns;
-        // Table first, ring second: see the module docs.
+        // History and table first, ring second: see the module docs.
+        market.history.store(stream, tick.seq, *tick);
         market.latest.store(stream, *tick);
         ring.push(*tick);
         published += 1;

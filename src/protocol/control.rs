@@ -176,6 +176,8 @@ pub struct Limits {
     pub msgs_in_per_s: u64,
     /// Largest inbound message.
     pub max_message_bytes: u64,
+    /// Recent updates kept per stream for resume.
+    pub history: u64,
 }
 
 /// One entry of `subscribed.subs`.
@@ -195,6 +197,10 @@ pub struct Sub<'a> {
     /// The client's `max_hz`, `null` when not set.
     #[serde(serialize_with = "number")]
     pub max_hz: Option<f64>,
+    /// For a stream the request's `resume` names: whether every update
+    /// after `seq` will be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
 }
 
 /// One entry of `subscribed.rejected`.
@@ -259,8 +265,15 @@ mod tests {
 
     #[test]
     fn max_hz_is_null_or_a_plain_number() {
-        let sub =
-            |max_hz| Sub { ch: "quotes", sym: "AAPL", id: None, seq: 5, mode: "latest", max_hz };
+        let sub = |max_hz| Sub {
+            ch: "quotes",
+            sym: "AAPL",
+            id: None,
+            seq: 5,
+            mode: "latest",
+            max_hz,
+            recovered: None,
+        };
         let s = Control::Subscribed {
             id: None,
             cseq: 2,
@@ -270,6 +283,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&s.frame()).unwrap();
         assert_eq!(v[0]["subs"][0]["max_hz"], serde_json::Value::Null);
         assert!(text(&s).contains(r#""max_hz":4}"#), "{}", text(&s));
+        // `recovered` only for streams a resume named.
+        assert!(!text(&s).contains("recovered"));
         assert_eq!(v[0]["subs"][2]["max_hz"], 0.5);
         assert_eq!(v[0]["rejected"][0]["code"], 404);
     }

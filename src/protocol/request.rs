@@ -51,6 +51,8 @@ pub enum Request {
         max_hz: Option<f64>,
         /// Whether to send snapshots.
         snapshot: bool,
+        /// Where the client stopped on an earlier connection.
+        resume: Option<Resume>,
     },
     /// Remove subscriptions.
     Unsubscribe {
@@ -96,6 +98,22 @@ impl Request {
         }
     }
 }
+
+/// `subscribe.resume`: the epoch of the client's earlier `welcome`, and
+/// the last `seq` it handled of each stream it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// The earlier connection's epoch.
+    pub epoch: String,
+    /// (channel, symbol, last `seq` handled), in the order sent. Channels
+    /// this server does not know are left out (a stream the request does
+    /// not subscribe is ignored).
+    pub from: Vec<(Channel, String, u64)>,
+}
+
+/// Most streams one `resume.from` may name: far more than one message of
+/// the default 64 KiB can carry, so only a bloated request meets it.
+pub const MAX_RESUME_STREAMS: usize = 16_384;
 
 /// Why a request was refused with error 400.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +171,8 @@ struct Wire {
     /// A string, or nothing usable (the `auth` then fails).
     #[serde(default, deserialize_with = "lenient_string")]
     token: Option<String>,
+    #[serde(default, deserialize_with = "resume")]
+    resume: Option<Resume>,
 }
 
 /// What is left of a request that failed: its `id`, if it had a usable one.
@@ -174,6 +194,7 @@ impl Wire {
                 mode: self.mode.unwrap_or_default(),
                 max_hz: self.max_hz,
                 snapshot: self.snapshot.unwrap_or(true),
+                resume: self.resume,
             }),
             "unsubscribe" => Ok(Request::Unsubscribe {
                 id,
@@ -260,6 +281,50 @@ fn prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     field(d, "prefix must be a string")
 }
 
+/// `resume`: `{"epoch": E, "from": {CHANNEL: {SYMBOL: SEQ}}}`, every `SEQ`
+/// an unsigned integer.
+fn resume<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Resume>, D::Error> {
+    #[derive(Deserialize)]
+    struct Raw {
+        epoch: String,
+        from: serde_json::Map<String, serde_json::Value>,
+    }
+    let Some(raw) = field::<D, Raw>(
+        d,
+        "resume must be {\"epoch\": string, \"from\": {channel: {symbol: seq}}}",
+    )?
+    else {
+        return Ok(None);
+    };
+    let mut from = Vec::new();
+    for (ch, streams) in &raw.from {
+        let streams = streams.as_object().ok_or_else(|| {
+            D::Error::custom(format!(
+                "resume.from.{} must be an object of symbol: seq",
+                truncate(ch, 32)
+            ))
+        })?;
+        for (sym, seq) in streams {
+            let seq = seq.as_u64().ok_or_else(|| {
+                D::Error::custom(format!(
+                    "resume.from.{}.{} must be an unsigned integer (the last seq handled)",
+                    truncate(ch, 32),
+                    truncate(sym, 32)
+                ))
+            })?;
+            if let Some(ch) = Channel::from_name(ch) {
+                from.push((ch, sym.clone(), seq));
+            }
+        }
+        if from.len() > MAX_RESUME_STREAMS {
+            return Err(D::Error::custom(format!(
+                "resume.from names more than {MAX_RESUME_STREAMS} streams"
+            )));
+        }
+    }
+    Ok(Some(Resume { epoch: raw.epoch, from }))
+}
+
 fn any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
     Box::<RawValue>::deserialize(d).map(Some)
 }
@@ -292,7 +357,8 @@ mod tests {
                 channels: Channels::BOTH,
                 mode: Mode::Latest,
                 max_hz: None,
-                snapshot: true
+                snapshot: true,
+                resume: None,
             }
         );
     }
@@ -321,5 +387,39 @@ mod tests {
         assert_eq!(r, Request::Ping { id: None, ts: Some("null".into()) });
         let r = parse(r#"{"type":"ping"}"#).unwrap();
         assert_eq!(r, Request::Ping { id: None, ts: None });
+    }
+
+    #[test]
+    fn resume_names_streams_by_channel_and_symbol() {
+        let r = parse(
+            r#"{"type":"subscribe","symbols":["A"],"resume":{"epoch":"e-7","from":{"quotes":{"A":5,"B":0},"bars":{"A":1}}}}"#,
+        )
+        .unwrap();
+        let Request::Subscribe { resume: Some(resume), .. } = r else { panic!("{r:?}") };
+        assert_eq!(resume.epoch, "e-7");
+        // A channel this server does not know is ignored, like any stream
+        // the request does not subscribe.
+        let mut from = resume.from.clone();
+        from.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(from, [(Channel::Quotes, "A".into(), 5), (Channel::Quotes, "B".into(), 0)]);
+    }
+
+    #[test]
+    fn a_bad_resume_is_a_400_naming_the_stream() {
+        for (bad, says) in [
+            (r#"{"epoch":"e-1","from":{"quotes":{"AAPL":-3}}}"#, "resume.from.quotes.AAPL"),
+            (r#"{"epoch":"e-1","from":{"quotes":{"AAPL":1.5}}}"#, "resume.from.quotes.AAPL"),
+            (r#"{"epoch":"e-1","from":{"quotes":{"AAPL":"7"}}}"#, "resume.from.quotes.AAPL"),
+            (r#"{"epoch":"e-1","from":{"quotes":[1]}}"#, "resume.from.quotes"),
+            (r#"{"epoch":5,"from":{}}"#, "resume must be"),
+            (r#"[1]"#, "resume must be"),
+        ] {
+            let text =
+                format!(r#"{{"type":"subscribe","id":4,"symbols":["AAPL"],"resume":{bad}}}"#);
+            let e = parse(&text).unwrap_err();
+            // The request's id survives, and the message says what is wrong.
+            assert_eq!(e.id, Some(4), "{bad}");
+            assert!(e.msg.contains(says), "{bad}: {}", e.msg);
+        }
     }
 }

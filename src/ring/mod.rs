@@ -8,6 +8,8 @@
 //!   producer's current position.
 //! * [`LatestTable`] — a fixed-capacity table holding the newest value per
 //!   key, one seqlock per entry, one writer and any number of readers.
+//! * [`History`] — the last `depth` values of every key, by position in
+//!   the key's stream, one writer and any number of readers.
 //!
 //! Both are generic over [`Slotted`] values and know nothing about what the
 //! values mean.
@@ -57,10 +59,12 @@
 #![forbid(unsafe_code)]
 
 mod broadcast;
+mod history;
 mod latest;
 mod slot;
 
 pub use broadcast::{ReadOutcome, RingProducer, RingReader, RingReaderFactory, ring};
+pub use history::History;
 pub use latest::LatestTable;
 
 /// Largest [`Slotted::WORDS`] accepted by [`ring`] and [`LatestTable`].

@@ -60,6 +60,11 @@ impl SeqSlots {
         self.len
     }
 
+    /// Bytes of storage.
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.lines)
+    }
+
     /// The `k`-th word of the flat storage.
     #[inline]
     fn word(&self, k: usize) -> &AtomicU64 {

@@ -139,7 +139,7 @@ pub fn start_with(
     let access = Arc::new(Access::open(&config.auth)?);
     let table = Arc::new(SymbolTable::new(config.max_symbols));
     let source = make_source(&table)?;
-    let market = Arc::new(Market::new(table));
+    let market = Arc::new(Market::with_history(table, config.history));
     let (producer, readers) = ring::<Tick>(config.ring_capacity);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 

@@ -90,7 +90,7 @@ impl Shard {
             // Binary records name symbols by id only: announce the new ones
             // (an unsolicited `subscribed`, no `id`) before any record of them.
             if binary && !added.is_empty() {
-                self.reply_subscribed(slot, None, &added, &[], false);
+                self.reply_subscribed(slot, None, &added, &[], &[], false);
             }
         }
     }

@@ -48,12 +48,13 @@ mod entries;
 mod frame;
 mod housekeeping;
 mod requests;
+mod resume;
 mod sessions;
 #[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,9 @@
 //! `list` and `auth`, each answered in order with the session's next
 //! `cseq`.
 
+use super::resume::Resumed;
 use super::*;
+use crate::protocol::request::Resume;
 
 impl Shard {
     /// Counts an inbound message against the rate limit. Returns false when
@@ -53,8 +55,9 @@ impl Shard {
             return;
         }
         match req {
-            Request::Subscribe { id, symbols, channels, mode, max_hz, snapshot } => {
-                self.subscribe(slot, id, &symbols, channels, mode, max_hz, snapshot);
+            Request::Subscribe { id, symbols, channels, mode, max_hz, snapshot, resume } => {
+                let opts = SubscribeOpts { channels, mode, max_hz, snapshot, resume };
+                self.subscribe(slot, id, &symbols, opts);
                 self.market.subscribed.store(true, std::sync::atomic::Ordering::Release);
             }
             Request::Unsubscribe { id, symbols, channels } => {
@@ -124,16 +127,8 @@ impl Shard {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn subscribe(
-        &mut self,
-        slot: u32,
-        id: Option<u64>,
-        symbols: &[String],
-        channels: Channels,
-        mode: Mode,
-        max_hz: Option<f64>,
-        snapshot: bool,
-    ) {
+    fn subscribe(&mut self, slot: u32, id: Option<u64>, symbols: &[String], opts: SubscribeOpts) {
+        let SubscribeOpts { channels, mode, max_hz, snapshot, resume } = opts;
         self.sync_symbols();
         // Every entry's `sent_seq` is read or moved below.
         if let Some(s) = self.session(slot) {
@@ -155,7 +150,7 @@ impl Shard {
                     rejected.push((name, 403, "not entitled to these channels"));
                 }
             }
-            self.reply_subscribed(slot, id, &accepted, &rejected, snapshot);
+            self.reply_subscribed(slot, id, &accepted, &[], &rejected, snapshot);
             self.audit_subscribe(slot, symbols, channels, 0, &rejected);
             return;
         }
@@ -236,7 +231,12 @@ impl Shard {
         if wildcard {
             self.place_entries(slot);
         }
-        self.reply_subscribed(slot, id, &accepted, &rejected, snapshot);
+        let (resumed, gaps) = match &resume {
+            Some(r) => self.resume_entries(slot, &accepted, r),
+            None => (Vec::new(), Vec::new()),
+        };
+        self.reply_subscribed(slot, id, &accepted, &resumed, &rejected, snapshot);
+        self.report_gaps(slot, gaps);
         self.audit_subscribe(slot, symbols, channels, accepted.len(), &rejected);
     }
 
@@ -268,6 +268,7 @@ impl Shard {
         slot: u32,
         id: Option<u64>,
         accepted: &[(u32, bool)],
+        resumed: &[Option<Resumed>],
         rejected: &[(String, u16, &'static str)],
         snapshot: bool,
     ) {
@@ -279,9 +280,12 @@ impl Shard {
         let cseq = s.next_cseq();
         let binary = s.format.binary;
         let mut subs = Vec::with_capacity(accepted.len());
-        for &(idx, _new) in accepted {
+        for (i, &(idx, _new)) in accepted.iter().enumerate() {
             let e = &mut s.entries[idx as usize];
+            // A stream continued from the client's position gets no snapshot.
+            let resumed = resumed.get(i).copied().flatten();
             if snapshot
+                && !resumed.is_some_and(|r| r.continued)
                 && let Some(t) = market.latest(e.sym, e.ch)
                 && t.seq > 0
             {
@@ -298,9 +302,13 @@ impl Shard {
                 id: binary.then_some(e.sym.0),
                 // The position the stream's next `cf` counts from: the
                 // snapshot's, or where a new subscription started.
-                seq: e.sent_seq,
+                seq: match resumed {
+                    Some(r) if r.continued => r.seq,
+                    _ => e.sent_seq,
+                },
                 mode: e.mode.name(),
                 max_hz: e.max_hz(),
+                recovered: resumed.map(|r| r.recovered),
             });
         }
         let rejected =
@@ -400,4 +408,13 @@ impl Shard {
         });
         ShardCounters::add(&self.metrics.counters.messages_out, 1);
     }
+}
+
+/// A `subscribe`'s options besides its names.
+struct SubscribeOpts {
+    channels: Channels,
+    mode: Mode,
+    max_hz: Option<f64>,
+    snapshot: bool,
+    resume: Option<Resume>,
 }

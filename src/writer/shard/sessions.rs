@@ -46,6 +46,7 @@ impl Shard {
                 symbols: c.max_symbols as u64,
                 msgs_in_per_s: c.msgs_in_per_s.into(),
                 max_message_bytes: c.max_message_bytes as u64,
+                history: self.market.history.depth() as u64,
             },
             auth: auth_label,
         });

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::protocol::binary::{Record, decode_header, decode_record, is_binary_frame};
+use crate::protocol::request::Resume;
 use crate::tick::Channels;
 
 const SYMBOLS: u32 = 20;
@@ -24,7 +25,15 @@ fn subscribe(shard: &mut Shard, slot: u32, symbols: &[&str], mode: Mode) {
 /// A `subscribe` on both channels, without `max_hz`.
 fn subscribe_with(shard: &mut Shard, slot: u32, symbols: Vec<String>, mode: Mode, snapshot: bool) {
     let channels = Channels::BOTH;
-    let req = Request::Subscribe { id: None, symbols, channels, mode, max_hz: None, snapshot };
+    let req = Request::Subscribe {
+        id: None,
+        symbols,
+        channels,
+        mode,
+        max_hz: None,
+        snapshot,
+        resume: None,
+    };
     shard.handle(slot, req);
 }
 
@@ -303,4 +312,176 @@ fn unsubscribing_the_wildcard_stops_the_scan() {
     // Nothing scans, so a batch of ticks leaves nothing to flush.
     assert!(!shard.has_dirty());
     assert!(take(&mut shard, slot).is_empty());
+}
+
+/// A shard whose market keeps `history` ticks per stream.
+fn shard_with_history(history: usize) -> Shard {
+    let table = Arc::new(crate::tick::SymbolTable::new(64));
+    for i in 0..4 {
+        table.intern(&format!("S{i}")).expect("symbol");
+    }
+    let market = Arc::new(Market::with_history(table, history));
+    let reader = crate::ring::ring::<Tick>(2).1.reader();
+    Shard::new(market, reader, ShardConfig::default(), Arc::new(ShardMetrics::default()))
+}
+
+/// Publishes the next `n` ticks of `stream` as the feed thread does
+/// (history and latest table first), and dispatches them.
+fn publish(shard: &mut Shard, stream: u32, from: u64, to: u64) {
+    for seq in from..=to {
+        let t = tick(stream, seq);
+        shard.market.history.store(stream as usize, seq, t);
+        shard.market.latest.store(stream as usize, t);
+        shard.dispatch(&t);
+    }
+    shard.end_of_batch();
+}
+
+/// A binary session that subscribes to S0's quotes with `resume` from `seq`
+/// in `epoch`; returns its slot and the `subscribed` reply.
+fn resumed_session(
+    shard: &mut Shard,
+    mode: Mode,
+    epoch: &str,
+    seq: u64,
+) -> (u32, serde_json::Value) {
+    let (slot, _) = shard.open_session(Format { binary: true, ..Format::default() }, 9);
+    let resume = Resume { epoch: epoch.into(), from: vec![(Channel::Quotes, "S0".into(), seq)] };
+    let req = Request::Subscribe {
+        id: Some(1),
+        symbols: vec!["S0".into()],
+        channels: Channels::EMPTY.with(Channel::Quotes),
+        mode,
+        max_hz: None,
+        snapshot: true,
+        resume: Some(resume),
+    };
+    shard.handle(slot, req);
+    let mut frames = Vec::new();
+    shard.take_outgoing(slot, &mut frames, Instant::now());
+    shard.written(slot, Instant::now());
+    let reply = frames
+        .iter()
+        .filter(|f| f.op == OpCode::Text)
+        .flat_map(|f| serde_json::from_slice::<Vec<serde_json::Value>>(&f.payload).unwrap())
+        .find(|m| m["type"] == "subscribed")
+        .expect("subscribed");
+    // Records that came in the same write (an overflow) count too.
+    let mut early = Vec::new();
+    for f in frames.iter().map(|f| &f.payload[..]).filter(|f| is_binary_frame(f)) {
+        let h = decode_header(f).unwrap();
+        early.extend((0..h.count as usize).map(|i| decode_record(f, &h, i)));
+    }
+    EARLY.with(|e| *e.borrow_mut() = early);
+    (slot, reply)
+}
+
+thread_local! {
+    /// Records written with the `subscribed` reply of [`resumed_session`].
+    static EARLY: std::cell::RefCell<Vec<Record>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Every record the session gets until it has nothing more.
+fn drain(shard: &mut Shard, slot: u32) -> Vec<Record> {
+    let mut all = EARLY.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    loop {
+        let got = take(shard, slot);
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+    }
+}
+
+#[test]
+fn resume_in_mode_all_replays_the_missed_updates_then_goes_on_live() {
+    let mut shard = shard_with_history(64);
+    publish(&mut shard, 0, 1, 30);
+    let epoch = epoch_name(shard.epoch);
+    let (slot, reply) = resumed_session(&mut shard, Mode::All, &epoch, 12);
+    let sub = &reply["subs"][0];
+    // Recovered from 12: no snapshot, seq is where it continues from.
+    assert_eq!((sub["recovered"].as_bool(), sub["seq"].as_u64()), (Some(true), Some(12)));
+    publish(&mut shard, 0, 31, 35);
+    let got = drain(&mut shard, slot);
+    assert!(got.iter().all(|r| r.flags & 1 == 0), "no snapshot");
+    let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+    // 13..=30 from the history, then 31..=35 live: each once, in order.
+    assert_eq!(seqs, (13..=35).collect::<Vec<_>>());
+}
+
+#[test]
+fn resume_past_the_history_reports_the_exact_gap_first() {
+    let mut shard = shard_with_history(8);
+    publish(&mut shard, 0, 1, 30);
+    let epoch = epoch_name(shard.epoch);
+    let (slot, reply) = resumed_session(&mut shard, Mode::All, &epoch, 5);
+    let sub = &reply["subs"][0];
+    assert_eq!((sub["recovered"].as_bool(), sub["seq"].as_u64()), (Some(false), Some(5)));
+    let got = drain(&mut shard, slot);
+    // The history holds 23..=30: an overflow of exactly 6..=22 comes first...
+    assert_eq!(got[0].kind, 3);
+    assert_eq!((got[0].p1, got[0].seq, got[0].p2), (6, 22, 17));
+    // ...then every update still held, in order.
+    let seqs: Vec<u64> = got[1..].iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (23..=30).collect::<Vec<_>>());
+}
+
+#[test]
+fn resume_in_mode_latest_sends_the_newest_value_with_cf() {
+    let mut shard = shard_with_history(64);
+    publish(&mut shard, 0, 1, 30);
+    let epoch = epoch_name(shard.epoch);
+    let (slot, reply) = resumed_session(&mut shard, Mode::Latest, &epoch, 12);
+    assert_eq!(reply["subs"][0]["recovered"], true);
+    let got = drain(&mut shard, slot);
+    // One update standing for the 18 missed.
+    assert_eq!(got.iter().map(|r| (r.seq, r.cf)).collect::<Vec<_>>(), [(30, 18)]);
+}
+
+#[test]
+fn resume_in_another_epoch_starts_fresh_with_a_snapshot() {
+    let mut shard = shard_with_history(64);
+    publish(&mut shard, 0, 1, 30);
+    let (slot, reply) = resumed_session(&mut shard, Mode::All, "e-1", 12);
+    let sub = &reply["subs"][0];
+    assert_eq!((sub["recovered"].as_bool(), sub["seq"].as_u64()), (Some(false), Some(30)));
+    let got = drain(&mut shard, slot);
+    assert_eq!(got.iter().map(|r| (r.seq, r.flags & 1)).collect::<Vec<_>>(), [(30, 1)]);
+}
+
+#[test]
+fn resume_ahead_of_the_stream_sends_nothing_at_or_below_it() {
+    let mut shard = shard_with_history(64);
+    publish(&mut shard, 0, 1, 30);
+    let epoch = epoch_name(shard.epoch);
+    let (slot, reply) = resumed_session(&mut shard, Mode::All, &epoch, 40);
+    let sub = &reply["subs"][0];
+    // Not vouched for, no snapshot (it would be older than 40).
+    assert_eq!((sub["recovered"].as_bool(), sub["seq"].as_u64()), (Some(false), Some(40)));
+    publish(&mut shard, 0, 31, 45);
+    let seqs: Vec<u64> = drain(&mut shard, slot).iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (41..=45).collect::<Vec<_>>());
+}
+
+#[test]
+fn resume_at_the_current_position_waits_for_what_the_ring_brings() {
+    // The market is further on than this shard has dispatched: the ticks
+    // in between reach the entry through the ring, none twice.
+    let mut shard = shard_with_history(64);
+    publish(&mut shard, 0, 1, 20);
+    for seq in 21..=25 {
+        let t = tick(0, seq);
+        shard.market.history.store(0, seq, t);
+        shard.market.latest.store(0, t);
+    }
+    let epoch = epoch_name(shard.epoch);
+    let (slot, reply) = resumed_session(&mut shard, Mode::All, &epoch, 22);
+    assert_eq!(reply["subs"][0]["recovered"], true);
+    for seq in 21..=25 {
+        shard.dispatch(&tick(0, seq));
+    }
+    shard.end_of_batch();
+    let seqs: Vec<u64> = drain(&mut shard, slot).iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [23, 24, 25]);
 }
