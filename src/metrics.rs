@@ -103,13 +103,23 @@ impl Collector for Sources {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
         use MetricType::{Counter, Gauge};
         let feed = &self.market.metrics;
-        let gauges: [(&str, &str, u64); 3] = [
+        let gauges: [(&str, &str, u64); 5] = [
             ("tickwire_symbols", "Symbols known to the server.", self.market.symbols.len() as u64),
             ("tickwire_connections", "Open WebSocket sessions.", self.sum(|c| &c.sessions)),
             (
                 "tickwire_subscriptions",
                 "Live (channel, symbol) subscriptions.",
                 self.sum(|c| &c.subscriptions),
+            ),
+            (
+                "tickwire_history_bytes",
+                "Memory held by the resume history (--history updates per stream that has updated).",
+                self.market.history.bytes() as u64,
+            ),
+            (
+                "tickwire_history_depth",
+                "Updates kept per stream for resume (--history).",
+                self.market.history.depth() as u64,
             ),
         ];
         for (name, help, v) in gauges {
