@@ -18,6 +18,9 @@
 //!   the committed `feeds/sample.itch`.
 //! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism,
 //!   `--loop` epochs, `--from`/`--to`.
+//! - `resume`: reconnects with `subscribe.resume`: contiguous `mode:"all"`
+//!   streams, exact overflows past the history, `cf` in latest mode, new
+//!   epochs, bad input, and many random reconnects.
 //! - `files`: `record`, `convert`, `inspect`; the ITCH -> capture -> JSON lines
 //!   -> capture round trip and a replay of each; a recorder killed mid-write.
 //! - `closes`: every way a session ends releases its socket in bounded
@@ -50,4 +53,5 @@ mod live;
 mod pipeline;
 mod protocol;
 mod replay;
+mod resume;
 mod tls;
