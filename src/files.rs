@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::capture::CaptureWriter;
-use crate::feed::replay::{self, Format, OpenError, RecordReader, Skip};
+use crate::feed::replay::{self, Format, OpenError};
 use crate::feed::{FeedSource, Poll};
+use crate::record_reader::{RecordReader, Skip};
 use crate::tick::{Body, SymbolTable, Tick};
 use crate::writer::encode::write_price;
 

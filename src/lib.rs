@@ -16,6 +16,9 @@
 //! The modules follow the data path, **feed → ring → writer → socket**:
 //!
 //! - [`tick`]: the data model (`Tick`, `Price`, `SymbolId`, `SymbolTable`).
+//! - [`record_reader`]: what every recorded-feed format shares (the
+//!   `RecordReader` trait, `Skip`, gzip-aware opening); it sits below
+//!   [`capture`] and the feed's formats, which implement it.
 //! - [`feed`]: STAGE 1, the feed thread and its sources ([`feed::synthetic`],
 //!   [`feed::manual`], [`feed::tcp`] for live JSON lines, and [`feed::replay`]
 //!   of recorded files: [`feed::jsonl`], [`feed::itch`] for NASDAQ ITCH 5.0,
@@ -51,6 +54,7 @@ pub mod dashboard;
 pub mod feed;
 pub mod files;
 pub mod metrics;
+pub mod record_reader;
 pub mod ring;
 pub mod server;
 pub mod socket;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tickwire::capture::CaptureReader;
-use tickwire::feed::replay::{self, RecordReader, Speed};
+use tickwire::feed::replay::{self, Speed};
 use tickwire::files::{self, OutFormat};
+use tickwire::record_reader::RecordReader;
 use tickwire::tick::{Body, SymbolTable, Tick};
 
 use crate::cli::{BIN, Proc};

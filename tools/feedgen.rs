@@ -34,8 +34,9 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use tickwire::feed::FeedSource;
 use tickwire::feed::itch::{ItchReader, looks_like_itch};
-use tickwire::feed::replay::{RecordReader, open_input, open_reader};
+use tickwire::feed::replay::open_reader;
 use tickwire::feed::synthetic::{SplitMix64, Synthetic, SyntheticConfig};
+use tickwire::record_reader::{RecordReader, open_input};
 use tickwire::tick::{Body, SymbolTable, Tick};
 
 #[global_allocator]

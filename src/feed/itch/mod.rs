@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use self::book::{Bbo, OrderBooks, Side};
-use super::replay::{RecordReader, Skip, open_input_counted};
+use crate::record_reader::{RecordReader, Skip, open_input_counted};
 use crate::tick::{Price, SymbolId, SymbolTable, Tick};
 
 /// Length of a message of `kind` per the ITCH 5.0 specification (type byte
