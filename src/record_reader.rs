@@ -31,7 +31,8 @@ pub struct Skip {
 
 /// A reader of one recorded-feed format, yielding normalized ticks in file
 /// order (symbols interned in the table it was built with; `seq` and
-/// `ingest_ns` left at 0; `src_ns` the record's own time).
+/// `ingest_ns` left at 0; `src_ns` the record's own time, as UTC ns since
+/// the Unix epoch).
 pub trait RecordReader: Send {
     /// The next record; `None` at the end of the file.
     fn next(&mut self) -> Option<Result<Tick, Skip>>;
@@ -63,6 +64,14 @@ pub trait RecordReader: Send {
     /// file), for progress bars; 0 when the reader cannot tell.
     fn bytes_read(&self) -> u64 {
         0
+    }
+
+    /// The UTC time (ns since the Unix epoch) of the midnight that the
+    /// file's times of day count from, when that is not a UTC midnight:
+    /// for ITCH, midnight in New York on the file's trading day. `None`:
+    /// times of day are UTC (`--from`/`--to` read them so).
+    fn local_midnight_ns(&self) -> Option<u64> {
+        None
     }
 
     /// Format-specific counts for `tickwire inspect` (for ITCH: messages per

@@ -224,7 +224,7 @@ fn check(path: &Path) -> Result<(), String> {
     if is_itch(path)? {
         return check_itch(path, table);
     }
-    let mut reader = open_reader(path, &table).map_err(|e| e.to_string())?;
+    let mut reader = open_reader(path, &table, None).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let (mut records, mut skipped, mut checksum) = (0u64, 0u64, 0u64);
     while let Some(r) = reader.next() {
