@@ -2,7 +2,9 @@
 //! in order, numbered from 1 per stream, with the file's values; then
 //! `status` `replay_done`. Garbage lines are skipped and counted; pacing
 //! follows the file's timestamps; the same file gives the same stream on
-//! every run, compressed or not.
+//! every run, compressed or not. `t` is the recorded time at every speed:
+//! for ITCH, the file's trading day in New York (from NASDAQ's file name or
+//! `--date`) as UTC; `--time-shift` moves every time by one constant.
 //!
 //! Expected values come from reading the file with `serde_json`, not with
 //! tickwire's own parser.

@@ -17,7 +17,8 @@
 //! - `itch`: the ITCH 5.0 decoder against the Python `itchfeed` oracle, and
 //!   the committed `feeds/sample.itch`.
 //! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism,
-//!   `--loop` epochs, `--from`/`--to`.
+//!   `--loop` epochs, `--from`/`--to`, source time (ITCH trading days in New
+//!   York, `--date`, `--time-shift`).
 //! - `files`: `record`, `convert`, `inspect`; the ITCH -> capture -> JSON lines
 //!   -> capture round trip and a replay of each; a recorder killed mid-write.
 //! - `hardening`: malformed frames, slowloris, reset storms, memory per
