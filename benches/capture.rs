@@ -29,7 +29,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tickwire::capture::CaptureReader;
 use tickwire::capture::CaptureWriter;
 use tickwire::feed::Market;
-use tickwire::feed::replay::RecordReader as _;
+use tickwire::record_reader::RecordReader as _;
 use tickwire::ring::{RingProducer, ring};
 use tickwire::tick::{Price, SymbolId, SymbolTable, Tick};
 

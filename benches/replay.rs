@@ -39,7 +39,7 @@ fn temp(name: &str) -> PathBuf {
 /// Reads every record; returns (records, ticks).
 fn read_all(path: &Path) -> (u64, u64) {
     let table = Arc::new(SymbolTable::new(MAX_SYMBOLS));
-    let mut r = replay::open_reader(path, &table).unwrap();
+    let mut r = replay::open_reader(path, &table, None).unwrap();
     let (mut records, mut ticks) = (0, 0);
     while let Some(x) = r.next() {
         records += 1;
@@ -54,8 +54,8 @@ fn bench(c: &mut Criterion) {
     std::fs::write(&itch, tickwire::feed::itch::generate(7, ITCH_MESSAGES)).unwrap();
     let cap = temp("day.twc");
     let jsonl = temp("day.jsonl");
-    files::convert(&itch, &cap, OutFormat::Capture).unwrap();
-    files::convert(&cap, &jsonl, OutFormat::JsonLines).unwrap();
+    files::convert(&itch, &cap, OutFormat::Capture, None).unwrap();
+    files::convert(&cap, &jsonl, OutFormat::JsonLines, None).unwrap();
     let formats = [("itch", &itch), ("capture", &cap), ("jsonl", &jsonl)];
     let ticks = read_all(&cap).1;
 
@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
     for (name, path) in formats {
         g.bench_function(format!("replay/{name}"), |b| {
             b.iter(|| {
-                let reader = replay::open_reader(path, &table).unwrap();
+                let reader = replay::open_reader(path, &table, None).unwrap();
                 let mut source = Replay::new(reader, Speed::Max, false).unwrap();
                 let mut n = 0u64;
                 loop {
@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     let mut decoded = Vec::new();
-    let mut r = replay::open_reader(&cap, &table).unwrap();
+    let mut r = replay::open_reader(&cap, &table, None).unwrap();
     while let Some(Ok(t)) = r.next() {
         decoded.push(t);
     }

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::jwt::JwtAlg;
 use crate::auth::{AuthConfig, JwtConfig, normalize_origin};
-use crate::feed::replay::{ReplayConfig, Speed, Window, parse_time_of_day};
+use crate::feed::itch::clock::parse_date;
+use crate::feed::replay::{ReplayConfig, Speed, TimeShift, Window, parse_time_of_day};
 use crate::feed::synthetic::SyntheticConfig;
 use crate::writer::shard::ShardConfig;
 
@@ -73,6 +74,10 @@ pub struct ConvertArgs {
     /// Output format when the name does not say: `capture` or `jsonl`.
     #[arg(long)]
     pub format: Option<String>,
+    /// The trading day of an ITCH input (YYYY-MM-DD), instead of the date in
+    /// its name (`MMDDYYYY.NASDAQ_ITCH50`).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub date: Option<jiff::civil::Date>,
 }
 
 /// Flags of `tickwire inspect`, as typed.
@@ -80,6 +85,10 @@ pub struct ConvertArgs {
 pub struct InspectArgs {
     /// The feed file (format detected from the content).
     pub file: PathBuf,
+    /// The trading day of an ITCH file (YYYY-MM-DD), instead of the date in
+    /// its name (`MMDDYYYY.NASDAQ_ITCH50`).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub date: Option<jiff::civil::Date>,
 }
 
 /// Flags that choose and shape the feed source, as typed (shared by
@@ -116,6 +125,16 @@ pub struct SourceArgs {
     /// Replay only up to this time of day of the file (HH:MM:SS[.fff]).
     #[arg(long, value_name = "TIME", requires = "replay")]
     pub to: Option<String>,
+    /// The trading day of an ITCH replay (YYYY-MM-DD): its timestamps are ns
+    /// since midnight of that day in New York. Wins over the date in the
+    /// file's name (`MMDDYYYY.NASDAQ_ITCH50`); without either, 1970-01-01.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date, requires = "replay")]
+    pub date: Option<jiff::civil::Date>,
+    /// Move every source time `t` of the replay by one constant: a duration
+    /// (`90m`, `-2h`, `1.5s`), or `now` to make each pass's first record
+    /// read the wall clock when the pass starts.
+    #[arg(long, value_name = "now|DURATION", value_parser = parse_time_shift, allow_hyphen_values = true, requires = "replay")]
+    pub time_shift: Option<TimeShift>,
     /// Ingest a live feed of JSON lines from an upstream TCP server at
     /// HOST:PORT (reconnects with capped, jittered backoff).
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "replay")]
@@ -326,6 +345,24 @@ impl AuthArgs {
     }
 }
 
+/// Parses `--time-shift`: `now`, or a duration as [`parse_duration`] takes
+/// it with an optional sign (`-2h` moves times back).
+pub fn parse_time_shift(s: &str) -> Result<TimeShift, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(TimeShift::Now);
+    }
+    let (sign, d) = match s.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let ns = parse_duration(d)
+        .map_err(|_| format!("{s:?} is neither \"now\" nor a duration such as 90m, -2h or 1.5s"))?
+        .as_nanos();
+    // parse_duration keeps durations under a billion seconds, well inside i64 ns.
+    Ok(TimeShift::By(sign * ns as i64))
+}
+
 /// A flag value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid --{flag}: {msg}")]
@@ -460,7 +497,9 @@ impl SourceArgs {
                 }
                 SourceChoice::Replay(ReplayConfig {
                     path: path.clone(),
+                    date: a.date,
                     speed: a.speed.parse::<Speed>().map_err(|e| invalid("speed", e))?,
+                    shift: a.time_shift.unwrap_or_default(),
                     wait_for_subscriber,
                     looped: a.looped,
                     window,
@@ -647,7 +686,9 @@ mod tests {
             c,
             Some(SourceChoice::Replay(ReplayConfig {
                 path: "x.jsonl".into(),
+                date: None,
                 speed: Speed::Max,
+                shift: TimeShift::By(0),
                 wait_for_subscriber: false,
                 looped: false,
                 window: Window::default(),
@@ -680,6 +721,42 @@ mod tests {
             None
         );
         assert_eq!(parse(&["tickwire", "serve", "--replay", "x", "--from", "25:00"]), None);
+        // The trading day and the shift.
+        let c = parse(&[
+            "tickwire",
+            "serve",
+            "--replay",
+            "01302024.NASDAQ_ITCH50",
+            "--date",
+            "2024-07-15",
+            "--time-shift",
+            "-90m",
+        ]);
+        let Some(SourceChoice::Replay(r)) = c else { panic!("{c:?}") };
+        assert_eq!(r.date, Some(jiff::civil::date(2024, 7, 15)));
+        assert_eq!(r.shift, TimeShift::By(-5_400_000_000_000));
+        let c = parse(&["tickwire", "serve", "--replay", "x", "--time-shift", "now"]);
+        let Some(SourceChoice::Replay(r)) = c else { panic!("{c:?}") };
+        assert_eq!(r.shift, TimeShift::Now);
+        for bad in [
+            &["tickwire", "serve", "--replay", "x", "--date", "2024-02-30"][..],
+            &["tickwire", "serve", "--replay", "x", "--time-shift", "later"],
+            &["tickwire", "serve", "--date", "2024-01-30"],
+            &["tickwire", "serve", "--time-shift", "now"],
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn time_shifts_parse() {
+        assert_eq!(parse_time_shift("now"), Ok(TimeShift::Now));
+        assert_eq!(parse_time_shift("1.5s"), Ok(TimeShift::By(1_500_000_000)));
+        assert_eq!(parse_time_shift("+2m"), Ok(TimeShift::By(120_000_000_000)));
+        assert_eq!(parse_time_shift("-1h"), Ok(TimeShift::By(-3_600_000_000_000)));
+        for bad in ["", "-", "soon", "--1h", "1d"] {
+            assert!(parse_time_shift(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -23,9 +23,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use jiff::civil::Date;
+
 use crate::capture::CaptureWriter;
-use crate::feed::replay::{self, Format, OpenError, RecordReader, Skip};
+use crate::feed::itch::clock::{self, DateOrigin, TradingDay};
+use crate::feed::replay::{self, Format, OpenError};
 use crate::feed::{FeedSource, Poll};
+use crate::record_reader::{RecordReader, Skip};
 use crate::tick::write_price;
 use crate::tick::{Body, SymbolTable, Tick};
 
@@ -331,10 +335,17 @@ pub struct Converted {
 }
 
 /// Converts the feed file `input` (any readable format) into `output`.
-pub fn convert(input: &Path, output: &Path, format: OutFormat) -> Result<Converted, FileError> {
+/// Times go over as they are read: full UTC times, an ITCH file's on its
+/// trading day (`date`, or the one in its name; see [`TradingDay`]).
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    format: OutFormat,
+    date: Option<Date>,
+) -> Result<Converted, FileError> {
     let from = replay::detect(input)?;
     let table = Arc::new(SymbolTable::new(1 << 20));
-    let mut reader = replay::open_reader(input, &table)?;
+    let mut reader = replay::open_reader(input, &table, date)?;
     let mut sink = create_sink(output, format, table).map_err(io_err(output))?;
     let total = std::fs::metadata(input).map_or(0, |m| m.len());
     let progress = Progress::bytes(total, "converting");
@@ -364,9 +375,10 @@ pub struct Inspection {
     pub trades: u64,
     /// Records skipped.
     pub skips: Skips,
-    /// Earliest and latest source time (ns; since the Unix epoch, or since
-    /// midnight for ITCH).
+    /// Earliest and latest source time (ns since the Unix epoch).
     pub time_range: Option<(u64, u64)>,
+    /// For ITCH: the trading day its times count from.
+    pub trading_day: Option<TradingDay>,
     /// (quotes, trades) per symbol.
     pub per_symbol: BTreeMap<String, (u64, u64)>,
     /// Format-specific counts (ITCH: messages per type).
@@ -375,12 +387,13 @@ pub struct Inspection {
     pub elapsed: Duration,
 }
 
-/// Reads `path` through and summarizes it.
-pub fn inspect(path: &Path) -> Result<Inspection, FileError> {
+/// Reads `path` through and summarizes it; `date` is the trading day of an
+/// ITCH file, as `--date` gives it.
+pub fn inspect(path: &Path, date: Option<Date>) -> Result<Inspection, FileError> {
     let started = Instant::now();
     let format = replay::detect(path)?;
     let table = Arc::new(SymbolTable::new(1 << 20));
-    let mut reader = replay::open_reader(path, &table)?;
+    let mut reader = replay::open_reader(path, &table, date)?;
     let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
     let progress = Progress::bytes(bytes, "inspecting");
     let mut counts: Vec<(u64, u64)> = Vec::new();
@@ -416,29 +429,26 @@ pub fn inspect(path: &Path) -> Result<Inspection, FileError> {
         trades: per_symbol.values().map(|c| c.1).sum(),
         skips,
         time_range: range,
+        trading_day: (format == Format::Itch).then(|| TradingDay::of_file(path, date)),
         per_symbol,
         details: reader.details(),
         elapsed: started.elapsed(),
     })
 }
 
-/// Formats a source time: `HH:MM:SS.nnnnnnnnn` for times of day (ITCH),
-/// `YYYY-MM-DD HH:MM:SS.nnnnnnnnn UTC` for Unix times.
+/// Formats a source time (ns since the Unix epoch) as a UTC date and time:
+/// `2025-11-26 14:30:00.000000000 UTC`.
 pub fn format_time(ns: u64) -> String {
     let (days, tod) = (ns / DAY_NS, ns % DAY_NS);
     let secs = tod / 1_000_000_000;
-    let clock = format!(
-        "{:02}:{:02}:{:02}.{:09}",
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} UTC",
         secs / 3600,
         secs / 60 % 60,
         secs % 60,
         tod % 1_000_000_000
-    );
-    if days == 0 {
-        return clock;
-    }
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {clock} UTC")
+    )
 }
 
 /// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01
@@ -474,6 +484,16 @@ impl fmt::Display for Inspection {
             "ticks     {ticks} (quotes {}, trades {}), {} records skipped",
             self.quotes, self.trades, self.skips.count
         )?;
+        if let Some(day) = &self.trading_day {
+            let origin = match day.origin() {
+                DateOrigin::Flag => "from --date",
+                DateOrigin::FileName => "from the file name",
+                DateOrigin::Unknown => {
+                    "no date: the name is not MMDDYYYY.NASDAQ_ITCH50 and no --date was given"
+                }
+            };
+            writeln!(f, "date      {} in {} ({origin})", day.date(), clock::ZONE)?;
+        }
         if let Some((a, b)) = self.time_range {
             let span = (b - a) as f64 / 1e9;
             write!(f, "time      {} to {} ({span:.3} s", format_time(a), format_time(b))?;
@@ -481,6 +501,10 @@ impl fmt::Display for Inspection {
                 write!(f, ", {:.0} ticks/s", ticks as f64 / span)?;
             }
             writeln!(f, ")")?;
+            if self.trading_day.is_some() {
+                let (a, b) = (clock::format_new_york(a), clock::format_new_york(b));
+                writeln!(f, "          {a} to {b} ({})", clock::ZONE)?;
+            }
         }
         writeln!(f, "symbols   {}", self.per_symbol.len())?;
         for (name, (q, t)) in &self.per_symbol {
@@ -533,8 +557,8 @@ const RECORD_MAX_SLEEP: Duration = Duration::from_millis(50);
 
 /// Records `source` (symbols interned in `table`) into a file until the
 /// source ends, `duration` passes, or `stop` is set. Ticks keep the source
-/// times the source gave them (for the synthetic feed and paced replays:
-/// when each tick was due).
+/// times the source gave them (for the synthetic feed: when each tick was
+/// due; for a replay: the recorded times, moved by `--time-shift` if any).
 pub fn record(
     mut source: Box<dyn FeedSource>,
     table: Arc<SymbolTable>,
@@ -646,8 +670,8 @@ mod tests {
     }
 
     #[test]
-    fn times_format_as_clock_or_date() {
-        assert_eq!(format_time(34_200_000_000_001), "09:30:00.000000001");
+    fn times_format_as_dates() {
+        assert_eq!(format_time(34_200_000_000_001), "1970-01-01 09:30:00.000000001 UTC");
         // 2025-11-26 14:30:00 UTC.
         assert_eq!(format_time(1_764_167_400_000_000_000), "2025-11-26 14:30:00.000000000 UTC");
         assert_eq!(format_time(DAY_NS * 11_017), "2000-03-01 00:00:00.000000000 UTC");

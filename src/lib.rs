@@ -22,30 +22,33 @@
 //!    (seqlocks over atomics, generic over the value, no `unsafe`).
 //! 2. [`tick`]: the data model (`Tick`, `Price`, `SymbolId`, `SymbolTable`,
 //!    `Channel`).
-//! 3. [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and
+//! 3. [`record_reader`]: what every recorded-feed format shares (the
+//!    `RecordReader` trait, `Skip`, gzip-aware opening), below [`capture`]
+//!    and the feed's formats, which implement it.
+//! 4. [`auth`]: API keys, JWTs, entitlements, the `Origin` allow-list and
 //!    the audit log (all off by default).
-//! 4. [`capture`]: tickwire's recorded-feed format (rkyv blocks; the
+//! 5. [`capture`]: tickwire's recorded-feed format (rkyv blocks; the
 //!    crate's one `unsafe` is the memory map of a capture file).
-//! 5. [`feed`]: STAGE 1, the feed thread and its sources
+//! 6. [`feed`]: STAGE 1, the feed thread and its sources
 //!    ([`feed::synthetic`], [`feed::manual`], [`feed::tcp`] for live JSON
 //!    lines, [`feed::replay`] of recorded files: [`feed::jsonl`],
 //!    [`feed::itch`] for NASDAQ ITCH 5.0, and captures).
-//! 6. [`protocol`]: the wire protocol: client requests in, JSON and binary
+//! 7. [`protocol`]: the wire protocol: client requests in, JSON and binary
 //!    market data and typed control messages out.
-//! 7. [`socket`]: the transport: HTTP heads and answers, WebSocket framing,
+//! 8. [`socket`]: the transport: HTTP heads and answers, WebSocket framing,
 //!    TLS, connection limits, and a connection's write side
 //!    ([`socket::outbound`]).
-//! 8. [`writer`]: STAGE 3 (the ring is stage 2), one shard per core:
+//! 9. [`writer`]: STAGE 3 (the ring is stage 2), one shard per core:
 //!    dispatch, conflation, batching, frames ([`writer::shard`],
 //!    [`writer::subscriber`]).
-//! 9. [`metrics`]: `/metrics`, read from every stage's own counters.
-//! 10. [`dashboard`]: the page at `/`, embedded in the binary.
-//! 11. [`connection`]: STAGE 4, one accepted connection: routing, the
+//! 10. [`metrics`]: `/metrics`, read from every stage's own counters.
+//! 11. [`dashboard`]: the page at `/`, embedded in the binary.
+//! 12. [`connection`]: STAGE 4, one accepted connection: routing, the
 //!     upgrade, a market-data session's tasks, the conformance echo.
-//! 12. [`config`]: flags (`Args`) and validated settings (`Config`).
-//! 13. [`server`]: setup, run and drain of the whole pipeline, and the
+//! 13. [`config`]: flags (`Args`) and validated settings (`Config`).
+//! 14. [`server`]: setup, run and drain of the whole pipeline, and the
 //!     shard threads.
-//! 14. [`files`]: `tickwire record`, `convert` and `inspect`.
+//! 15. [`files`]: `tickwire record`, `convert` and `inspect`.
 //!
 //! # Lifecycle
 //!
@@ -62,6 +65,7 @@ pub mod feed;
 pub mod files;
 pub mod metrics;
 pub mod protocol;
+pub mod record_reader;
 pub mod ring;
 pub mod server;
 pub mod socket;

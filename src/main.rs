@@ -120,7 +120,7 @@ fn convert(a: &ConvertArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return usage(e),
     };
-    match files::convert(&a.input, &a.output, format) {
+    match files::convert(&a.input, &a.output, format, a.date) {
         Ok(c) => {
             eprintln!(
                 "tickwire: converted {} ({}) to {}: {} ticks, {} records skipped",
@@ -140,7 +140,7 @@ fn convert(a: &ConvertArgs) -> ExitCode {
 }
 
 fn inspect(a: &InspectArgs) -> ExitCode {
-    match files::inspect(&a.file) {
+    match files::inspect(&a.file, a.date) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

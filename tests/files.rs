@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tickwire::capture::CaptureReader;
-use tickwire::feed::replay::{self, RecordReader, Speed};
+use tickwire::feed::replay::{self, Speed};
 use tickwire::files::{self, OutFormat};
+use tickwire::record_reader::RecordReader;
 use tickwire::tick::{Body, SymbolTable, Tick};
 
 use crate::cli::{BIN, Proc};
-use crate::replay::{collect, replay_server};
+use crate::replay::{collect, itch_sample_as, replay_server};
 use crate::util::TIMEOUT;
 
 /// A file in `feeds/`.
@@ -49,7 +50,7 @@ struct Named {
 /// Every tick of a feed file, in order; panics on a skipped record.
 fn read_all(path: &Path) -> Vec<Named> {
     let table = Arc::new(SymbolTable::new(1 << 16));
-    let mut reader = replay::open_reader(path, &table).unwrap();
+    let mut reader = replay::open_reader(path, &table, None).unwrap();
     let mut out = Vec::new();
     while let Some(r) = reader.next() {
         let t: Tick = r.unwrap_or_else(|s| panic!("{}: skipped {s:?}", path.display()));
@@ -105,16 +106,20 @@ fn comparable(m: &Value) -> Value {
 
 #[tokio::test]
 async fn itch_to_capture_to_json_lines_to_capture_keeps_every_tick_and_replays() {
-    let itch = feed("sample.itch");
+    // The ITCH sample under a NASDAQ file name: its ticks carry full UTC
+    // times of 2024-01-30, which every format keeps to the nanosecond.
+    let (_dir, itch) = itch_sample_as("01302024.NASDAQ_ITCH50");
     let cap = Temp::new("rt.twc");
     let jsonl = Temp::new("rt.jsonl");
     let cap2 = Temp::new("rt2.twc");
-    files::convert(&itch, &cap.0, OutFormat::Capture).unwrap();
-    files::convert(&cap.0, &jsonl.0, OutFormat::JsonLines).unwrap();
-    let c = files::convert(&jsonl.0, &cap2.0, OutFormat::Capture).unwrap();
+    files::convert(&itch, &cap.0, OutFormat::Capture, None).unwrap();
+    files::convert(&cap.0, &jsonl.0, OutFormat::JsonLines, None).unwrap();
+    let c = files::convert(&jsonl.0, &cap2.0, OutFormat::Capture, None).unwrap();
     assert_eq!(c.skips.count, 0);
     let want = read_all(&itch);
     assert!(want.len() > 3000, "the ITCH sample yields {} ticks", want.len());
+    // 09:30:00.00001 in New York (EST) is 14:30:00.00001 UTC.
+    assert_eq!(want[0].src_ns, 1_706_625_000_000_010_000);
     for path in [&cap.0, &jsonl.0, &cap2.0] {
         let got = read_all(path);
         assert_eq!(got.len(), want.len(), "{}", path.display());
@@ -150,7 +155,14 @@ fn inspect_summarizes_each_format() {
     let (ok, out, err) = run(&["inspect", itch.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("format    NASDAQ ITCH 5.0"), "{out}");
-    assert!(out.contains("time      09:30:00."), "{out}");
+    // No date in the name: 1970-01-01 in New York, said so, and the times
+    // as dates, in UTC and on the exchange's clock.
+    assert!(out.contains("date      1970-01-01 in America/New_York (no date:"), "{out}");
+    assert!(
+        out.contains("time      1970-01-01 14:30:00.000010000 UTC to 1970-01-01 14:30:03."),
+        "{out}"
+    );
+    assert!(out.contains("          1970-01-01 09:30:00.000010000 EST to "), "{out}");
     assert!(out.contains("symbols   8"), "{out}");
     // Messages by type, from the decoder's counters.
     assert!(out.contains("messages by type"), "{out}");
@@ -158,6 +170,14 @@ fn inspect_summarizes_each_format() {
     // The capture of the same session says the same.
     let (ok, cap_out, err) = run(&["inspect", feed("sample.twc").to_str().unwrap()]);
     assert!(ok, "{err}");
+    // It was converted with --date 2025-11-26 (tools/regen-feeds.sh).
+    assert!(cap_out.contains("time      2025-11-26 14:30:00.000010000 UTC"), "{cap_out}");
+    // --date gives the ITCH file its day: EDT in July.
+    let (ok, out, err) = run(&["inspect", "--date", "2024-07-15", itch.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("date      2024-07-15 in America/New_York (from --date)"), "{out}");
+    assert!(out.contains("time      2024-07-15 13:30:00.000010000 UTC"), "{out}");
+    assert!(out.contains("          2024-07-15 09:30:00.000010000 EDT to "), "{out}");
     let ticks_line = |s: &str| s.lines().find(|l| l.starts_with("ticks")).unwrap().to_string();
     assert_eq!(ticks_line(&out), ticks_line(&cap_out));
     // Garbage is counted and located.
@@ -188,6 +208,27 @@ fn convert_needs_a_known_output_format() {
     assert!(ok, "{err}");
     assert!(err.contains("400 ticks"), "{err}");
     assert_eq!(read_all(&out.0), read_all(&feed("sample.jsonl")));
+}
+
+#[test]
+fn convert_writes_an_itch_file_with_its_full_times() {
+    // An ITCH file without a date in its name, given one with --date: the
+    // JSON lines hold UTC times of that day, every tick one for one.
+    let out = Temp::new("dated.jsonl");
+    let itch = feed("sample.itch");
+    let args = ["convert", "--date", "2024-07-15", itch.to_str().unwrap(), out.0.to_str().unwrap()];
+    let (ok, _, err) = run(&args);
+    assert!(ok, "{err}");
+    let got = read_all(&out.0);
+    // Without --date the same file reads on 1970-01-01 (EST, UTC-5); the
+    // July day is in daylight time (UTC-4).
+    let undated = read_all(&itch);
+    let shift = 1_721_001_600_000_000_000 + 4 * 3_600_000_000_000 - 5 * 3_600_000_000_000;
+    let want: Vec<Named> =
+        undated.into_iter().map(|t| Named { src_ns: t.src_ns + shift, ..t }).collect();
+    assert_eq!(got, want);
+    // 09:30:00.00001 EDT.
+    assert_eq!(got[0].src_ns, 1_721_050_200_000_010_000);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tickwire::feed::itch::book::Side;
 use tickwire::feed::itch::{Frames, ItchReader, Message, Stock, decode, generate};
-use tickwire::feed::replay::RecordReader;
+use tickwire::record_reader::RecordReader;
 use tickwire::tick::SymbolTable;
 
 use crate::cli::Proc;

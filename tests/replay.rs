@@ -2,7 +2,9 @@
 //! in order, numbered from 1 per stream, with the file's values; then
 //! `status` `replay_done`. Garbage lines are skipped and counted; pacing
 //! follows the file's timestamps; the same file gives the same stream on
-//! every run, compressed or not.
+//! every run, compressed or not. `t` is the recorded time at every speed:
+//! for ITCH, the file's trading day in New York (from NASDAQ's file name or
+//! `--date`) as UTC; `--time-shift` moves every time by one constant.
 //!
 //! Expected values come from reading the file with `serde_json`, not with
 //! tickwire's own parser.
@@ -12,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use tickwire::config::SourceChoice;
-use tickwire::feed::replay::{ReplayConfig, Speed, Window};
+use tickwire::feed::itch::{Frames, Normalizer};
+use tickwire::feed::replay::{ReplayConfig, Speed, TimeShift, Window};
 use tickwire::server::StartError;
+use tickwire::tick::SymbolTable;
 use tickwire::{Config, Server};
 
 use crate::util::{Client, http_get, metric, test_config};
@@ -41,7 +45,9 @@ fn replay_config(path: &Path, speed: Speed) -> Config {
     Config {
         source: SourceChoice::Replay(ReplayConfig {
             path: path.to_path_buf(),
+            date: None,
             speed,
+            shift: TimeShift::default(),
             wait_for_subscriber: true,
             looped: false,
             window: Window::default(),
@@ -190,15 +196,14 @@ async fn paced_replay_follows_the_file_scaled_by_speed() {
     assert_eq!(got.len(), 41);
     let t: Vec<i64> = got.iter().map(|m| m["t"].as_i64().unwrap()).collect();
     let ti: Vec<i64> = got.iter().map(|m| m["ti"].as_i64().unwrap()).collect();
-    // `t` is re-stamped to the due time: exactly the file's offsets / 10
-    // (5 ms apart, give or take the truncation to µs).
-    for k in 1..t.len() {
-        let gap = t[k] - t[k - 1];
-        assert!((4_999..=5_001).contains(&gap), "t gap {k}: {gap} µs");
-    }
-    // Each tick was published at or after its due time, and not much later.
-    for k in 0..t.len() {
-        let late = ti[k] - t[k];
+    // `t` is the recorded time, untouched by pacing.
+    let file: Vec<i64> = (0..41).map(|k| ((t0 + k * step) / 1_000) as i64).collect();
+    assert_eq!(t, file);
+    // Each tick was published on the schedule: the file's offsets / 10
+    // after the first (due at +5 ms each), at or after its due time and
+    // not much later.
+    for k in 0..ti.len() {
+        let late = ti[k] - ti[0] - (t[k] - t[0]) / 10;
         assert!((-1_000..150_000).contains(&late), "tick {k} published {late} µs after due");
     }
     // The whole replay took about 2 s / 10 of wall time (generous bounds).
@@ -335,4 +340,198 @@ async fn from_and_to_select_a_time_window() {
     assert_eq!(metric(&body, "tickwire_feed_bad_records_total"), 0);
     server.shutdown();
     let _ = std::fs::remove_file(&path);
+}
+
+/// `config` with its replay's settings changed by `tweak`.
+fn with_replay(mut config: Config, tweak: impl FnOnce(&mut ReplayConfig)) -> Config {
+    if let SourceChoice::Replay(r) = &mut config.source {
+        tweak(r);
+    }
+    config
+}
+
+/// A new directory under the temp dir, removed on drop: ITCH files need
+/// names of their own (NASDAQ's), and two tests may want the same one.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tickwire-{}-{n}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The ITCH sample copied under `name` (NASDAQ's names carry the date)
+/// into a directory of its own; the directory goes when the first value
+/// is dropped.
+pub(crate) fn itch_sample_as(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(&format!("itch-{name}"));
+    let path = dir.0.join(name);
+    std::fs::copy(feed("sample.itch"), &path).unwrap();
+    (dir, path)
+}
+
+/// The ITCH timestamp (ns since midnight) of every tick of the ITCH sample,
+/// in the order a replay sends them.
+fn itch_sample_timestamps() -> Vec<u64> {
+    let bytes = std::fs::read(feed("sample.itch")).unwrap();
+    let mut norm = Normalizer::new(std::sync::Arc::new(SymbolTable::new(64)));
+    let mut ticks = Vec::new();
+    for (_, frame) in Frames::new(&bytes) {
+        norm.apply(frame.unwrap(), &mut ticks).unwrap();
+    }
+    ticks.iter().map(|t| t.src_ns).collect()
+}
+
+/// Every update's `t` in ns (the session asks for `time_unit=ns`).
+async fn times_ns(config: &Config) -> Vec<u64> {
+    let server = tickwire::start(config).unwrap();
+    let got = collect(&server, "time_unit=ns").await;
+    server.shutdown();
+    got.iter().map(|m| m["t"].as_u64().unwrap()).collect()
+}
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+const S: u64 = 1_000_000_000;
+
+#[tokio::test]
+async fn itch_times_are_the_file_date_in_new_york_as_utc() {
+    let stamps = itch_sample_timestamps();
+    assert!(stamps.len() > 3000 && stamps[0] >= 9 * HOUR_NS, "{}", stamps.len());
+    let dir = TempDir::new("itch-dates");
+    let sample = std::fs::read(feed("sample.itch")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &sample).unwrap();
+    let gz = gz.finish().unwrap();
+    // (file name, content, UTC midnight of the date in seconds, UTC offset
+    // of New York that day in hours). The Friday before and the Monday after
+    // the spring change to daylight time (Sunday 2024-03-10) are the edge.
+    let cases = [
+        ("01302024.NASDAQ_ITCH50", &sample, 1_706_572_800u64, 5u64),
+        ("07152024.NASDAQ_ITCH50.gz", &gz, 1_721_001_600, 4),
+        ("03082024.NASDAQ_ITCH50", &sample, 1_709_856_000, 5),
+        ("03112024.NASDAQ_ITCH50", &sample, 1_710_115_200, 4),
+    ];
+    for (name, bytes, utc_midnight_s, offset_h) in cases {
+        let path = dir.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        // --speed max: no collapsing to the time a batch was read.
+        let got = times_ns(&replay_config(&path, Speed::Max)).await;
+        let midnight = utc_midnight_s * S + offset_h * HOUR_NS;
+        let want: Vec<u64> = stamps.iter().map(|ts| midnight + ts).collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{name}: update {i}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_date_flag_wins_and_no_date_is_1970() {
+    let stamps = itch_sample_timestamps();
+    let (_dir, path) = itch_sample_as("01302024.NASDAQ_ITCH50");
+    // --date 2024-07-15 over the name's January date: EDT, UTC-4.
+    let config = with_replay(replay_config(&path, Speed::Max), |r| {
+        r.date = Some(jiff::civil::date(2024, 7, 15));
+    });
+    let got = times_ns(&config).await;
+    assert_eq!(got[0], 1_721_001_600 * S + 4 * HOUR_NS + stamps[0]);
+    assert_eq!(got.last(), Some(&(1_721_001_600 * S + 4 * HOUR_NS + stamps[stamps.len() - 1])));
+    // A name without a date, and no --date: 1970-01-01 in New York (EST).
+    let got = times_ns(&replay_config(&feed("sample.itch"), Speed::Max)).await;
+    let want: Vec<u64> = stamps.iter().map(|ts| 5 * HOUR_NS + ts).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn max_speed_keeps_times_distinct_and_ordered() {
+    // The sample's 400 times are distinct and rising; a replay at max
+    // sends them as written, each its own.
+    let path = feed("sample.jsonl");
+    let file: Vec<u64> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["t"].as_u64().unwrap())
+        .collect();
+    assert!(file.windows(2).all(|w| w[0] < w[1]));
+    let got = times_ns(&replay_config(&path, Speed::Max)).await;
+    assert_eq!(got, file);
+}
+
+#[tokio::test]
+async fn a_time_shift_keeps_every_difference() {
+    let path = feed("sample.jsonl");
+    let file = times_ns(&replay_config(&path, Speed::Max)).await;
+    // A duration: every time moves by exactly that much.
+    let back = with_replay(replay_config(&path, Speed::Max), |r| {
+        r.shift = TimeShift::By(-36 * HOUR_NS as i64 - 1);
+    });
+    let got = times_ns(&back).await;
+    let want: Vec<u64> = file.iter().map(|t| t - 36 * HOUR_NS - 1).collect();
+    assert_eq!(got, want);
+    // `now`: the first update reads the wall clock at the start of the
+    // replay, and every difference is the file's.
+    let before = tickwire::tick::now_ns();
+    let now = with_replay(replay_config(&path, Speed::Max), |r| r.shift = TimeShift::Now);
+    let got = times_ns(&now).await;
+    assert!((before..=tickwire::tick::now_ns()).contains(&got[0]), "{} not now", got[0]);
+    let diffs = |ts: &[u64]| ts.iter().map(|t| t - ts[0]).collect::<Vec<u64>>();
+    assert_eq!(diffs(&got), diffs(&file));
+}
+
+#[tokio::test]
+async fn shifted_to_now_at_speed_1_t_is_the_schedule() {
+    // Ten trades 20 ms apart, recorded a year before the test runs.
+    let t0 = tickwire::tick::now_ns() - 365 * 24 * HOUR_NS;
+    let text: String = (0..10u64)
+        .map(|k| {
+            format!(
+                "{{\"type\":\"t\",\"sym\":\"NOW\",\"t\":{},\"p\":1,\"s\":{k}}}\n",
+                t0 + k * 20_000_000
+            )
+        })
+        .collect();
+    let path = temp_file("shift-now.jsonl", text.as_bytes());
+    let config =
+        with_replay(replay_config(&path, Speed::Factor(1.0)), |r| r.shift = TimeShift::Now);
+    let server = tickwire::start(&config).unwrap();
+    let got = collect(&server, "stamps=1&time_unit=us").await;
+    server.shutdown();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(got.len(), 10);
+    for (k, m) in got.iter().enumerate() {
+        let (t, ti) = (m["t"].as_i64().unwrap(), m["ti"].as_i64().unwrap());
+        // 20 ms apart as recorded, and each published when it read: `t`
+        // is the tick's due time on the server's clock.
+        assert_eq!(t - got[0]["t"].as_i64().unwrap(), k as i64 * 20_000, "{m}");
+        let late = ti - t;
+        assert!((0..150_000).contains(&late), "tick {k} published {late} µs after its t");
+    }
+}
+
+#[tokio::test]
+async fn the_window_of_an_itch_file_reads_new_york_times_of_day() {
+    // --from 09:30:01 --to 09:30:02 on a July file (EDT): ticks from 13:30:01
+    // to 13:30:02 UTC, exactly those of the sample in that second.
+    let stamps = itch_sample_timestamps();
+    let (_dir, path) = itch_sample_as("07152024.NASDAQ_ITCH50");
+    let (from, to) = (34_201 * S, 34_202 * S);
+    let config = with_replay(replay_config(&path, Speed::Max), |r| {
+        r.window = Window { from: Some(from), to: Some(to) };
+    });
+    let got = times_ns(&config).await;
+    let midnight = 1_721_001_600 * S + 4 * HOUR_NS;
+    let want: Vec<u64> =
+        stamps.iter().filter(|&&ts| (from..=to).contains(&ts)).map(|ts| midnight + ts).collect();
+    assert!(want.len() > 100, "{}", want.len());
+    assert_eq!(got, want);
 }

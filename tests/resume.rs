@@ -244,7 +244,9 @@ async fn a_looping_replay_that_started_over_is_a_new_epoch() {
     let config = tickwire::Config {
         source: tickwire::config::SourceChoice::Replay(tickwire::feed::replay::ReplayConfig {
             path: path.clone(),
+            date: None,
             speed: tickwire::feed::replay::Speed::Factor(1.0),
+            shift: Default::default(),
             wait_for_subscriber: false,
             looped: true,
             window: Default::default(),

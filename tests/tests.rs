@@ -17,7 +17,8 @@
 //! - `itch`: the ITCH 5.0 decoder against the Python `itchfeed` oracle, and
 //!   the committed `feeds/sample.itch`.
 //! - `replay`: recorded feeds (`--replay`): delivery, garbage, pacing, determinism,
-//!   `--loop` epochs, `--from`/`--to`.
+//!   `--loop` epochs, `--from`/`--to`, source time (ITCH trading days in New
+//!   York, `--date`, `--time-shift`).
 //! - `resume`: reconnects with `subscribe.resume`: contiguous `mode:"all"`
 //!   streams, exact overflows past the history, `cf` in latest mode, new
 //!   epochs, bad input, and many random reconnects.
@@ -27,6 +28,8 @@
 //!   time, against clients that never read (descriptors counted).
 //! - `hardening`: malformed frames, slowloris, reset storms, memory per
 //!   idle connection (raw TCP clients that break the rules).
+//! - `layering`: modules import downward only (the order in src/lib.rs),
+//!   and no two sibling modules import each other.
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live; a
 //!   source that panics makes the feed stale.
 //! - `binary`: the binary subprotocol `tickwire.v1.bin` (negotiation, records
@@ -49,6 +52,7 @@ mod files;
 mod hardening;
 mod http;
 mod itch;
+mod layering;
 mod live;
 mod pipeline;
 mod protocol;

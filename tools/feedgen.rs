@@ -34,8 +34,9 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use tickwire::feed::FeedSource;
 use tickwire::feed::itch::{ItchReader, looks_like_itch};
-use tickwire::feed::replay::{RecordReader, open_input, open_reader};
+use tickwire::feed::replay::open_reader;
 use tickwire::feed::synthetic::{SplitMix64, Synthetic, SyntheticConfig};
+use tickwire::record_reader::{RecordReader, open_input};
 use tickwire::tick::{Body, SymbolTable, Tick};
 
 #[global_allocator]
@@ -223,7 +224,7 @@ fn check(path: &Path) -> Result<(), String> {
     if is_itch(path)? {
         return check_itch(path, table);
     }
-    let mut reader = open_reader(path, &table).map_err(|e| e.to_string())?;
+    let mut reader = open_reader(path, &table, None).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let (mut records, mut skipped, mut checksum) = (0u64, 0u64, 0u64);
     while let Some(r) = reader.next() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use rkyv::util::AlignedVec;
 use tickwire::capture::CaptureReader;
-use tickwire::feed::replay::RecordReader;
+use tickwire::record_reader::RecordReader;
 use tickwire::tick::{SymbolTable, Tick};
 
 fuzz_target!(|data: &[u8]| {

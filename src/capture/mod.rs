@@ -102,7 +102,7 @@ use rkyv::string::ArchivedString;
 use rkyv::util::AlignedVec;
 use rkyv::vec::ArchivedVec;
 
-use crate::feed::replay::{RecordReader, Skip};
+use crate::record_reader::{RecordReader, Skip};
 use crate::tick::{Body, Price, SymbolId, SymbolTable, Tick, now_ns, valid_symbol};
 use format::{
     ALIGN, ArchivedBlockBody, ArchivedFooterBody, ArchivedKind, BLOCK_MAGIC, BlockBody, BlockEntry,

@@ -208,14 +208,19 @@ function update(r, m) {
 
 // --- latency ---------------------------------------------------------------------
 
-/** Feed-to-browser latency samples of the current second. */
+/**
+ * Feed-to-browser latency samples of the current second, from the server's
+ * stamps (the page asks for `stamps=1`): `ti`, when the server ingested the
+ * update, and `to`, when it sent it. Never from the source time `t`: on a
+ * replay that is the recorded exchange time, hours or years ago.
+ */
 const latency = {
   feed: [],
   wire: [],
   add(m) {
     // Bounded: at worst a second of a very fast feed is sampled, not stored whole.
     if (this.feed.length >= 20_000) return;
-    this.feed.push(m.receivedAt - m.t);
+    if (m.ti !== undefined) this.feed.push(m.receivedAt - m.ti);
     if (m.to !== undefined) this.wire.push(m.receivedAt - m.to);
   },
   /** "p50 / p99 ms" of the samples so far, then starts a new second. */

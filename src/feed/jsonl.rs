@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value};
 
-use super::replay::{RecordReader, Skip, open_input_counted};
+use crate::record_reader::{RecordReader, Skip, open_input_counted};
 use crate::tick::{Price, SymbolId, SymbolTable, Tick, valid_symbol};
 
 /// Longest line accepted; a longer one is skipped (and the reader

@@ -15,17 +15,32 @@
 //!
 //! # Source time
 //!
-//! Replayed ticks are re-stamped: `t` is the wall-clock time the tick was
-//! *due* on the schedule above (like the synthetic feed, so latency measured
-//! from `t` is free of coordinated omission), and with `--speed max` the time
-//! it was read. The file's own timestamps only drive the schedule.
+//! A replayed tick's `t` is the time recorded in the file, at every speed:
+//! UTC as written for JSON lines and captures, and for ITCH the file's
+//! trading day in New York plus the message's timestamp (see
+//! [`crate::feed::itch::clock`]). Pacing reads the same times and never
+//! changes them.
+//!
+//! A [`TimeShift`] (`--time-shift`) adds one constant to every time of a
+//! pass over the file, so every difference between two times is kept: a
+//! duration adds itself to every pass; `now` picks, at the start of each
+//! pass, the constant that makes the pass's first record read the wall
+//! clock of that moment (at `--speed 1` every tick then reads the time it
+//! was due). Each pass of `--loop` is an epoch of its own (sessions
+//! reconnect in between), so with `now` an epoch's times start at that
+//! epoch's start; with a duration every epoch repeats the same times. The
+//! window (`--from`/`--to`) reads the file's own times, before the shift.
+//!
+//! Latency is therefore never measured from `t` on a replay: the server's
+//! stamps `ti` (ingest, when the tick was published on the schedule) and
+//! `to` (encoding) are on its own clock.
 //!
 //! # Determinism
 //!
 //! The reader yields the same ticks in the same order on every run, and the
 //! feed thread numbers each (channel, symbol) stream from 1, so the same
-//! file gives the same `seq` and values every time (`t` differs: it is the
-//! wall clock).
+//! file gives the same `seq`, values and `t` every time (unless shifted to
+//! `now`).
 //!
 //! # End of file
 //!
@@ -41,91 +56,23 @@
 //! earlier records are skipped, and the file ends at the first record after
 //! `--to` (recorded feeds are in time order).
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use jiff::civil::Date;
+
+use super::itch::clock::TradingDay;
 use super::itch::{ItchReader, looks_like_itch};
 use super::jsonl::JsonLines;
 use super::{FeedSource, Poll};
 use crate::capture::CaptureReader;
+use crate::record_reader::{RecordReader, open_input};
 use crate::tick::{SymbolTable, Tick, now_ns};
 
 /// Most ticks handed over per poll.
 const MAX_BATCH: usize = 2048;
-
-/// A record that could not be used: where and why. Skipped and counted
-/// (`tickwire_feed_bad_records_total`), never fatal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Skip {
-    /// Position of the record: the line number in JSON lines, the byte
-    /// offset of the block in a capture, the byte offset of the frame in
-    /// (decompressed) ITCH.
-    pub at: u64,
-    /// What was wrong with it.
-    pub why: &'static str,
-}
-
-/// A reader of one recorded-feed format, yielding normalized ticks in file
-/// order (symbols interned in the table it was built with; `seq` and
-/// `ingest_ns` left at 0; `src_ns` the record's own time).
-pub trait RecordReader: Send {
-    /// The next record; `None` at the end of the file.
-    fn next(&mut self) -> Option<Result<Tick, Skip>>;
-
-    /// Starts again from the first record.
-    fn rewind(&mut self) -> io::Result<()>;
-
-    /// Appends the ticks of up to `max` more records to `out` and counts
-    /// the skipped ones in `skipped`; returns `false` once the file has
-    /// ended. The default calls [`RecordReader::next`] in a loop; being a
-    /// default method, it is compiled for each reader, so the per-record
-    /// call is static (the replay calls this once per batch through the
-    /// trait object, not once per record).
-    fn read_batch(&mut self, out: &mut Vec<Tick>, max: usize, skipped: &mut u64) -> bool {
-        for _ in 0..max {
-            match self.next() {
-                Some(Ok(t)) => out.push(t),
-                Some(Err(skip)) => {
-                    tracing::debug!(at = skip.at, why = skip.why, "skipped a feed record");
-                    *skipped += 1;
-                }
-                None => return false,
-            }
-        }
-        true
-    }
-
-    /// Bytes of the file consumed so far (compressed bytes for a compressed
-    /// file), for progress bars; 0 when the reader cannot tell.
-    fn bytes_read(&self) -> u64 {
-        0
-    }
-
-    /// Format-specific counts for `tickwire inspect` (for ITCH: messages per
-    /// type), as (label, count) pairs.
-    fn details(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
-}
-
-/// A reader that counts the bytes read through it into a shared counter.
-#[derive(Debug)]
-pub struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
 
 /// Formats a replay file can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,31 +128,6 @@ pub enum OpenError {
     },
 }
 
-/// Gzip's magic bytes.
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
-/// Opens `path` for buffered reading, decompressing it when it starts with
-/// the gzip magic bytes (whatever its name).
-pub fn open_input(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    open_input_counted(path).map(|(input, _)| input)
-}
-
-/// [`open_input`], plus a counter of the bytes read from the file itself
-/// (compressed bytes for a gzip file), for progress reports.
-pub fn open_input_counted(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, Arc<AtomicU64>)> {
-    let count = Arc::new(AtomicU64::new(0));
-    let counted = Counting { inner: File::open(path)?, count: count.clone() };
-    let mut file = BufReader::with_capacity(1 << 16, counted);
-    let head = file.fill_buf()?;
-    let input: Box<dyn BufRead + Send> = if head.starts_with(&GZIP_MAGIC) {
-        let gz = flate2::bufread::MultiGzDecoder::new(file);
-        Box::new(BufReader::with_capacity(1 << 16, gz))
-    } else {
-        Box::new(file)
-    };
-    Ok((input, count))
-}
-
 /// Detects the format of `path` from its (decompressed) content: the
 /// capture magic bytes mean a capture, frames that are valid ITCH 5.0
 /// messages (length prefix and type agree, see [`looks_like_itch`]) mean
@@ -234,20 +156,27 @@ pub fn detect(path: &Path) -> Result<Format, OpenError> {
     }
 }
 
-/// Opens a reader for `path`, in the format its content shows.
+/// Opens a reader for `path`, in the format its content shows. `date` is
+/// the trading day of an ITCH file (`--date`), which wins over the date in
+/// its name; other formats record full times and ignore it (with a warning).
 pub fn open_reader(
     path: &Path,
     table: &Arc<SymbolTable>,
+    date: Option<Date>,
 ) -> Result<Box<dyn RecordReader>, OpenError> {
     let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
-    match detect(path)? {
+    let format = detect(path)?;
+    if date.is_some() && format != Format::Itch {
+        tracing::warn!(path = %path.display(), format = format.name(), "--date applies to ITCH files only: ignored");
+    }
+    match format {
         Format::JsonLines => JsonLines::open(path, table.clone())
             .map(|r| Box::new(r) as Box<dyn RecordReader>)
             .map_err(io_err),
         Format::Capture => CaptureReader::open(path, table.clone())
             .map(|r| Box::new(r) as Box<dyn RecordReader>)
             .map_err(io_err),
-        Format::Itch => ItchReader::open(path, table.clone())
+        Format::Itch => ItchReader::open_on(path, table.clone(), TradingDay::of_file(path, date))
             .map(|r| Box::new(r) as Box<dyn RecordReader>)
             .map_err(io_err),
     }
@@ -276,13 +205,34 @@ impl std::str::FromStr for Speed {
     }
 }
 
+/// A constant added to every source time of a replay (`--time-shift`); see
+/// the [module docs](self#source-time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeShift {
+    /// This many nanoseconds (`By(0)`, the default: the recorded times).
+    By(i64),
+    /// Whatever makes each pass's first record read the wall clock when the
+    /// pass starts.
+    Now,
+}
+
+impl Default for TimeShift {
+    fn default() -> TimeShift {
+        TimeShift::By(0)
+    }
+}
+
 /// Options of a replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayConfig {
     /// The recorded feed.
     pub path: PathBuf,
+    /// The trading day of an ITCH file (`--date`); `None`: from its name.
+    pub date: Option<Date>,
     /// Pace.
     pub speed: Speed,
+    /// Moves every source time by one constant.
+    pub shift: TimeShift,
     /// Hold the replay until a session subscribes. The file is read once
     /// ahead to learn its symbols, so subscriptions by name work before the
     /// first tick.
@@ -294,8 +244,9 @@ pub struct ReplayConfig {
 }
 
 /// A time-of-day window of a replay (`--from`, `--to`), in nanoseconds since
-/// midnight of the file's clock: UTC for JSON lines and captures, the
-/// exchange's own clock for ITCH (whose timestamps are ns since midnight).
+/// midnight of the file's clock: UTC for JSON lines and captures, New York
+/// for ITCH (whose timestamps are ns since midnight there; see
+/// [`RecordReader::local_midnight_ns`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Window {
     /// Records before this time of day are skipped (not counted as bad).
@@ -308,9 +259,14 @@ pub struct Window {
 const DAY_NS: u64 = 86_400_000_000_000;
 
 impl Window {
-    /// Where `src_ns` falls: before the window, in it, or after it.
-    fn place(&self, src_ns: u64) -> std::cmp::Ordering {
-        let tod = src_ns % DAY_NS;
+    /// Where `src_ns` falls: before the window, in it, or after it. Its time
+    /// of day counts from `midnight_ns` when the file has a local midnight,
+    /// else from the UTC midnight before it.
+    fn place(&self, src_ns: u64, midnight_ns: Option<u64>) -> std::cmp::Ordering {
+        let tod = match midnight_ns {
+            Some(m) => src_ns.saturating_sub(m),
+            None => src_ns % DAY_NS,
+        };
         if self.from.is_some_and(|f| tod < f) {
             std::cmp::Ordering::Less
         } else if self.to.is_some_and(|t| tod > t) {
@@ -357,9 +313,15 @@ pub struct Replay {
     /// Whether the current pass over the file handed out any tick.
     pass_had_ticks: bool,
     window: Window,
-    /// Monotonic and wall-clock start, set on the first poll.
+    /// The reader's [`RecordReader::local_midnight_ns`], for the window.
+    midnight_ns: Option<u64>,
+    shift: TimeShift,
+    /// The constant added to every time of this pass, fixed by its first
+    /// record (see [`TimeShift`]).
+    pass_shift: Option<i64>,
+    /// Monotonic and wall-clock start of this pass, set on its first poll.
     start: Option<(Instant, u64)>,
-    /// Source time of the first record.
+    /// Source time of the first record of this pass.
     t0: Option<u64>,
     /// A record read but not yet due.
     pending: Option<Tick>,
@@ -371,11 +333,12 @@ pub struct Replay {
 impl Replay {
     /// Opens the file of `config` and builds the source.
     pub fn open(config: &ReplayConfig, table: &Arc<SymbolTable>) -> Result<Replay, OpenError> {
-        let reader = open_reader(&config.path, table)?;
+        let reader = open_reader(&config.path, table, config.date)?;
         let mut replay = Replay::new(reader, config.speed, config.wait_for_subscriber)
             .map_err(|source| OpenError::Io { path: config.path.clone(), source })?;
         replay.looped = config.looped;
         replay.window = config.window;
+        replay.shift = config.shift;
         Ok(replay)
     }
 
@@ -386,6 +349,7 @@ impl Replay {
             while reader.next().is_some() {}
             reader.rewind()?;
         }
+        let midnight_ns = reader.local_midnight_ns();
         Ok(Replay {
             reader,
             speed,
@@ -393,6 +357,9 @@ impl Replay {
             looped: false,
             pass_had_ticks: false,
             window: Window::default(),
+            midnight_ns,
+            shift: TimeShift::default(),
+            pass_shift: None,
             start: None,
             t0: None,
             pending: None,
@@ -408,7 +375,7 @@ impl Replay {
         }
         while !self.ended {
             match self.reader.next() {
-                Some(Ok(t)) => match self.window.place(t.src_ns) {
+                Some(Ok(t)) => match self.window.place(t.src_ns, self.midnight_ns) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => return Some(t),
                     std::cmp::Ordering::Greater => self.ended = true,
@@ -422,22 +389,45 @@ impl Replay {
         }
         None
     }
+
+    /// The constant this pass adds to every source time, fixed when its
+    /// first record (source time `first_ns`) goes out; `start_ns` is the
+    /// wall clock at the start of the pass.
+    fn pass_shift(&mut self, first_ns: u64, start_ns: u64) -> i64 {
+        let shift = self.shift;
+        *self.pass_shift.get_or_insert_with(|| match shift {
+            TimeShift::By(ns) => ns,
+            TimeShift::Now => {
+                let ns = i128::from(start_ns) - i128::from(first_ns);
+                ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+            }
+        })
+    }
+}
+
+/// `ns` moved by `shift`: the same for every time, so differences are kept
+/// (a time that would fall before the Unix epoch reads 0).
+#[inline]
+fn shifted(ns: u64, shift: i64) -> u64 {
+    ns.saturating_add_signed(shift)
 }
 
 impl FeedSource for Replay {
     fn poll(&mut self, out: &mut Vec<Tick>) -> Poll {
         let now = Instant::now();
         let (start, start_ns) = *self.start.get_or_insert_with(|| (now, now_ns()));
-        let read_ns = if self.speed == Speed::Max { now_ns() } else { 0 };
         if self.speed == Speed::Max && self.window == Window::default() && !self.ended {
             // The fast path: whole batches, no schedule, no window.
             if !self.reader.read_batch(out, MAX_BATCH, &mut self.skipped) {
                 self.ended = true;
             }
-            for t in out.iter_mut() {
-                t.src_ns = read_ns;
-            }
-            if !out.is_empty() {
+            if let Some(first) = out.first() {
+                let shift = self.pass_shift(first.src_ns, start_ns);
+                if shift != 0 {
+                    for t in out.iter_mut() {
+                        t.src_ns = shifted(t.src_ns, shift);
+                    }
+                }
                 self.pass_had_ticks = true;
                 return Poll::Ready;
             }
@@ -457,7 +447,7 @@ impl FeedSource for Replay {
                     return Poll::Done;
                 }
                 self.pass_had_ticks = false;
-                // Start over: a new schedule from now, a new epoch.
+                // Start over: a new schedule and shift from now, a new epoch.
                 if let Err(e) = self.reader.rewind() {
                     tracing::error!(error = %e, "cannot rewind the replay; it ends here");
                     return Poll::Done;
@@ -465,21 +455,19 @@ impl FeedSource for Replay {
                 self.ended = false;
                 self.start = None;
                 self.t0 = None;
+                self.pass_shift = None;
                 return Poll::Restart;
             };
-            match self.speed {
-                Speed::Max => tick.src_ns = read_ns,
-                Speed::Factor(speed) => {
-                    let t0 = *self.t0.get_or_insert(tick.src_ns);
-                    let offset = (tick.src_ns.saturating_sub(t0) as f64 / speed) as u64;
-                    let due = start + Duration::from_nanos(offset);
-                    if due > now {
-                        self.pending = Some(tick);
-                        return if out.is_empty() { Poll::WaitUntil(due) } else { Poll::Ready };
-                    }
-                    tick.src_ns = start_ns + offset;
+            if let Speed::Factor(speed) = self.speed {
+                let t0 = *self.t0.get_or_insert(tick.src_ns);
+                let offset = (tick.src_ns.saturating_sub(t0) as f64 / speed) as u64;
+                let due = start + Duration::from_nanos(offset);
+                if due > now {
+                    self.pending = Some(tick);
+                    return if out.is_empty() { Poll::WaitUntil(due) } else { Poll::Ready };
                 }
             }
+            tick.src_ns = shifted(tick.src_ns, self.pass_shift(tick.src_ns, start_ns));
             out.push(tick);
             self.pass_had_ticks = true;
         }
@@ -498,6 +486,7 @@ impl FeedSource for Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_reader::Skip;
     use crate::tick::{Price, SymbolId};
 
     /// A reader over ticks in memory.
@@ -603,7 +592,7 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(r.poll(&mut out), Poll::Ready);
         assert_eq!(out.len(), 1);
-        let (start, start_ns) = r.start.unwrap();
+        let (start, _) = r.start.unwrap();
         // The next record is due exactly 1 ms after the start, not after "now".
         let mut waits = 0;
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -627,8 +616,88 @@ mod tests {
             assert!(Instant::now() < deadline);
         }
         assert!(waits >= 2);
-        // Re-stamped to the due time on the wall clock.
-        let stamps: Vec<u64> = out.iter().map(|t| t.src_ns - start_ns).collect();
-        assert_eq!(stamps, [0, 1_000_000, 2_000_000]);
+        // Pacing leaves the recorded times as they are.
+        let times: Vec<u64> = out.iter().map(|t| t.src_ns).collect();
+        assert_eq!(times, [10_000_000_000, 11_000_000_000, 12_000_000_000]);
+    }
+
+    /// The source times of every tick of one pass at `--speed max`.
+    fn max_pass(r: &mut Replay) -> Vec<u64> {
+        let mut times = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            match r.poll(&mut out) {
+                Poll::Ready => times.extend(out.iter().map(|t| t.src_ns)),
+                Poll::Done | Poll::Restart => return times,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn max_speed_keeps_the_recorded_times() {
+        // More records than one batch, some sharing a time, one out of order.
+        let mut file: Vec<u64> = (0..5000u64).map(|i| 1_000 + i / 2 * 7).collect();
+        file.swap(10, 11);
+        let ticks = file.iter().map(|&t| trade(t)).collect();
+        let mut r = Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Max, false).unwrap();
+        assert_eq!(max_pass(&mut r), file);
+    }
+
+    #[test]
+    fn a_time_shift_moves_every_time_by_one_constant_per_pass() {
+        let file = [5_000_000_000u64, 5_000_000_000, 5_000_000_100, 9_000_000_000];
+        let replay = |shift, looped| {
+            let ticks = file.iter().map(|&t| trade(t)).collect();
+            let mut r = Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Max, false).unwrap();
+            r.shift = shift;
+            r.looped = looped;
+            r
+        };
+        // A duration: the same constant on every pass of a loop.
+        let mut r = replay(TimeShift::By(-1_000_000_000), true);
+        for _ in 0..2 {
+            assert_eq!(max_pass(&mut r), file.map(|t| t - 1_000_000_000));
+        }
+        // `now`: the first record reads the wall clock at the start of the
+        // pass, every difference is kept, and each pass of a loop anchors
+        // again (its own epoch).
+        let mut r = replay(TimeShift::Now, true);
+        let mut firsts = Vec::new();
+        for _ in 0..2 {
+            let before = now_ns();
+            let got = max_pass(&mut r);
+            assert!((before..=now_ns()).contains(&got[0]), "{} not in the pass", got[0]);
+            let diffs: Vec<u64> = got.iter().map(|t| t - got[0]).collect();
+            assert_eq!(diffs, file.map(|t| t - file[0]));
+            firsts.push(got[0]);
+        }
+        assert!(firsts[1] >= firsts[0]);
+        // A shift below the Unix epoch stops at 0 rather than wrapping.
+        assert_eq!(shifted(5, -10), 0);
+        assert_eq!(shifted(5, 10), 15);
+    }
+
+    #[test]
+    fn the_window_of_a_file_with_a_local_midnight_counts_from_it() {
+        // A reader whose times of day count from a midnight at 05:00 UTC.
+        struct Local(Vec_);
+        impl RecordReader for Local {
+            fn next(&mut self) -> Option<Result<Tick, Skip>> {
+                self.0.next()
+            }
+            fn rewind(&mut self) -> io::Result<()> {
+                self.0.rewind()
+            }
+            fn local_midnight_ns(&self) -> Option<u64> {
+                Some(5 * 3_600_000_000_000)
+            }
+        }
+        let hour = 3_600_000_000_000u64;
+        // 09:00, 10:00, 11:00 after that midnight: 14:00, 15:00, 16:00 UTC.
+        let ticks = (9..12).map(|h| trade((5 + h) * hour)).collect();
+        let mut r = Replay::new(Box::new(Local(Vec_ { ticks, at: 0 })), Speed::Max, false).unwrap();
+        r.window = Window { from: Some(10 * hour), to: Some(10 * hour) };
+        assert_eq!(max_pass(&mut r), [15 * hour]);
     }
 }

@@ -29,8 +29,11 @@
 //! - `S`, `H`, `B` are decoded but produce no tick (a broken trade cannot be
 //!   taken back from subscribers); every other known type is only counted.
 //!
-//! A tick's `src_ns` is the message timestamp: nanoseconds since midnight,
-//! as on the wire (replay only uses differences).
+//! The [`Normalizer`] stamps a tick with its message's timestamp as on the
+//! wire, nanoseconds since midnight; the [`ItchReader`] adds the UTC time of
+//! that midnight in New York on the file's trading day ([`clock`]), so the
+//! ticks it yields carry UTC times since the Unix epoch like every other
+//! format's.
 //!
 //! **Stocks without a directory entry.** Messages for a locate that no `R`
 //! has named yet still update that locate's book, but their ticks are
@@ -46,6 +49,7 @@
 //! far as it makes sense (see [`book`]).
 
 pub mod book;
+pub mod clock;
 // `gen` is a reserved word since edition 2024: the file keeps the short
 // name, callers use the re-export.
 pub mod r#gen;
@@ -57,7 +61,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use self::book::{Bbo, OrderBooks, Side};
-use super::replay::{RecordReader, Skip, open_input_counted};
+use self::clock::{DateOrigin, TradingDay};
+use crate::record_reader::{RecordReader, Skip, open_input_counted};
 use crate::tick::{Price, SymbolId, SymbolTable, Tick};
 
 /// Length of a message of `kind` per the ITCH 5.0 specification (type byte
@@ -808,11 +813,14 @@ impl Normalizer {
 
 /// A [`RecordReader`] over an ITCH 5.0 file, plain or gzip-compressed. A
 /// [`Skip`]'s `at` is the byte offset of the bad frame's length prefix in
-/// the decompressed stream.
+/// the decompressed stream. Its ticks carry UTC times: the file's
+/// [`TradingDay`] plus the message timestamps.
 pub struct ItchReader {
     path: PathBuf,
     input: Box<dyn BufRead + Send>,
     norm: Normalizer,
+    /// The day the message timestamps count from.
+    day: TradingDay,
     /// Ticks of the last frame not handed out yet (`pending[next..]`).
     pending: Vec<Tick>,
     next: usize,
@@ -825,20 +833,45 @@ pub struct ItchReader {
 }
 
 impl ItchReader {
-    /// Opens `path` (gzip detected from its magic bytes). Symbols are
+    /// Opens `path` (gzip detected from its magic bytes), on the trading day
+    /// its name gives (`MMDDYYYY.NASDAQ_ITCH50`), or 1970-01-01. Symbols are
     /// interned in `table` as their directory messages are read.
     pub fn open(path: &Path, table: Arc<SymbolTable>) -> io::Result<ItchReader> {
+        ItchReader::open_on(path, table, TradingDay::of_file(path, None))
+    }
+
+    /// [`ItchReader::open`] on the given trading day. A day of unknown
+    /// origin (1970-01-01) is said once in the log.
+    pub fn open_on(
+        path: &Path,
+        table: Arc<SymbolTable>,
+        day: TradingDay,
+    ) -> io::Result<ItchReader> {
         let (input, read) = open_input_counted(path)?;
+        if day.origin() == DateOrigin::Unknown {
+            tracing::warn!(
+                path = %path.display(),
+                "no trading date: the file is not named MMDDYYYY.NASDAQ_ITCH50 and no --date was given; its times are read as {} in {}",
+                day.date(),
+                clock::ZONE,
+            );
+        }
         Ok(ItchReader {
             path: path.to_path_buf(),
             input,
             read,
             norm: Normalizer::new(table),
+            day,
             pending: Vec::with_capacity(4),
             next: 0,
             offset: 0,
             ended: false,
         })
+    }
+
+    /// The trading day the file's timestamps count from.
+    pub fn trading_day(&self) -> TradingDay {
+        self.day
     }
 
     /// The counters of the current pass over the file (reset by `rewind`).
@@ -918,7 +951,7 @@ impl RecordReader for ItchReader {
         loop {
             if let Some(&tick) = self.pending.get(self.next) {
                 self.next += 1;
-                return Some(Ok(tick));
+                return Some(Ok(Tick { src_ns: self.day.utc_ns(tick.src_ns), ..tick }));
             }
             if self.ended {
                 return None;
@@ -951,6 +984,10 @@ impl RecordReader for ItchReader {
 
     fn bytes_read(&self) -> u64 {
         self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn local_midnight_ns(&self) -> Option<u64> {
+        Some(self.day.midnight_ns())
     }
 
     fn details(&self) -> Vec<(String, u64)> {
@@ -1346,9 +1383,14 @@ mod tests {
         assert!(expect.len() > 5_000);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &buf).unwrap();
+        // The reader stamps UTC times: midnight of the trading day in New
+        // York plus the timestamps the normalizer gives.
+        let day = TradingDay::new(jiff::civil::date(2024, 1, 30), DateOrigin::Flag).unwrap();
+        let expect: Vec<Tick> =
+            expect.iter().map(|t| Tick { src_ns: t.src_ns + day.midnight_ns(), ..*t }).collect();
         for (name, bytes) in [("plain", buf.clone()), ("gz", gz.finish().unwrap())] {
             let path = temp_file(name, &bytes);
-            let mut reader = ItchReader::open(&path, table.clone()).unwrap();
+            let mut reader = ItchReader::open_on(&path, table.clone(), day).unwrap();
             let (ticks, skips) = read_all(&mut reader);
             // Frames that straddle the read buffer change nothing.
             assert_eq!(ticks, expect, "{name}");

@@ -232,10 +232,13 @@ impl ThreadStats {
 
     /// Records one update's stamps; `now` is inside the window.
     fn record(&mut self, start_ns: u64, now: u64, t: u64, ti: Option<u64>, to: Option<u64>) {
-        let e2e = now.saturating_sub(t);
+        let (origin, from_t) = latency_origin(t, ti);
+        let e2e = now.saturating_sub(origin);
         self.lat.e2e.saturating_record(e2e);
         if let Some(ti) = ti {
-            self.lat.src_ingest.saturating_record(ti.saturating_sub(t));
+            if from_t {
+                self.lat.src_ingest.saturating_record(ti - t);
+            }
             if let Some(to) = to {
                 self.lat.ingest_send.saturating_record(to.saturating_sub(ti));
             }
@@ -249,6 +252,25 @@ impl ThreadStats {
         }
     }
 }
+
+/// Where an update's end-to-end latency counts from, and whether that is
+/// its source time `t`. `t` when the server stamped it on its own clock at
+/// most [`SOURCE_ON_SERVER_CLOCK`] before ingesting it (`ti`), or when there
+/// is no `ti` (peers): the synthetic feed's `t` is when the tick was due
+/// (so stalls count in full), and so is a replay's with `--time-shift now`
+/// at `--speed 1`. Otherwise `ti`: a replay's `t` is the time recorded in
+/// the file (another day, or shifted off the server's clock), and latency
+/// then counts from the server's ingest on the replay's schedule.
+fn latency_origin(t: u64, ti: Option<u64>) -> (u64, bool) {
+    match ti {
+        Some(ti) if t > ti || ti - t > SOURCE_ON_SERVER_CLOCK => (ti, false),
+        _ => (t, true),
+    }
+}
+
+/// See [`latency_origin`]: 10 s, far beyond any feed delay a run survives,
+/// far below the distance of a recorded time from the run.
+const SOURCE_ON_SERVER_CLOCK: u64 = 10_000_000_000;
 
 /// How one session ended.
 #[derive(Debug, Clone, Default)]
@@ -1278,5 +1300,18 @@ mod tests {
         assert!(check_welcome(r#"[{"type":"welcome"}]"#).is_ok());
         assert!(check_welcome(r#"[{"type":"welcome","time_unit":"ms"}]"#).is_err());
         assert!(check_welcome(r#"[{"type":"status"}]"#).is_err());
+    }
+
+    #[test]
+    fn latency_counts_from_t_only_on_the_servers_clock() {
+        let s = 1_000_000_000;
+        let ti = 1_800_000_000 * s;
+        // The synthetic feed: due shortly before ingest, or without stamps.
+        assert_eq!(latency_origin(ti - 5_000, Some(ti)), (ti - 5_000, true));
+        assert_eq!(latency_origin(ti - 5 * s, Some(ti)), (ti - 5 * s, true));
+        assert_eq!(latency_origin(ti, None), (ti, true));
+        // A replay: the recorded time is a day back, or ahead when shifted.
+        assert_eq!(latency_origin(ti - 86_400 * s, Some(ti)), (ti, false));
+        assert_eq!(latency_origin(ti + 1, Some(ti)), (ti, false));
     }
 }
