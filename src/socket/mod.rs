@@ -31,6 +31,7 @@
 //! refuses a client IP blocked for failed authentications (HTTP 429) and
 //! checks a token that came with the request ([`crate::auth`]).
 
+pub mod deflate;
 pub mod echo;
 pub mod limits;
 pub mod protocol;
