@@ -81,6 +81,8 @@ pub struct HttpContext {
     pub access: Arc<crate::auth::Access>,
     /// Whether `/echo` is served (`--echo-endpoint`); a 404 otherwise.
     pub echo_endpoint: bool,
+    /// permessage-deflate settings (`--compression`); `None`: declined.
+    pub compression: Option<deflate::Settings>,
 }
 
 /// What a connection task gets from its shard.
@@ -110,6 +112,8 @@ struct Head {
     ws_key: Option<String>,
     ws_version: Option<String>,
     protocols: Vec<String>,
+    /// The `Sec-WebSocket-Extensions` header values, in order.
+    extensions: Vec<String>,
     /// The `Origin` header (browsers send one).
     origin: Option<String>,
     /// The `Authorization` header.
@@ -264,8 +268,10 @@ async fn upgrade<S>(
     if endpoint == Endpoint::Echo {
         // Same handshake and socket settings as a session, no subprotocol
         // (the echo speaks none; RFC 6455 4.2.2 lets the server pick none).
-        if stream.write_all(accept_response(key, None).as_bytes()).await.is_ok() {
-            echo::run(stream, head.rest, ctx.shutdown.clone()).await;
+        let settings = ctx.http.compression.as_ref();
+        let deflate = settings.and_then(|s| deflate::negotiate(&head.extensions, s));
+        if stream.write_all(accept_response(key, None, deflate.as_ref()).as_bytes()).await.is_ok() {
+            echo::run(stream, head.rest, deflate, ctx.shutdown.clone()).await;
         }
         return;
     }
@@ -312,14 +318,20 @@ async fn upgrade<S>(
     };
     format.binary = protocol == Some(BIN_PROTOCOL);
     let Some(auth) = check_access(&mut stream, &head, peer, &ctx).await else { return };
-    if stream.write_all(accept_response(key, protocol).as_bytes()).await.is_err() {
+    // No extension for sessions yet: their write path does not compress.
+    if stream.write_all(accept_response(key, protocol, None).as_bytes()).await.is_err() {
         return;
     }
     session::run(stream, head.rest, format, auth, peer, ctx).await;
 }
 
-/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`.
-fn accept_response(key: &str, protocol: Option<&str>) -> String {
+/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`,
+/// with the chosen subprotocol and permessage-deflate agreement.
+fn accept_response(
+    key: &str,
+    protocol: Option<&str>,
+    deflate: Option<&deflate::Agreement>,
+) -> String {
     let mut resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
@@ -327,6 +339,11 @@ fn accept_response(key: &str, protocol: Option<&str>) -> String {
     if let Some(p) = protocol {
         resp.push_str("Sec-WebSocket-Protocol: ");
         resp.push_str(p);
+        resp.push_str("\r\n");
+    }
+    if let Some(d) = deflate {
+        resp.push_str("Sec-WebSocket-Extensions: ");
+        resp.push_str(&d.response());
         resp.push_str("\r\n");
     }
     resp.push_str("\r\n");
@@ -410,6 +427,7 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Head>,
                     ws_key: None,
                     ws_version: None,
                     protocols: Vec::new(),
+                    extensions: Vec::new(),
                     origin: None,
                     authorization: None,
                     rest: buf[len..].to_vec(),
@@ -429,6 +447,8 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Head>,
                         head.ws_version = Some(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
                         head.protocols.extend(value.split(',').map(|p| p.trim().to_string()));
+                    } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+                        head.extensions.push(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("origin") {
                         head.origin = Some(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("authorization") {
