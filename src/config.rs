@@ -194,7 +194,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub echo_endpoint: bool,
     /// permessage-deflate (RFC 7692) with clients that offer it: `on` or
-    /// `off` (each compressing connection holds about 190 KiB more).
+    /// `off` (each compressing connection holds about 175 KiB more).
     #[arg(long, default_value = "off", value_parser = ["on", "off"])]
     pub compression: String,
     /// The server's compression window in bits (9 to 15); a client may ask for less.
@@ -329,14 +329,14 @@ pub struct Config {
     /// bandwidth reflector.
     pub echo_endpoint: bool,
     /// permessage-deflate with clients that offer it (`None`: declined).
-    /// Off by default: a compressor holds about 190 KiB of RSS per
+    /// Off by default: a compressor holds about 175 KiB of RSS per
     /// connection (zlib-rs's hash table alone is 128 KiB), where an idle
     /// connection costs 13 KB, so turning it on is for deployments where
     /// bandwidth costs more than memory. The settings' defaults (window 12,
     /// level 1, memory level 1) come from BENCHMARKS.md
     /// ("permessage-deflate"): window 12 compresses tickwire's frames within
     /// 2 points of window 15 for half the memory, window 9 loses 7 points
-    /// and saves nothing more, level 1 is 5 to 10 times faster than 6 on
+    /// and saves nothing more, level 1 is about ten times faster than 6 on
     /// small frames, and memory level 1 costs no ratio on them.
     pub compression: Option<crate::socket::deflate::Settings>,
 }
