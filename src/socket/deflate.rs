@@ -189,7 +189,9 @@ fn split_outside_quotes(s: &str, sep: char) -> impl Iterator<Item = &str> {
 /// context takeover each message may refer to the ones before it, so every
 /// compressed message must reach the peer, in that order.
 pub struct Deflater {
-    z: Deflate,
+    /// Boxed: the stream's handle is 128 bytes, and a writer that does
+    /// not compress (most) keeps only this pointer's `None`.
+    z: Box<Deflate>,
     /// Reset after every message (`server_no_context_takeover`).
     reset_each: bool,
 }
@@ -205,7 +207,7 @@ impl Deflater {
             ..DeflateConfig::default()
         };
         Deflater {
-            z: Deflate::new_with_config(config),
+            z: Box::new(Deflate::new_with_config(config)),
             reset_each: agreement.server_no_context_takeover,
         }
     }
@@ -476,6 +478,11 @@ mod tests {
         for (name, values, settings, want) in cases {
             assert_eq!(answer(&values, &settings), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_writer_without_compression_pays_a_pointer() {
+        assert_eq!(std::mem::size_of::<Option<Deflater>>(), 16);
     }
 
     #[test]
