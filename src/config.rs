@@ -218,6 +218,19 @@ pub struct ServeArgs {
     /// Off by default (`/echo` is then a 404).
     #[arg(long)]
     pub echo_endpoint: bool,
+    /// permessage-deflate (RFC 7692) with clients that offer it: `on` or
+    /// `off` (each compressing connection holds about 175 KiB more).
+    #[arg(long, default_value = "off", value_parser = ["on", "off"])]
+    pub compression: String,
+    /// The server's compression window in bits (9 to 15); a client may ask for less.
+    #[arg(long, default_value_t = 12)]
+    pub compression_window_bits: u8,
+    /// zlib compression level, 1 (fastest) to 9.
+    #[arg(long, default_value_t = 1)]
+    pub compression_level: u8,
+    /// zlib memory level of the compressor, 1 to 9 (its literal buffers; not its hash table).
+    #[arg(long, default_value_t = 1)]
+    pub compression_mem_level: u8,
 }
 
 impl Default for ServeArgs {
@@ -454,6 +467,17 @@ pub struct Config {
     /// it is a conformance aid, and an echo open to anyone is a free
     /// bandwidth reflector.
     pub echo_endpoint: bool,
+    /// permessage-deflate with clients that offer it (`None`: declined).
+    /// Off by default: a compressor holds about 175 KiB of RSS per
+    /// connection (zlib-rs's hash table alone is 128 KiB), where an idle
+    /// connection costs 13 KB, so turning it on is for deployments where
+    /// bandwidth costs more than memory. The settings' defaults (window 12,
+    /// level 1, memory level 1) come from BENCHMARKS.md
+    /// ("permessage-deflate"): window 12 compresses tickwire's frames within
+    /// 2 points of window 15 for half the memory, window 9 loses 7 points
+    /// and saves nothing more, level 1 is about ten times faster than 6 on
+    /// small frames, and memory level 1 costs no ratio on them.
+    pub compression: Option<crate::socket::deflate::Settings>,
 }
 
 impl Default for Config {
@@ -555,6 +579,15 @@ impl Config {
         if a.history > 1 << 16 {
             return Err(invalid("history", "must be 0..=65536"));
         }
+        if !(9..=15).contains(&a.compression_window_bits) {
+            return Err(invalid("compression-window-bits", "must be 9..=15"));
+        }
+        if !(1..=9).contains(&a.compression_level) {
+            return Err(invalid("compression-level", "must be 1..=9"));
+        }
+        if !(1..=9).contains(&a.compression_mem_level) {
+            return Err(invalid("compression-mem-level", "must be 1..=9"));
+        }
         let (source, synthetic) = a.source.choice(a.wait_for_subscriber, a.max_symbols)?;
         Ok(Config {
             listen,
@@ -589,6 +622,11 @@ impl Config {
             drain: Duration::from_millis(1500),
             auth: a.auth.config()?,
             echo_endpoint: a.echo_endpoint,
+            compression: (a.compression == "on").then_some(crate::socket::deflate::Settings {
+                window_bits: a.compression_window_bits,
+                level: a.compression_level,
+                mem_level: a.compression_mem_level,
+            }),
         })
     }
 }
@@ -775,6 +813,47 @@ mod tests {
         // One without the other is a usage error.
         assert_eq!(parse(&["tickwire", "serve", "--tls-cert", "c.pem"]), Err("clap"));
         assert_eq!(parse(&["tickwire", "serve", "--tls-key", "k.pem"]), Err("clap"));
+    }
+
+    #[test]
+    fn compression_flags() {
+        let parse = |argv: &[&str]| match Args::try_parse_from(argv).map(|a| a.command) {
+            Ok(Command::Serve(a)) => {
+                Config::from_args(&a).map(|c| c.compression).map_err(|e| e.flag)
+            }
+            _ => Err("clap"),
+        };
+        let defaults = crate::socket::deflate::Settings { window_bits: 12, level: 1, mem_level: 1 };
+        // Off by default; on, with the measured defaults.
+        assert_eq!(parse(&["tickwire", "serve"]), Ok(None));
+        assert_eq!(parse(&["tickwire", "serve", "--compression", "on"]), Ok(Some(defaults)));
+        assert_eq!(
+            parse(&[
+                "tickwire",
+                "serve",
+                "--compression",
+                "on",
+                "--compression-window-bits",
+                "15",
+                "--compression-level",
+                "6"
+            ]),
+            Ok(Some(crate::socket::deflate::Settings { window_bits: 15, level: 6, ..defaults }))
+        );
+        assert_eq!(parse(&["tickwire", "serve", "--compression", "maybe"]), Err("clap"));
+        // zlib cannot raw-deflate with a window of 8.
+        assert_eq!(
+            parse(&["tickwire", "serve", "--compression-window-bits", "8"]),
+            Err("compression-window-bits")
+        );
+        assert_eq!(
+            parse(&["tickwire", "serve", "--compression-level", "0"]),
+            Err("compression-level")
+        );
+        assert_eq!(
+            parse(&["tickwire", "serve", "--compression-mem-level", "10"]),
+            Err("compression-mem-level")
+        );
     }
 
     #[test]

@@ -161,3 +161,80 @@ async fn echo_endpoint_only_with_its_flag() {
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![1u8, 2, 3]));
     ws.close(None).await.unwrap();
 }
+
+/// Sends an upgrade to `path` offering `extensions` over raw TCP; returns
+/// the socket and the response head.
+async fn upgrade_offering(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extensions: &str,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let read_head = async {
+        let mut byte = [0u8];
+        // Byte by byte, so that nothing past the head is consumed.
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(crate::util::TIMEOUT, read_head).await.expect("response head in time");
+    (s, String::from_utf8(head).unwrap())
+}
+
+#[tokio::test]
+async fn echo_negotiates_permessage_deflate() {
+    use tickwire::socket::{deflate, ws};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let on = Some(deflate::Settings { window_bits: 12, level: 1, mem_level: 1 });
+    let ts = manual_server(|c| {
+        c.echo_endpoint = true;
+        c.compression = on;
+    });
+    // What browsers offer: accepted, with the server's window and no
+    // context kept for the client's messages.
+    let offer = "permessage-deflate; client_max_window_bits";
+    let (mut s, head) = upgrade_offering(ts.addr, "/echo", offer).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let agreed = "sec-websocket-extensions: permessage-deflate; client_no_context_takeover; server_max_window_bits=12\r\n";
+    assert!(head.to_ascii_lowercase().contains(agreed), "{head}");
+    // A compressed text message, masked as a client sends it...
+    let text = r#"{"type":"subscribe","symbols":["AAPL","MSFT"]}"#.repeat(3);
+    let settings = deflate::Settings { window_bits: 15, level: 1, mem_level: 8 };
+    let agreement = deflate::negotiate(&["permessage-deflate"], &settings).unwrap();
+    let mut payload = Vec::new();
+    deflate::Deflater::new(&agreement).compress(text.as_bytes(), &mut payload);
+    assert!(payload.len() < 126 && payload.len() < text.len());
+    let mask = [1, 2, 3, 4];
+    let mut frame = vec![0xC1, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+    ws::unmask(&mut payload, mask, 0);
+    frame.extend_from_slice(&payload);
+    s.write_all(&frame).await.unwrap();
+    // ...comes back compressed (RSV1), and inflates to the same text.
+    let mut head = [0u8; 2];
+    tokio::time::timeout(crate::util::TIMEOUT, s.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(head[0], 0xC1, "FIN, RSV1, text");
+    let mut back = vec![0u8; usize::from(head[1])];
+    s.read_exact(&mut back).await.unwrap();
+    let mut inflated = Vec::new();
+    deflate::inflate(&back, 1 << 16, &mut inflated).unwrap();
+    assert_eq!(inflated, text.as_bytes());
+    // Sessions do not negotiate it (yet), and `--compression off` turns
+    // it off for the echo too.
+    let (_s, head) = upgrade_offering(ts.addr, "/ws", offer).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("sec-websocket-extensions"), "{head}");
+    let ts = manual_server(|c| {
+        c.echo_endpoint = true;
+        c.compression = None;
+    });
+    let (_s, head) = upgrade_offering(ts.addr, "/echo", offer).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("sec-websocket-extensions"), "{head}");
+}

@@ -4,21 +4,28 @@
 //! and is served only with `--echo-endpoint` (a 404 otherwise).
 //!
 //! It goes through the same path as a market-data session: the hand-made
-//! upgrade in [`super::serve`] and the framing of [`super::ws`]. Only the
+//! upgrade in [`super::serve`] and the framing of [`crate::socket::ws`]. Only the
 //! inbound limits differ: sessions take small control messages, while the
 //! Autobahn cases send messages up to 16 MiB (group 9), so the echo takes
 //! [`ECHO_LIMITS`].
 //!
+//! It negotiates permessage-deflate when the client offers it and the
+//! server allows it (`--compression`, [`crate::socket::deflate`]): compressed
+//! messages are inflated as they are read, and the echo compresses what it
+//! sends back, so that Autobahn's groups 12 and 13 test the extension.
+//!
 //! Pings get a pong with their payload. Errors fail the connection the way
-//! a session does (1009 too large, 1007 invalid UTF-8, 1002 protocol
-//! error); a close from the peer is answered with its code, and the server
-//! then closes TCP first (RFC 6455 7.1.1).
+//! a session does (1009 too large, 1007 invalid UTF-8 or a broken
+//! compressed stream, 1002 protocol error); a close from the peer is
+//! answered with its code, and the server then closes TCP first (RFC 6455
+//! 7.1.1).
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use crate::socket::deflate::{Agreement, Deflater};
 use crate::socket::ws::{Incoming, Limits, OpCode, Reader, Writer};
 
 /// The echo's inbound limits: tungstenite's defaults, 64 MiB messages and
@@ -28,13 +35,20 @@ pub const ECHO_LIMITS: Limits = Limits { max_message: 64 << 20, max_frame: 16 <<
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the echo on an upgraded socket; `rest` is what was read past the
-/// request head. Ends with a close 1001 on shutdown.
-pub async fn run<S>(stream: S, rest: Vec<u8>, shutdown: watch::Receiver<bool>)
-where
+/// request head, `deflate` the permessage-deflate agreement if any. Ends
+/// with a close 1001 on shutdown.
+pub async fn run<S>(
+    stream: S,
+    rest: Vec<u8>,
+    deflate: Option<Agreement>,
+    shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (rd, wr) = tokio::io::split(stream);
-    echo(Reader::new(rd, &rest, ECHO_LIMITS), Writer::new(wr), shutdown).await;
+    let reader = Reader::new(rd, &rest, ECHO_LIMITS).inflating(deflate.is_some());
+    let writer = Writer::with_deflater(wr, deflate.as_ref().map(Deflater::new));
+    echo(reader, writer, shutdown).await;
 }
 
 /// Echoes data messages until the peer closes, the connection fails or the

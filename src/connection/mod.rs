@@ -50,7 +50,7 @@ use crate::feed::Market;
 use crate::protocol::json::{Format, TimeUnit};
 use crate::socket::http::{Head, accept_response, read_head, respond, respond_with, status_text};
 use crate::socket::shared::SessionStream;
-use crate::socket::{BIN_PROTOCOL, JSON_PROTOCOL, limits, tls};
+use crate::socket::{BIN_PROTOCOL, JSON_PROTOCOL, deflate, limits, tls};
 use crate::writer::metrics::ShardCounters;
 use crate::writer::shard::Shard;
 
@@ -77,6 +77,8 @@ pub struct HttpContext {
     pub access: Arc<crate::auth::Access>,
     /// Whether `/echo` is served (`--echo-endpoint`); a 404 otherwise.
     pub echo_endpoint: bool,
+    /// permessage-deflate settings (`--compression`); `None`: declined.
+    pub compression: Option<deflate::Settings>,
 }
 
 /// What a connection task gets from its shard.
@@ -233,8 +235,10 @@ async fn upgrade<S>(
     if endpoint == Endpoint::Echo {
         // Same handshake and socket settings as a session, no subprotocol
         // (the echo speaks none; RFC 6455 4.2.2 lets the server pick none).
-        if stream.write_all(accept_response(key, None).as_bytes()).await.is_ok() {
-            echo::run(stream, head.rest, ctx.shutdown.clone()).await;
+        let settings = ctx.http.compression.as_ref();
+        let deflate = settings.and_then(|s| deflate::negotiate(&head.extensions, s));
+        if stream.write_all(accept_response(key, None, deflate.as_ref()).as_bytes()).await.is_ok() {
+            echo::run(stream, head.rest, deflate, ctx.shutdown.clone()).await;
         }
         return;
     }
@@ -281,7 +285,8 @@ async fn upgrade<S>(
     };
     format.binary = protocol == Some(BIN_PROTOCOL);
     let Some(auth) = check_access(&mut stream, &head, peer, &ctx).await else { return };
-    if stream.write_all(accept_response(key, protocol).as_bytes()).await.is_err() {
+    // No extension for sessions yet: their write path does not compress.
+    if stream.write_all(accept_response(key, protocol, None).as_bytes()).await.is_err() {
         return;
     }
     market::run(stream, head.rest, format, auth, peer, ctx).await;

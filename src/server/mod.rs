@@ -162,6 +162,7 @@ pub fn start_with(
         limits: limits.clone(),
         access: access.clone(),
         echo_endpoint: config.echo_endpoint,
+        compression: config.compression,
     });
     let mut shards = Vec::with_capacity(config.shards);
     for (index, m) in metrics.into_iter().enumerate() {

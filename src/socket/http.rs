@@ -30,6 +30,8 @@ pub struct Head {
     pub ws_version: Option<String>,
     /// The subprotocols offered, in the client's order.
     pub protocols: Vec<String>,
+    /// The `Sec-WebSocket-Extensions` header values, in order.
+    pub extensions: Vec<String>,
     /// The `Origin` header (browsers send one).
     pub origin: Option<String>,
     /// The `Authorization` header.
@@ -38,8 +40,13 @@ pub struct Head {
     pub rest: Vec<u8>,
 }
 
-/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`.
-pub fn accept_response(key: &str, protocol: Option<&str>) -> String {
+/// The `101 Switching Protocols` answer to a client's `Sec-WebSocket-Key`,
+/// with the chosen subprotocol and permessage-deflate agreement.
+pub fn accept_response(
+    key: &str,
+    protocol: Option<&str>,
+    deflate: Option<&super::deflate::Agreement>,
+) -> String {
     let mut resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         derive_accept_key(key.as_bytes())
@@ -47,6 +54,11 @@ pub fn accept_response(key: &str, protocol: Option<&str>) -> String {
     if let Some(p) = protocol {
         resp.push_str("Sec-WebSocket-Protocol: ");
         resp.push_str(p);
+        resp.push_str("\r\n");
+    }
+    if let Some(d) = deflate {
+        resp.push_str("Sec-WebSocket-Extensions: ");
+        resp.push_str(&d.response());
         resp.push_str("\r\n");
     }
     resp.push_str("\r\n");
@@ -78,6 +90,7 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<He
                     ws_key: None,
                     ws_version: None,
                     protocols: Vec::new(),
+                    extensions: Vec::new(),
                     origin: None,
                     authorization: None,
                     rest: buf[len..].to_vec(),
@@ -97,6 +110,8 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<He
                         head.ws_version = Some(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
                         head.protocols.extend(value.split(',').map(|p| p.trim().to_string()));
+                    } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+                        head.extensions.push(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("origin") {
                         head.origin = Some(value.to_string());
                     } else if h.name.eq_ignore_ascii_case("authorization") {

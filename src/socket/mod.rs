@@ -9,6 +9,7 @@
 //! stage hands this module encoded frames, and [`crate::connection`] runs
 //! the tasks that drive a socket.
 
+pub mod deflate;
 pub mod http;
 pub mod limits;
 pub mod outbound;
