@@ -596,6 +596,8 @@ pub fn record(
                 std::thread::sleep(until.saturating_duration_since(now));
             }
             Poll::State(state) => tracing::info!(feed = state.name(), "feed state changed"),
+            // A recording keeps one numbering (`record` numbers nothing).
+            Poll::Epoch(_) => {}
             Poll::Done | Poll::Restart => break,
         }
         if now.duration_since(last_flush) >= RECORD_FLUSH {

@@ -50,6 +50,11 @@ pub enum Poll {
     /// rewound): sequence numbering restarts under a new `epoch`. See
     /// [`Market::epoch`] for what sessions see.
     Restart,
+    /// A numbered source ([`FeedSource::numbered`]) names the epoch of the
+    /// ticks that follow (the number of `e-N`). A number other than the
+    /// market's current one restarts the numbering under exactly that
+    /// epoch, as [`Poll::Restart`] does under a new one.
+    Epoch(u64),
 }
 
 /// The feed's health as sessions see it in `status` messages.
@@ -103,6 +108,15 @@ pub trait FeedSource: Send + 'static {
     /// Whether the feed thread should hold the source (not poll it) until a
     /// session has subscribed (`--wait-for-subscriber`).
     fn hold_for_subscriber(&self) -> bool {
+        false
+    }
+
+    /// Whether the source's ticks already carry their `seq` (a feed
+    /// numbered upstream, such as an edge node's bus): the feed thread then
+    /// keeps it instead of numbering, and skips a tick at or below the
+    /// stream's last `seq` (counted as a bad record). A jump is kept: the
+    /// writer shards report the missed positions (`overflow`, `cf`).
+    fn numbered(&self) -> bool {
         false
     }
 }
@@ -221,10 +235,11 @@ impl Market {
         }
     }
 
-    /// Starts a new epoch at ring position `start` (feed thread only).
-    fn begin_epoch(&self, start: u64) -> u64 {
+    /// Starts a new epoch at ring position `start` (feed thread only):
+    /// number `n`, or the next free one from the clock.
+    fn begin_epoch(&self, start: u64, n: Option<u64>) -> u64 {
         let old = self.epoch.load(Ordering::Relaxed);
-        let n = (now_ns() / 1_000_000).max(old + 1);
+        let n = n.unwrap_or((now_ns() / 1_000_000).max(old + 1));
         self.epoch_acks.store(0, Ordering::Relaxed);
         self.epoch_start.store(start, Ordering::Relaxed);
         self.epoch.store(n, Ordering::Release);
@@ -346,6 +361,7 @@ pub fn spawn_ingest(
         // Ticks published since the last urgent wake-up, and how many make one.
         let mut since_urgent = 0usize;
         let urgent_every = (ring.capacity() / 4).max(1);
+        let numbered = source.numbered();
         if source.hold_for_subscriber() {
             while !stop.load(Ordering::Acquire) && !market.subscribed.load(Ordering::Acquire) {
                 std::thread::park_timeout(HOLD_POLL);
@@ -377,7 +393,7 @@ pub fn spawn_ingest(
                 Poll::Ready => {
                     if !batch.is_empty() {
                         market.set_state(FeedState::Live);
-                        publish(&mut batch, &mut seqs, &mut ring, &market);
+                        publish_as(&mut batch, &mut seqs, &mut ring, &market, numbered);
                         wakers.wake_all();
                         since_urgent += batch.len();
                         if since_urgent >= urgent_every {
@@ -398,8 +414,13 @@ pub fn spawn_ingest(
                     }
                 }
                 Poll::Restart => {
-                    restart(&mut seqs, &ring, &market, &wakers, &stop);
+                    restart(&mut seqs, &ring, &market, &wakers, &stop, None);
                     market.set_state(FeedState::Live);
+                }
+                Poll::Epoch(n) => {
+                    if n != market.epoch().0 {
+                        restart(&mut seqs, &ring, &market, &wakers, &stop, Some(n));
+                    }
                 }
                 Poll::Done => {
                     if market.set_state(FeedState::ReplayDone) {
@@ -422,6 +443,7 @@ fn restart(
     market: &Market,
     wakers: &Wakers,
     stop: &AtomicBool,
+    epoch: Option<u64>,
 ) {
     for (stream, seq) in seqs.iter_mut().enumerate() {
         if *seq > 0 {
@@ -433,7 +455,7 @@ fn restart(
         }
     }
     market.history.restart();
-    let n = market.begin_epoch(ring.position());
+    let n = market.begin_epoch(ring.position(), epoch);
     tracing::info!(epoch = %epoch_name(n), "feed restarted: new epoch");
     wakers.wake_all();
     let deadline = Instant::now() + EPOCH_ACK_WAIT;
@@ -457,6 +479,20 @@ pub fn publish(
     ring: &mut RingProducer<Tick>,
     market: &Market,
 ) {
+    publish_as(batch, seqs, ring, market, false);
+}
+
+/// [`publish`], for a source whose ticks are `numbered` already (see
+/// [`FeedSource::numbered`]) or not.
+///
+/// Hot path: no allocation, no lock.
+fn publish_as(
+    batch: &mut [Tick],
+    seqs: &mut [u64],
+    ring: &mut RingProducer<Tick>,
+    market: &Market,
+    numbered: bool,
+) {
     let ingest_ns = now_ns();
     let mut published = 0u64;
     for tick in batch.iter_mut() {
@@ -465,8 +501,17 @@ pub fn publish(
             market.metrics.bad_records.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        *seq += 1;
-        tick.seq = *seq;
+        if numbered {
+            if tick.seq <= *seq {
+                // A repeat or a step back: never published twice.
+                market.metrics.bad_records.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            *seq = tick.seq;
+        } else {
+            *seq += 1;
+            tick.seq = *seq;
+        }
         tick.ingest_ns = ingest_ns;
         // History and table first, ring second: see the module docs.
         market.history.store(stream, tick.seq, *tick);

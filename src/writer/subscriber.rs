@@ -363,7 +363,10 @@ impl Subscriber {
                 }
             }
             Mode::All => {
-                if e.lost > 0 || self.queue.len() >= queue_cap {
+                // A jump (a numbered feed that lost updates upstream, such
+                // as an edge's bus) is a loss like a full queue: reported
+                // by `overflow`, in order, the tick with it.
+                if e.lost > 0 || self.queue.len() >= queue_cap || tick.seq > e.accepted_seq + 1 {
                     self.lose_through(entry_idx, tick.seq);
                 } else {
                     e.accepted_seq = tick.seq;

@@ -485,3 +485,26 @@ fn resume_at_the_current_position_waits_for_what_the_ring_brings() {
     let seqs: Vec<u64> = drain(&mut shard, slot).iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [23, 24, 25]);
 }
+
+#[test]
+fn a_jump_in_a_numbered_feed_is_an_exact_overflow_in_mode_all() {
+    // An edge's bus lost 3 and 4: the client learns exactly that, in order,
+    // and never sees a jump without an overflow.
+    let mut shard = shard();
+    let slot = session(&mut shard, 1, &["S0"], Mode::All);
+    for seq in [1, 2, 5, 6] {
+        shard.dispatch(&tick(0, seq));
+        shard.end_of_batch();
+    }
+    let mut got = Vec::new();
+    loop {
+        let r = take(&mut shard, slot);
+        if r.is_empty() {
+            break;
+        }
+        got.extend(r.iter().map(|r| (r.kind, r.seq)));
+    }
+    // Quotes 1 and 2, an overflow through 5 (the tick that showed the gap
+    // goes with it), then 6.
+    assert_eq!(got, [(1, 1), (1, 2), (3, 5), (1, 6)]);
+}
