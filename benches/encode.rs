@@ -33,7 +33,7 @@ fn bench_one_update(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode/one_update");
     g.throughput(Throughput::Elements(1));
     let tick = quote(7);
-    let format = Format { time_unit: TimeUnit::Ms, stamps: true, binary: false };
+    let format = Format { time_unit: TimeUnit::Ms, stamps: true, binary: false, bars: false };
     let mut buf = Vec::with_capacity(256);
     // The harness alone: clearing a buffer and passing a tick through black_box.
     g.bench_function("harness_overhead", |b| {
@@ -115,7 +115,7 @@ fn bench_fanout_frame(c: &mut Criterion) {
     });
     g.bench_function("binary_encode_once_copy_per_subscriber", |b| {
         let format = Format { binary: true, ..format };
-        let len = binary::record_len(format.stamps);
+        let len = binary::record_len(format);
         let mut records: Vec<u8> = Vec::with_capacity(8 * 1024);
         b.iter(|| {
             records.clear();
@@ -124,7 +124,7 @@ fn bench_fanout_frame(c: &mut Criterion) {
             }
             for sub in 0..SUBSCRIBERS {
                 frame.clear();
-                binary::begin_frame(&mut frame, format.stamps, sub * UPDATES + 1);
+                binary::begin_frame(&mut frame, format, sub * UPDATES + 1);
                 for r in records.chunks_exact(len) {
                     frame.extend_from_slice(r);
                     binary::set_cf(&mut frame, len, 1);

@@ -193,6 +193,8 @@ impl TickSink for JsonLinesWriter {
                 write_price(line, price);
                 int(line, "s", size.into());
             }
+            // Bars are built from the trades on every replay: not written.
+            Body::Bar(_) => return Ok(()),
         }
         line.extend_from_slice(b"}\n");
         self.out.write_all(line)
@@ -406,6 +408,7 @@ pub fn inspect(path: &Path, date: Option<Date>) -> Result<Inspection, FileError>
         match t.body {
             Body::Quote { .. } => counts[i].0 += 1,
             Body::Trade { .. } => counts[i].1 += 1,
+            Body::Bar(_) => {}
         }
         range =
             Some(range.map_or((t.src_ns, t.src_ns), |(a, b)| (a.min(t.src_ns), b.max(t.src_ns))));

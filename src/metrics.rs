@@ -126,11 +126,16 @@ impl Collector for Sources {
             one(&mut e, name, help, Gauge, v)?;
         }
         let auth = &self.access.metrics;
-        let counters: [(&str, &str, u64); 27] = [
+        let counters: [(&str, &str, u64); 28] = [
             (
                 "tickwire_ticks_in",
                 "Ticks ingested from the feed and published on the ring.",
                 feed.ticks_in.load(Ordering::Relaxed),
+            ),
+            (
+                "tickwire_bars_built",
+                "Bar updates (bars_1s, bars_1m) built from the feed's trades.",
+                feed.bars_built.load(Ordering::Relaxed),
             ),
             (
                 "tickwire_feed_bad_records",

@@ -80,34 +80,55 @@ pub fn write_price(buf: &mut Vec<u8>, p: Price) {
     }
 }
 
-/// The two streams a symbol has. The discriminant is the wire index used in
-/// per-(channel, symbol) tables: `sym * 2 + channel`.
+/// The streams a symbol has. The discriminant is the wire index used in
+/// per-(channel, symbol) tables: `sym * CHANNELS + channel`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
     /// Top-of-book quotes (`q` messages).
     Quotes = 0,
     /// Last-sale trades (`t` messages).
     Trades = 1,
+    /// One-second OHLCV bars built from the trades (`b` messages).
+    Bars1s = 2,
+    /// One-minute OHLCV bars built from the trades (`b` messages).
+    Bars1m = 3,
 }
 
-impl Channel {
-    /// Both channels, in wire order.
-    pub const ALL: [Channel; 2] = [Channel::Quotes, Channel::Trades];
+/// Channels per symbol: the stride of per-stream tables.
+pub const CHANNELS: usize = 4;
 
-    /// The name used in the protocol (`"quotes"`, `"trades"`).
+impl Channel {
+    /// Every channel, in wire order.
+    pub const ALL: [Channel; CHANNELS] =
+        [Channel::Quotes, Channel::Trades, Channel::Bars1s, Channel::Bars1m];
+
+    /// The name used in the protocol (`"quotes"`, `"trades"`, `"bars_1s"`,
+    /// `"bars_1m"`).
     pub fn name(self) -> &'static str {
         match self {
             Channel::Quotes => "quotes",
             Channel::Trades => "trades",
+            Channel::Bars1s => "bars_1s",
+            Channel::Bars1m => "bars_1m",
         }
     }
 
     /// Parses a protocol channel name.
     pub fn from_name(name: &str) -> Option<Channel> {
-        match name {
-            "quotes" => Some(Channel::Quotes),
-            "trades" => Some(Channel::Trades),
-            _ => None,
+        Channel::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The channel of index `i` (`ch as usize`), if any.
+    pub fn from_index(i: usize) -> Option<Channel> {
+        Channel::ALL.get(i).copied()
+    }
+
+    /// The bar interval of a bars channel, in nanoseconds.
+    pub fn bar_ns(self) -> Option<u64> {
+        match self {
+            Channel::Bars1s => Some(1_000_000_000),
+            Channel::Bars1m => Some(60_000_000_000),
+            Channel::Quotes | Channel::Trades => None,
         }
     }
 }
@@ -117,8 +138,10 @@ impl Channel {
 pub struct Channels(u8);
 
 impl Channels {
-    /// Quotes and trades.
+    /// Quotes and trades: a `subscribe`'s default.
     pub const BOTH: Channels = Channels(0b11);
+    /// Every channel.
+    pub const ALL: Channels = Channels(0b1111);
     /// No channel.
     pub const EMPTY: Channels = Channels(0);
 
@@ -146,6 +169,18 @@ impl Channels {
     pub fn with(self, ch: Channel) -> Channels {
         Channels(self.0 | 1 << ch as u8)
     }
+
+    /// Number of channels in the set.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Where (sym, ch) falls in a table of this set's channels laid out
+    /// symbol by symbol: `sym * len + ch's rank in the set`.
+    pub fn index_of(self, sym: SymbolId, ch: Channel) -> u32 {
+        let rank = (self.0 & ((1u8 << ch as u8) - 1)).count_ones();
+        sym.0 * self.len() as u32 + rank
+    }
 }
 
 /// What a tick says: a top-of-book quote or a trade.
@@ -169,6 +204,35 @@ pub enum Body {
         /// Shares executed.
         size: u32,
     },
+    /// An OHLCV bar of the trades in one interval (its channel says which),
+    /// as it stands after its latest trade, or closed. The tick's `src_ns`
+    /// is the bar's start on the source clock.
+    Bar(Bar),
+}
+
+/// Open, high, low, close, volume, trade count and VWAP of the trades of
+/// one interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bar {
+    /// `bars_1s` or `bars_1m`.
+    pub interval: Channel,
+    /// First trade's price.
+    pub open: Price,
+    /// Highest price.
+    pub high: Price,
+    /// Lowest price.
+    pub low: Price,
+    /// Latest trade's price.
+    pub close: Price,
+    /// Shares traded.
+    pub volume: u32,
+    /// Trades.
+    pub trades: u32,
+    /// Volume-weighted average price.
+    pub vwap: Price,
+    /// The interval has passed on the source clock: the bar will not change
+    /// again.
+    pub closed: bool,
 }
 
 /// One normalized market-data update.
@@ -215,11 +279,38 @@ impl Tick {
         Tick { sym, seq: 0, src_ns, ingest_ns: 0, body: Body::Trade { price, size } }
     }
 
+    /// A stand-in for a stream with no value yet: `seq` 0, the channel's
+    /// body, every field zero.
+    pub fn placeholder(sym: SymbolId, ch: Channel) -> Tick {
+        match ch {
+            Channel::Quotes => Tick::quote(sym, 0, Price(0), 0, Price(0), 0),
+            Channel::Trades => Tick::trade(sym, 0, Price(0), 0),
+            Channel::Bars1s | Channel::Bars1m => Tick {
+                sym,
+                seq: 0,
+                src_ns: 0,
+                ingest_ns: 0,
+                body: Body::Bar(Bar {
+                    interval: ch,
+                    open: Price(0),
+                    high: Price(0),
+                    low: Price(0),
+                    close: Price(0),
+                    volume: 0,
+                    trades: 0,
+                    vwap: Price(0),
+                    closed: false,
+                }),
+            },
+        }
+    }
+
     /// The channel this tick belongs to.
     pub fn channel(&self) -> Channel {
         match self.body {
             Body::Quote { .. } => Channel::Quotes,
             Body::Trade { .. } => Channel::Trades,
+            Body::Bar(b) => b.interval,
         }
     }
 
@@ -231,42 +322,103 @@ impl Tick {
 
 /// Index of a (channel, symbol) stream in per-stream tables.
 pub fn stream_index(sym: SymbolId, ch: Channel) -> usize {
-    sym.index() * 2 + ch as usize
+    sym.index() * CHANNELS + ch as usize
 }
 
+/// The (symbol, channel) of a stream index.
+pub fn stream_of(stream: usize) -> (SymbolId, Channel) {
+    let ch = Channel::from_index(stream % CHANNELS).expect("a channel index");
+    (SymbolId((stream / CHANNELS) as u32), ch)
+}
+
+/// Seven words, so that a slot with its seqlock stamp fills one cache
+/// line:
+///
+/// ```text
+///        w0 (sym | kind << 32)   w1   w2      w3         w4     w5     w6
+/// quote  sym | 0                 seq  src_ns  ingest_ns  bid    ask    bid_size | ask_size << 32
+/// trade  sym | 1                 seq  src_ns  ingest_ns  price  0      size
+/// bar    sym | (2 + start_s)     seq  see    ingest_ns  close  open-close | high-close << 32
+///                                     below                    low-close | vwap-close << 32 (w6)
+/// ```
+///
+/// A bar starts on a whole second (`start_s`, seconds since the Unix
+/// epoch, in w0), so its `src_ns` needs no word of its own; w2 holds
+/// `volume | trades << 32 | 1m << 62 | closed << 63` (30 bits of trades),
+/// and the other prices are 32-bit offsets from the close (214,748 in
+/// currency units either way; a bar wider than that is clamped).
 impl Slotted for Tick {
     const WORDS: usize = 7;
 
     fn to_words(&self, out: &mut [u64]) {
-        let (kind, p1, p2, s1, s2) = match self.body {
-            Body::Quote { bid, bid_size, ask, ask_size } => {
-                (0u64, bid.0, ask.0, bid_size, ask_size)
-            }
-            Body::Trade { price, size } => (1u64, price.0, 0, size, 0),
-        };
-        out[0] = u64::from(self.sym.0) | kind << 32;
         out[1] = self.seq;
-        out[2] = self.src_ns;
         out[3] = self.ingest_ns;
-        out[4] = p1 as u64;
-        out[5] = p2 as u64;
-        out[6] = u64::from(s1) | u64::from(s2) << 32;
+        let sym = u64::from(self.sym.0);
+        match self.body {
+            Body::Quote { bid, bid_size, ask, ask_size } => {
+                out[0] = sym;
+                out[2] = self.src_ns;
+                out[4] = bid.0 as u64;
+                out[5] = ask.0 as u64;
+                out[6] = u64::from(bid_size) | u64::from(ask_size) << 32;
+            }
+            Body::Trade { price, size } => {
+                out[0] = sym | 1 << 32;
+                out[2] = self.src_ns;
+                out[4] = price.0 as u64;
+                out[5] = 0;
+                out[6] = u64::from(size);
+            }
+            Body::Bar(b) => {
+                let start_s = (self.src_ns / 1_000_000_000).min(u64::from(u32::MAX) - 2);
+                out[0] = sym | (2 + start_s) << 32;
+                out[2] = u64::from(b.volume)
+                    | u64::from(b.trades & ((1 << 30) - 1)) << 32
+                    | u64::from(b.interval == Channel::Bars1m) << 62
+                    | u64::from(b.closed) << 63;
+                out[4] = b.close.0 as u64;
+                let off = |p: Price| {
+                    let d = p.0.saturating_sub(b.close.0);
+                    u64::from(d.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32 as u32)
+                };
+                out[5] = off(b.open) | off(b.high) << 32;
+                out[6] = off(b.low) | off(b.vwap) << 32;
+            }
+        }
     }
 
     fn from_words(w: &[u64]) -> Self {
         let sym = SymbolId(w[0] as u32);
-        let (s1, s2) = (w[6] as u32, (w[6] >> 32) as u32);
-        let body = if w[0] >> 32 == 0 {
-            Body::Quote {
-                bid: Price(w[4] as i64),
-                bid_size: s1,
-                ask: Price(w[5] as i64),
-                ask_size: s2,
+        let (lo6, hi6) = (w[6] as u32, (w[6] >> 32) as u32);
+        let (body, src_ns) = match w[0] >> 32 {
+            0 => {
+                let body = Body::Quote {
+                    bid: Price(w[4] as i64),
+                    bid_size: lo6,
+                    ask: Price(w[5] as i64),
+                    ask_size: hi6,
+                };
+                (body, w[2])
             }
-        } else {
-            Body::Trade { price: Price(w[4] as i64), size: s1 }
+            1 => (Body::Trade { price: Price(w[4] as i64), size: lo6 }, w[2]),
+            start => {
+                let close = w[4] as i64;
+                let at = |off: u32| Price(close + i64::from(off as i32));
+                let bar = Bar {
+                    interval: if w[2] >> 62 & 1 == 1 { Channel::Bars1m } else { Channel::Bars1s },
+                    open: at(w[5] as u32),
+                    high: at((w[5] >> 32) as u32),
+                    low: at(lo6),
+                    close: Price(close),
+                    volume: w[2] as u32,
+                    trades: (w[2] >> 32) as u32 & ((1 << 30) - 1),
+                    vwap: at(hi6),
+                    closed: w[2] >> 63 == 1,
+                };
+                (Body::Bar(bar), (start - 2) * 1_000_000_000)
+            }
         };
-        Tick { sym, seq: w[1], src_ns: w[2], ingest_ns: w[3], body }
+        Tick { sym, seq: w[1], src_ns, ingest_ns: w[3], body }
     }
 }
 

@@ -222,7 +222,8 @@ async fn auth_message_authenticates_a_session_without_a_token() {
     assert_eq!(a["type"], "authenticated", "{a}");
     assert_eq!(a["principal"], "desk");
     assert_eq!(a["symbols"], json!(["AAPL", "MS*"]));
-    assert_eq!(a["channels"], json!(["quotes", "trades"]));
+    // A key without a channel list is entitled to every channel.
+    assert_eq!(a["channels"], json!(["quotes", "trades", "bars_1s", "bars_1m"]));
     // Now data flows, and a second auth is a 400.
     c.subscribe(json!({"symbols": ["AAPL"], "channels": ["quotes"]})).await;
     assert_eq!(c.next().await["type"], "snapshot");

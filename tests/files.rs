@@ -78,6 +78,7 @@ fn expected(ticks: &[Named]) -> Vec<Value> {
                 Body::Trade { price, size } => serde_json::json!({
                     "type": "t", "sym": t.sym, "seq": *seq, "p": price.to_f64(), "s": size
                 }),
+                Body::Bar(_) => unreachable!("files hold no bars"),
             }
         })
         .collect()

@@ -179,6 +179,8 @@ fn format_line(out: &mut String, sym: &str, t: u64, tick: &Tick) {
         Body::Trade { price, size } => {
             writeln!(out, r#"{{"type":"t","sym":"{sym}","t":{t},"p":{price},"s":{size}}}"#)
         }
+        // The server builds bars from the trades; a feed file has none.
+        Body::Bar(_) => Ok(()),
     };
 }
 

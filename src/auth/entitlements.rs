@@ -63,20 +63,22 @@ impl Entitlements {
         Entitlements {
             patterns: vec![Pattern::Any],
             written: vec!["*".into()],
-            channels: Channels::BOTH,
+            channels: Channels::ALL,
         }
     }
 
-    /// Parses patterns and channel names (`None`: both channels).
+    /// Parses patterns and channel names (`None`: every channel, bars
+    /// included; a list allows only the channels it names).
     pub fn new(symbols: &[String], channels: Option<&[String]>) -> Result<Entitlements, String> {
         let patterns = symbols.iter().map(|s| Pattern::parse(s)).collect::<Result<Vec<_>, _>>()?;
         let channels = match channels {
-            None => Channels::BOTH,
+            None => Channels::ALL,
             Some(names) => {
                 let mut set = Channels::EMPTY;
                 for n in names {
-                    let ch = Channel::from_name(n)
-                        .ok_or_else(|| format!("unknown channel {n:?} (quotes or trades)"))?;
+                    let ch = Channel::from_name(n).ok_or_else(|| {
+                        format!("unknown channel {n:?} (quotes, trades, bars_1s or bars_1m)")
+                    })?;
                     set = set.with(ch);
                 }
                 set
@@ -132,8 +134,8 @@ mod tests {
         assert!(Pattern::parse("**").is_err());
         assert!(Pattern::parse("").is_err());
         assert!(Entitlements::new(&[], Some(&["news".into()])).is_err());
-        // Channels default to both; a list narrows them.
-        assert_eq!(ent(&["A"]).channels(), Channels::BOTH);
+        // Channels default to every one; a list narrows them.
+        assert_eq!(ent(&["A"]).channels(), Channels::ALL);
         let q = Entitlements::new(&["A".into()], Some(&["quotes".into()])).unwrap();
         assert!(q.channels().contains(Channel::Quotes) && !q.channels().contains(Channel::Trades));
     }

@@ -280,6 +280,8 @@ impl CaptureWriter {
                 (Kind::Quote, bid.0, ask.0, bid_size, ask_size)
             }
             Body::Trade { price, size } => (Kind::Trade, price.0, 0, size, 0),
+            // Bars are built from the trades on every replay: not recorded.
+            Body::Bar(_) => return Ok(()),
         };
         let counts = &mut self.per_symbol[sym as usize];
         match kind {

@@ -15,6 +15,7 @@
 //! pushed on the ring, so any tick a shard has read from the ring, or lost
 //! from it, is in both by the time the shard sees a later ring position.
 
+pub mod bars;
 pub mod itch;
 pub mod jsonl;
 pub mod manual;
@@ -32,6 +33,7 @@ use tokio::sync::Notify;
 
 use crate::ring::{History, LatestTable, RingProducer};
 use crate::tick::{Channel, SymbolId, SymbolTable, Tick, now_ns};
+use bars::Bars;
 
 /// What a source answered to [`FeedSource::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +121,17 @@ pub trait FeedSource: Send + 'static {
     fn numbered(&self) -> bool {
         false
     }
+
+    /// The source clock at wall time `now` (nanoseconds since the Unix
+    /// epoch), which closes bars whose interval has passed: the wall clock
+    /// for a live source (the default), the schedule's clock for a paced
+    /// replay. `None` when time moves only with the records (a replay at
+    /// `--speed max`): bars then close when a later trade or the end of
+    /// the source passes them.
+    fn source_time(&self, now: Instant) -> Option<u64> {
+        let _ = now;
+        Some(now_ns())
+    }
 }
 
 /// Counters of the feed thread.
@@ -126,6 +139,8 @@ pub trait FeedSource: Send + 'static {
 pub struct FeedMetrics {
     /// Ticks published on the ring.
     pub ticks_in: AtomicU64,
+    /// Bar updates built from the trades and published on the ring.
+    pub bars_built: AtomicU64,
     /// Records a source produced that could not be used (unknown symbol id,
     /// garbage); skipped, never fatal.
     pub bad_records: AtomicU64,
@@ -171,7 +186,7 @@ impl Market {
 
     /// A market that keeps the last `history` ticks of every stream.
     pub fn with_history(symbols: Arc<SymbolTable>, history: usize) -> Market {
-        let streams = symbols.capacity() * 2;
+        let streams = symbols.capacity() * crate::tick::CHANNELS;
         Market {
             symbols,
             latest: LatestTable::new(streams),
@@ -304,6 +319,11 @@ impl Wakers {
 /// Longest the feed thread sleeps between polls, so it notices shutdown.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
+/// Longest sleep while a bar is open: how late a bar may close after its
+/// interval ends on the source clock (less than a tenth of a second of
+/// source time at speeds up to 10).
+const BAR_CLOCK: Duration = Duration::from_millis(5);
+
 /// How often a held source checks for the first subscription.
 const HOLD_POLL: Duration = Duration::from_millis(2);
 
@@ -362,6 +382,9 @@ pub fn spawn_ingest(
         let mut since_urgent = 0usize;
         let urgent_every = (ring.capacity() / 4).max(1);
         let numbered = source.numbered();
+        // A numbered source carries the bars its upstream built.
+        let mut bars = (!numbered).then(Bars::default);
+        let mut bar_ticks: Vec<Tick> = Vec::new();
         if source.hold_for_subscriber() {
             while !stop.load(Ordering::Acquire) && !market.subscribed.load(Ordering::Acquire) {
                 std::thread::park_timeout(HOLD_POLL);
@@ -369,6 +392,13 @@ pub fn spawn_ingest(
         }
         while !stop.load(Ordering::Acquire) {
             batch.clear();
+            if let Some(bars) = &mut bars
+                && bars.any_open()
+                && let Some(now_src) = source.source_time(Instant::now())
+            {
+                bars.close_due(now_src, &mut bar_ticks);
+                publish_bars(&mut bar_ticks, &mut seqs, &mut ring, &market, &wakers);
+            }
             // A source that panics (a bug, or a decoder meeting something
             // nobody expected) must not take the server down: sessions are
             // told `stale`, the last values stay served, and the source is
@@ -393,7 +423,12 @@ pub fn spawn_ingest(
                 Poll::Ready => {
                     if !batch.is_empty() {
                         market.set_state(FeedState::Live);
-                        publish_as(&mut batch, &mut seqs, &mut ring, &market, numbered);
+                        publish_as(&mut batch, &mut seqs, &mut ring, &market, numbered, false);
+                        if let Some(bars) = &mut bars {
+                            batch.iter().for_each(|t| bars.on_trade(t, &mut bar_ticks));
+                            publish_as(&mut bar_ticks, &mut seqs, &mut ring, &market, false, true);
+                            bar_ticks.clear();
+                        }
                         wakers.wake_all();
                         since_urgent += batch.len();
                         if since_urgent >= urgent_every {
@@ -403,7 +438,11 @@ pub fn spawn_ingest(
                     }
                 }
                 Poll::WaitUntil(at) => {
-                    let wait = at.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
+                    let mut wait = at.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
+                    if bars.as_ref().is_some_and(Bars::any_open) {
+                        // A bar may end before the next record is due.
+                        wait = wait.min(BAR_CLOCK);
+                    }
                     if !wait.is_zero() {
                         slack.sleep(wait);
                     }
@@ -414,6 +453,12 @@ pub fn spawn_ingest(
                     }
                 }
                 Poll::Restart => {
+                    // The old epoch's bars close within it.
+                    if let Some(bars) = &mut bars {
+                        bars.close_all(&mut bar_ticks);
+                        publish_bars(&mut bar_ticks, &mut seqs, &mut ring, &market, &wakers);
+                        bars.reset();
+                    }
                     restart(&mut seqs, &ring, &market, &wakers, &stop, None);
                     market.set_state(FeedState::Live);
                 }
@@ -423,6 +468,11 @@ pub fn spawn_ingest(
                     }
                 }
                 Poll::Done => {
+                    // The source's clock stops: what is open closes now.
+                    if let Some(bars) = &mut bars {
+                        bars.close_all(&mut bar_ticks);
+                        publish_bars(&mut bar_ticks, &mut seqs, &mut ring, &market, &wakers);
+                    }
                     if market.set_state(FeedState::ReplayDone) {
                         wakers.wake_all();
                     }
@@ -433,6 +483,21 @@ pub fn spawn_ingest(
             }
         }
     })
+}
+
+/// Publishes the bar updates in `ticks` (if any) and wakes the shards.
+fn publish_bars(
+    ticks: &mut Vec<Tick>,
+    seqs: &mut [u64],
+    ring: &mut RingProducer<Tick>,
+    market: &Market,
+    wakers: &Wakers,
+) {
+    if !ticks.is_empty() {
+        publish_as(ticks, seqs, ring, market, false, true);
+        ticks.clear();
+        wakers.wake_all();
+    }
 }
 
 /// Ends the epoch: forgets the latest values and the sequence numbers,
@@ -447,10 +512,9 @@ fn restart(
 ) {
     for (stream, seq) in seqs.iter_mut().enumerate() {
         if *seq > 0 {
-            // `seq` 0 reads as "no value" (see `Market::latest`); the body is
-            // irrelevant.
-            let sym = SymbolId((stream / 2) as u32);
-            market.latest.store(stream, Tick::trade(sym, 0, crate::tick::Price(0), 0));
+            // `seq` 0 reads as "no value" (see `Market::latest`).
+            let (sym, ch) = crate::tick::stream_of(stream);
+            market.latest.store(stream, Tick::placeholder(sym, ch));
             *seq = 0;
         }
     }
@@ -479,11 +543,11 @@ pub fn publish(
     ring: &mut RingProducer<Tick>,
     market: &Market,
 ) {
-    publish_as(batch, seqs, ring, market, false);
+    publish_as(batch, seqs, ring, market, false, false);
 }
 
 /// [`publish`], for a source whose ticks are `numbered` already (see
-/// [`FeedSource::numbered`]) or not.
+/// [`FeedSource::numbered`]) or not, or for the feed thread's own `bars`.
 ///
 /// Hot path: no allocation, no lock.
 fn publish_as(
@@ -492,6 +556,7 @@ fn publish_as(
     ring: &mut RingProducer<Tick>,
     market: &Market,
     numbered: bool,
+    bars: bool,
 ) {
     let ingest_ns = now_ns();
     let mut published = 0u64;
@@ -519,5 +584,6 @@ fn publish_as(
         ring.push(*tick);
         published += 1;
     }
-    market.metrics.ticks_in.fetch_add(published, Ordering::Relaxed);
+    let counter = if bars { &market.metrics.bars_built } else { &market.metrics.ticks_in };
+    counter.fetch_add(published, Ordering::Relaxed);
 }

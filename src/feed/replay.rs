@@ -481,6 +481,15 @@ impl FeedSource for Replay {
     fn hold_for_subscriber(&self) -> bool {
         self.hold
     }
+
+    /// The schedule's clock: the first record's time plus the wall time
+    /// since the pass started, times the speed (shifted like the records).
+    fn source_time(&self, now: Instant) -> Option<u64> {
+        let Speed::Factor(speed) = self.speed else { return None };
+        let ((start, _), t0, shift) = (self.start?, self.t0?, self.pass_shift?);
+        let elapsed = now.saturating_duration_since(start).as_nanos() as f64 * speed;
+        Some(shifted(t0 + elapsed as u64, shift))
+    }
 }
 
 #[cfg(test)]

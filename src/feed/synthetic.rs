@@ -274,6 +274,7 @@ mod tests {
                 crate::tick::Body::Trade { price, size } => {
                     assert!(price.0 > 0 && size > 0);
                 }
+                crate::tick::Body::Bar(_) => panic!("a source makes no bars: {tick:?}"),
             }
         }
     }

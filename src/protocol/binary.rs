@@ -10,10 +10,17 @@
 //! ```text
 //! header  0 u8 magic 0x54 | 1 u8 flags (bit 0: stamps) | 2 u16 record_len
 //!         4 u32 count | 8 u64 first_cseq
-//! record  0 u8 kind | 1 u8 flags (bit 0: snapshot) | 2 u8 ch | 3 u8 0 | 4 u32 sym
-//!         8 u64 seq | 16 u64 t | 24 i64 bp/p | 32 i64 ap | 40 u32 bs/s | 44 u32 as
-//!         48 u64 cf | (stamps) 56 u64 ti | 64 u64 to
+//! record  0 u8 kind | 1 u8 flags (bit 0: snapshot, bit 1: closed bar) | 2 u8 ch
+//!         3 u8 0 | 4 u32 sym | 8 u64 seq | 16 u64 t | 24 i64 bp/p/c | 32 i64 ap/v
+//!         40 u32 bs/s/n | 44 u32 as | 48 u64 cf | (stamps) 56 u64 ti | 64 u64 to
+//!         (bars) B+0 i64 o | B+8 i64 h | B+16 i64 l | B+24 i64 vw
 //! ```
+//!
+//! `B` is 56, or 72 with stamps: a session that subscribed to a bars
+//! channel gets records 32 bytes longer, every record of its frames (the
+//! header's `record_len` says so), so that a decoder that steps by
+//! `record_len` and reads `ti`/`to` at 56 and 64 keeps working, and one
+//! that does not know bars skips their kind.
 //!
 //! Like the JSON encoder, a record is split into what every subscriber of a
 //! batch shares (everything but `flags` and `cf`, encoded once per batch by
@@ -37,6 +44,12 @@ pub const HEADER_LEN: usize = 16;
 pub const RECORD_LEN: usize = 56;
 /// Length of a record with the `ti`/`to` stamps (`stamps=1`).
 pub const RECORD_LEN_STAMPS: usize = 72;
+/// Bytes a session that takes bars adds to every record.
+pub const BAR_EXTRA: usize = 32;
+/// The longest record: stamps and bars.
+const RECORD_MAX: usize = RECORD_LEN_STAMPS + BAR_EXTRA;
+/// Record flag: a bar that is closed (`x`).
+pub const RECORD_CLOSED: u8 = 2;
 /// Header flag: the records carry `ti` and `to`.
 pub const FRAME_STAMPS: u8 = 1;
 /// Record flag: the record is a `snapshot`.
@@ -59,12 +72,16 @@ pub enum Kind {
     Overflow = 3,
     /// A `heartbeat`: only `t` is set.
     Heartbeat = 4,
+    /// A bar (`b`, or a bars `snapshot`): `c` in the price, `v` in the ask
+    /// price, `n` in the size, `o`/`h`/`l`/`vw` after the stamps.
+    Bar = 5,
 }
 
 /// Record length for a session's format.
 #[inline]
-pub fn record_len(stamps: bool) -> usize {
-    if stamps { RECORD_LEN_STAMPS } else { RECORD_LEN }
+pub fn record_len(format: Format) -> usize {
+    let base = if format.stamps { RECORD_LEN_STAMPS } else { RECORD_LEN };
+    base + if format.bars { BAR_EXTRA } else { 0 }
 }
 
 /// Whether an encoded frame is a binary one (else it is JSON text).
@@ -75,11 +92,11 @@ pub fn is_binary_frame(frame: &[u8]) -> bool {
 
 /// Starts a frame whose first record will have `cseq` `first_cseq`; the
 /// count is filled in by [`finish_frame`].
-pub fn begin_frame(buf: &mut Vec<u8>, stamps: bool, first_cseq: u64) {
+pub fn begin_frame(buf: &mut Vec<u8>, format: Format, first_cseq: u64) {
     let mut h = [0u8; HEADER_LEN];
     h[0] = MAGIC;
-    h[1] = if stamps { FRAME_STAMPS } else { 0 };
-    h[2..4].copy_from_slice(&(record_len(stamps) as u16).to_le_bytes());
+    h[1] = if format.stamps { FRAME_STAMPS } else { 0 };
+    h[2..4].copy_from_slice(&(record_len(format) as u16).to_le_bytes());
     h[8..16].copy_from_slice(&first_cseq.to_le_bytes());
     buf.extend_from_slice(&h);
 }
@@ -94,11 +111,11 @@ pub fn finish_frame(buf: &mut [u8]) -> u32 {
 }
 
 /// A record being filled on the stack (no allocation), then appended.
-struct Rec([u8; RECORD_LEN_STAMPS]);
+struct Rec([u8; RECORD_MAX]);
 
 impl Rec {
     fn new(kind: Kind, ch: Channel, sym: SymbolId) -> Rec {
-        let mut r = [0u8; RECORD_LEN_STAMPS];
+        let mut r = [0u8; RECORD_MAX];
         r[0] = kind as u8;
         r[2] = ch as u8;
         r[4..8].copy_from_slice(&sym.0.to_le_bytes());
@@ -115,8 +132,8 @@ impl Rec {
         self.0[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
 
-    fn append(&self, buf: &mut Vec<u8>, stamps: bool) {
-        buf.extend_from_slice(&self.0[..record_len(stamps)]);
+    fn append(&self, buf: &mut Vec<u8>, format: Format) {
+        buf.extend_from_slice(&self.0[..record_len(format)]);
     }
 }
 
@@ -132,8 +149,20 @@ pub fn write_record(buf: &mut Vec<u8>, tick: &Tick, format: Format, to_ns: u64) 
             (Kind::Quote, bid.0, ask.0, bid_size, ask_size)
         }
         Body::Trade { price, size } => (Kind::Trade, price.0, 0, size, 0),
+        Body::Bar(b) => (Kind::Bar, b.close.0, i64::from(b.volume), b.trades, 0),
     };
     let mut r = Rec::new(kind, tick.channel(), tick.sym);
+    if let Body::Bar(b) = tick.body
+        && format.bars
+    {
+        if b.closed {
+            r.0[FLAGS_AT] |= RECORD_CLOSED;
+        }
+        let base = if format.stamps { RECORD_LEN_STAMPS } else { RECORD_LEN };
+        for (i, p) in [b.open, b.high, b.low, b.vwap].into_iter().enumerate() {
+            r.u64(base + 8 * i, p.0 as u64);
+        }
+    }
     r.u64(8, tick.seq);
     r.u64(16, tu.from_ns(tick.src_ns));
     r.u64(24, p1 as u64);
@@ -144,7 +173,7 @@ pub fn write_record(buf: &mut Vec<u8>, tick: &Tick, format: Format, to_ns: u64) 
         r.u64(56, tu.from_ns(tick.ingest_ns));
         r.u64(64, tu.from_ns(to_ns));
     }
-    r.append(buf, format.stamps);
+    r.append(buf, format);
 }
 
 /// Sets `cf` of the last record of `buf` (a record of `len` bytes).
@@ -170,20 +199,20 @@ pub fn write_overflow(
     from_seq: u64,
     to_seq: u64,
     lost: u64,
-    stamps: bool,
+    format: Format,
 ) {
     let mut r = Rec::new(Kind::Overflow, ch, sym);
     r.u64(8, to_seq);
     r.u64(24, from_seq);
     r.u64(32, lost);
-    r.append(buf, stamps);
+    r.append(buf, format);
 }
 
 /// Appends a `heartbeat` record with server time `t` (session unit).
-pub fn write_heartbeat(buf: &mut Vec<u8>, t: u64, stamps: bool) {
+pub fn write_heartbeat(buf: &mut Vec<u8>, t: u64, format: Format) {
     let mut r = Rec::new(Kind::Heartbeat, Channel::Quotes, SymbolId(0));
     r.u64(16, t);
-    r.append(buf, stamps);
+    r.append(buf, format);
 }
 
 // ----- reference decoder -----------------------------------------------------
@@ -229,11 +258,11 @@ pub fn decode_header(frame: &[u8]) -> Result<Header, DecodeError> {
 /// One decoded record, fields as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
-    /// Byte 0: 1 quote, 2 trade, 3 overflow, 4 heartbeat.
+    /// Byte 0: 1 quote, 2 trade, 3 overflow, 4 heartbeat, 5 bar.
     pub kind: u8,
-    /// Byte 1: bit 0 snapshot.
+    /// Byte 1: bit 0 snapshot, bit 1 closed bar.
     pub flags: u8,
-    /// Byte 2: 0 quotes, 1 trades.
+    /// Byte 2: 0 quotes, 1 trades, 2 bars_1s, 3 bars_1m.
     pub ch: u8,
     /// Symbol id as announced in `subscribed`.
     pub sym: u32,
@@ -255,6 +284,9 @@ pub struct Record {
     pub ti: Option<u64>,
     /// Send stamp, when the frame has stamps.
     pub to: Option<u64>,
+    /// A bar's `o`, `h`, `l`, `vw`, when the frame's records are long
+    /// enough for bars.
+    pub bar: Option<[i64; 4]>,
 }
 
 /// Decodes record `i` of a frame whose header is `h` (`i < h.count`).
@@ -276,6 +308,11 @@ pub fn decode_record(frame: &[u8], h: &Header, i: usize) -> Record {
         cf: u64_at(48),
         ti: h.stamps.then(|| u64_at(56)),
         to: h.stamps.then(|| u64_at(64)),
+        bar: {
+            let base = if h.stamps { RECORD_LEN_STAMPS } else { RECORD_LEN };
+            (h.record_len >= base + BAR_EXTRA)
+                .then(|| std::array::from_fn(|i| u64_at(base + 8 * i) as i64))
+        },
     }
 }
 
@@ -286,7 +323,7 @@ mod tests {
     use crate::tick::Price;
 
     fn fmt(stamps: bool) -> Format {
-        Format { time_unit: TimeUnit::Us, stamps, binary: true }
+        Format { time_unit: TimeUnit::Us, stamps, binary: true, bars: false }
     }
 
     #[test]
@@ -299,14 +336,14 @@ mod tests {
         let trade = Tick { seq: 12, ..Tick::trade(SymbolId(3), 4_000, Price(10_005), 9) };
         for stamps in [false, true] {
             let mut buf = Vec::new();
-            begin_frame(&mut buf, stamps, 41);
-            let len = record_len(stamps);
+            begin_frame(&mut buf, fmt(stamps), 41);
+            let len = record_len(fmt(stamps));
             write_record(&mut buf, &quote, fmt(stamps), 3_000_000);
             set_cf(&mut buf, len, 6);
             write_record(&mut buf, &trade, fmt(stamps), 3_000_000);
             set_snapshot(&mut buf, len);
-            write_overflow(&mut buf, Channel::Trades, SymbolId(3), 13, 20, 8, stamps);
-            write_heartbeat(&mut buf, 99, stamps);
+            write_overflow(&mut buf, Channel::Trades, SymbolId(3), 13, 20, 8, fmt(stamps));
+            write_heartbeat(&mut buf, 99, fmt(stamps));
             assert_eq!(finish_frame(&mut buf), 4);
             // Header and records are fixed-size and 8-byte aligned.
             assert_eq!(buf.len(), HEADER_LEN + 4 * len);
@@ -332,6 +369,7 @@ mod tests {
                     cf: 6,
                     ti: stamp(2000),
                     to: stamp(3000),
+                    bar: None,
                 }
             );
             // The trade is a snapshot on channel trades, cf 0 like JSON's absent cf.
@@ -348,12 +386,12 @@ mod tests {
     #[test]
     fn frames_are_told_apart_by_their_first_byte() {
         let mut buf = Vec::new();
-        begin_frame(&mut buf, false, 1);
+        begin_frame(&mut buf, fmt(false), 1);
         // A binary frame starts with the magic byte, a JSON frame with `[`.
         assert!(is_binary_frame(&buf));
         assert!(!is_binary_frame(b"[{\"type\":\"heartbeat\"}]"));
         // A truncated frame is refused, not misread.
-        write_heartbeat(&mut buf, 1, false);
+        write_heartbeat(&mut buf, 1, fmt(false));
         finish_frame(&mut buf);
         assert_eq!(decode_header(&buf[..buf.len() - 1]), Err(DecodeError::BadLength));
         assert_eq!(decode_header(b"[]"), Err(DecodeError::NotBinary));
@@ -366,7 +404,7 @@ mod tests {
 
     #[test]
     fn golden_frame_is_stable() {
-        let f = Format { time_unit: TimeUnit::Ms, stamps: true, binary: true };
+        let f = Format { time_unit: TimeUnit::Ms, stamps: true, binary: true, bars: false };
         let (src, ingest, to) =
             (1_764_140_000_350_000_000, 1_764_140_000_351_000_000, 1_764_140_000_352_000_000);
         let quote = Tick {
@@ -377,13 +415,13 @@ mod tests {
         let trade =
             Tick { seq: 12, ingest_ns: ingest, ..Tick::trade(SymbolId(3), src, Price(10_005), 9) };
         let mut buf = Vec::new();
-        begin_frame(&mut buf, true, 9);
+        begin_frame(&mut buf, f, 9);
         write_record(&mut buf, &quote, f, to);
         set_cf(&mut buf, RECORD_LEN_STAMPS, 6);
         write_record(&mut buf, &trade, f, to);
         set_snapshot(&mut buf, RECORD_LEN_STAMPS);
-        write_overflow(&mut buf, Channel::Trades, SymbolId(3), 13, 20, 8, true);
-        write_heartbeat(&mut buf, 1_764_140_001_352, true);
+        write_overflow(&mut buf, Channel::Trades, SymbolId(3), 13, 20, 8, f);
+        write_heartbeat(&mut buf, 1_764_140_001_352, f);
         finish_frame(&mut buf);
         let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
         // A change here is a wire-format change: update the docs and the JS test.

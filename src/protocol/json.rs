@@ -12,7 +12,7 @@
 //! Control messages are typed and serialized with serde:
 //! [`super::control`].
 
-use crate::tick::{Body, Tick, write_price};
+use crate::tick::{Body, Channel, Tick, write_price};
 
 /// The unit of time fields on a session (`time_unit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,15 +67,22 @@ pub struct Format {
     /// Market data as binary records (`tickwire.v1.bin`, see
     /// [`crate::protocol::binary`]) instead of JSON; control stays JSON.
     pub binary: bool,
+    /// Binary records long enough for bars (a session that subscribed to a
+    /// bars channel: [`crate::protocol::binary::record_len`]). Always false
+    /// on a JSON session.
+    pub bars: bool,
 }
 
 impl Format {
     /// Number of distinct formats (for cache tables).
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 24;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
-        self.time_unit as usize * 4 + usize::from(self.binary) * 2 + usize::from(self.stamps)
+        self.time_unit as usize * 8
+            + usize::from(self.bars) * 4
+            + usize::from(self.binary) * 2
+            + usize::from(self.stamps)
     }
 }
 
@@ -112,6 +119,24 @@ pub fn write_tail(buf: &mut Vec<u8>, tick: &Tick, name: &str, format: Format, to
             buf.extend_from_slice(b",\"s\":");
             write_u64(buf, size.into());
         }
+        Body::Bar(b) => {
+            for (key, p) in [
+                (&b",\"o\":"[..], b.open),
+                (b",\"h\":", b.high),
+                (b",\"l\":", b.low),
+                (b",\"c\":", b.close),
+            ] {
+                buf.extend_from_slice(key);
+                write_price(buf, p);
+            }
+            buf.extend_from_slice(b",\"v\":");
+            write_u64(buf, b.volume.into());
+            buf.extend_from_slice(b",\"n\":");
+            write_u64(buf, b.trades.into());
+            buf.extend_from_slice(b",\"vw\":");
+            write_price(buf, b.vwap);
+            buf.extend_from_slice(if b.closed { b",\"x\":true" } else { b",\"x\":false" });
+        }
     }
     buf.extend_from_slice(b",\"t\":");
     write_u64(buf, tu.from_ns(tick.src_ns));
@@ -124,12 +149,17 @@ pub fn write_tail(buf: &mut Vec<u8>, tick: &Tick, name: &str, format: Format, to
     buf.push(b'}');
 }
 
-/// Appends the head of an update (`{"type":"q","cseq":N[,"cf":K],`).
+/// Appends the head of an update (`{"type":"q","cseq":N[,"cf":K],`; a bar
+/// names its channel: `{"type":"b","ch":"bars_1s","cseq":N,`).
 #[inline]
 pub fn write_update_head(buf: &mut Vec<u8>, tick: &Tick, cseq: u64, cf: u64) {
     buf.extend_from_slice(match tick.body {
         Body::Quote { .. } => b"{\"type\":\"q\",\"cseq\":",
         Body::Trade { .. } => b"{\"type\":\"t\",\"cseq\":",
+        Body::Bar(b) if b.interval == Channel::Bars1m => {
+            b"{\"type\":\"b\",\"ch\":\"bars_1m\",\"cseq\":"
+        }
+        Body::Bar(_) => b"{\"type\":\"b\",\"ch\":\"bars_1s\",\"cseq\":",
     });
     write_u64(buf, cseq);
     if cf > 1 {
@@ -142,10 +172,9 @@ pub fn write_update_head(buf: &mut Vec<u8>, tick: &Tick, cseq: u64, cf: u64) {
 /// Appends the head of a snapshot (`{"type":"snapshot","ch":"quotes","cseq":N,`).
 #[inline]
 pub fn write_snapshot_head(buf: &mut Vec<u8>, tick: &Tick, cseq: u64) {
-    buf.extend_from_slice(match tick.body {
-        Body::Quote { .. } => b"{\"type\":\"snapshot\",\"ch\":\"quotes\",\"cseq\":",
-        Body::Trade { .. } => b"{\"type\":\"snapshot\",\"ch\":\"trades\",\"cseq\":",
-    });
+    buf.extend_from_slice(b"{\"type\":\"snapshot\",\"ch\":\"");
+    buf.extend_from_slice(tick.channel().name().as_bytes());
+    buf.extend_from_slice(b"\",\"cseq\":");
     write_u64(buf, cseq);
     buf.push(b',');
 }
@@ -168,7 +197,7 @@ mod tests {
             &mut buf,
             &tick,
             "AAPL",
-            Format { time_unit: TimeUnit::Ms, stamps: true, binary: false },
+            Format { time_unit: TimeUnit::Ms, stamps: true, binary: false, bars: false },
             3_000_000,
         );
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();

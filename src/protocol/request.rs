@@ -244,7 +244,9 @@ fn channels<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Channels>, D::Erro
     let mut set = Channels::EMPTY;
     for name in &names {
         let ch = Channel::from_name(name).ok_or_else(|| {
-            D::Error::custom("channels may contain only \"quotes\" and \"trades\"")
+            D::Error::custom(
+                "channels may contain only \"quotes\", \"trades\", \"bars_1s\" and \"bars_1m\"",
+            )
         })?;
         set = set.with(ch);
     }

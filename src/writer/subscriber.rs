@@ -33,7 +33,7 @@ use crate::protocol::json::Format;
 use crate::protocol::request::Mode;
 use crate::socket::outbound::Outbound;
 use crate::socket::ws::OpCode;
-use crate::tick::{Channel, SymbolId, Tick};
+use crate::tick::{CHANNELS, Channel, Channels, SymbolId, Tick, stream_of};
 
 /// One (channel, symbol) subscription of a session.
 ///
@@ -206,13 +206,17 @@ pub struct Subscriber {
     pub entries: Vec<Entry>,
     /// Free slots of `entries`.
     pub free: Vec<u32>,
-    /// Entry index by stream index (`sym * 2 + channel`), for the entries
-    /// that are not at `entries[stream]` (see [`Subscriber::entry_of`]): a
-    /// session that subscribed to `["*"]` on both channels first keeps this
-    /// map empty.
+    /// Entry index by stream index (`sym * CHANNELS + channel`), for the
+    /// entries that are not where [`Subscriber::dense`] puts them (see
+    /// [`Subscriber::entry_of`]): a session whose first subscription was
+    /// `["*"]` keeps this map nearly empty.
     pub by_stream: HashMap<u32, u32, StreamHash>,
+    /// The channels of a first subscription to `["*"]`, whose entries were
+    /// made symbol by symbol, channel by channel: the entry of (sym, ch) is
+    /// then at `sym * dense.len() + ch's rank in dense`. Empty otherwise.
+    pub dense: Channels,
     /// `["*"]` options per channel, when subscribed to all.
-    pub wildcard: [Option<WildOpts>; 2],
+    pub wildcard: [Option<WildOpts>; CHANNELS],
     /// Number of distinct symbols subscribed by name.
     pub explicit_symbols: usize,
     /// Explicit subscriptions per symbol (0, 1 or 2 channels), to count distinct symbols.
@@ -264,7 +268,8 @@ impl Subscriber {
             entries: Vec::new(),
             free: Vec::new(),
             by_stream: HashMap::default(),
-            wildcard: [None, None],
+            dense: Channels::EMPTY,
+            wildcard: [None; CHANNELS],
             explicit_symbols: 0,
             explicit_by_sym: HashMap::new(),
             dirty: Vec::new(),
@@ -319,19 +324,28 @@ impl Subscriber {
         matches!(self.wildcard[ch as usize], Some(WildOpts { mode: Mode::Latest, .. }))
     }
 
-    /// The entry of stream `stream` (`sym * 2 + channel`), if any.
+    /// Where [`Subscriber::dense`] puts the entry of stream `stream`, if
+    /// its channel is one of them.
+    #[inline]
+    pub fn dense_index(&self, stream: usize) -> Option<u32> {
+        let (sym, ch) = stream_of(stream);
+        self.dense.contains(ch).then(|| self.dense.index_of(sym, ch))
+    }
+
+    /// The entry of stream `stream` (`sym * CHANNELS + channel`), if any.
     ///
-    /// A session that subscribed to `["*"]` on both channels before anything
-    /// else has its entries in stream order, so `entries[stream]` is checked
-    /// first: a sweep over the streams then reads the entries in order
-    /// instead of probing the map for each.
+    /// A session that subscribed to `["*"]` before anything else has its
+    /// entries in stream order ([`Subscriber::dense`]), so that place is
+    /// checked first: a sweep over the streams then reads the entries in
+    /// order instead of probing the map for each.
     #[inline]
     pub fn entry_of(&self, stream: u32) -> Option<u32> {
-        if let Some(e) = self.entries.get(stream as usize)
+        if let Some(idx) = self.dense_index(stream as usize)
+            && let Some(e) = self.entries.get(idx as usize)
             && e.live
             && crate::tick::stream_index(e.sym, e.ch) == stream as usize
         {
-            return Some(stream);
+            return Some(idx);
         }
         self.by_stream.get(&stream).copied()
     }

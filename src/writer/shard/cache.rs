@@ -147,7 +147,7 @@ impl EncodeCache {
     ) {
         if format.binary {
             self.tail(out, tick, name, format);
-            binary::set_cf(out, binary::record_len(format.stamps), cf);
+            binary::set_cf(out, binary::record_len(format), cf);
             return;
         }
         if !first {

@@ -62,7 +62,7 @@ impl Shard {
         }
         let new = self.market.symbols.names_from(known);
         self.names.extend(new);
-        self.index.resize_with(self.names.len() * 2, Vec::new);
+        self.index.resize_with(self.names.len() * CHANNELS, Vec::new);
         self.grow_last();
         let wild = self.wild_sessions.clone();
         for slot in wild {
@@ -98,16 +98,10 @@ impl Shard {
     /// Sizes `last` to the known streams; a stream with no tick yet holds a
     /// placeholder with `seq` 0.
     fn grow_last(&mut self) {
-        let n = self.names.len() * 2;
+        let n = self.names.len() * CHANNELS;
         while self.last.len() < n {
-            let stream = self.last.len();
-            let sym = SymbolId((stream / 2) as u32);
-            let placeholder = if stream.is_multiple_of(2) {
-                Tick::quote(sym, 0, Price(0), 0, Price(0), 0)
-            } else {
-                Tick::trade(sym, 0, Price(0), 0)
-            };
-            self.last.push(placeholder);
+            let (sym, ch) = stream_of(self.last.len());
+            self.last.push(Tick::placeholder(sym, ch));
         }
         self.changes.grow(n);
     }

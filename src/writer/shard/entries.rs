@@ -79,7 +79,7 @@ impl Shard {
                 (s.entries.len() - 1) as u32
             }
         };
-        if idx as usize != stream {
+        if s.dense_index(stream) != Some(idx) {
             s.by_stream.insert(stream as u32, idx);
         }
         if explicit {

@@ -100,7 +100,7 @@ impl Shard {
             s.cseq += 1;
             if format.binary {
                 let (from, to) = (e.lost_from(), e.accepted_seq);
-                binary::write_overflow(&mut buf, e.ch, e.sym, from, to, e.lost, format.stamps);
+                binary::write_overflow(&mut buf, e.ch, e.sym, from, to, e.lost, format);
             } else {
                 if msgs > 0 {
                     buf.push(b',');
@@ -297,7 +297,7 @@ fn send_latest(
 /// or a binary header for `tickwire.v1.bin` sessions.
 pub(super) fn begin_data_frame(buf: &mut Vec<u8>, format: Format, first_cseq: u64) {
     if format.binary {
-        binary::begin_frame(buf, format.stamps, first_cseq);
+        binary::begin_frame(buf, format, first_cseq);
     } else {
         buf.push(b'[');
     }

@@ -81,7 +81,9 @@ use crate::socket::outbound::{
     Cause, CloseRequest, DirectWrite, Frame, Next, Outbound, Pushed, Signals,
 };
 use crate::socket::ws::OpCode;
-use crate::tick::{Channel, Channels, Price, SymbolId, Tick, now_ns, stream_index, valid_symbol};
+use crate::tick::{
+    CHANNELS, Channel, Channels, SymbolId, Tick, now_ns, stream_index, stream_of, valid_symbol,
+};
 use crate::writer::metrics::{MAX_LATENCY_NS, ShardCounters, ShardMetrics, new_histogram};
 
 /// Settings a shard needs, fixed at start.

@@ -154,6 +154,15 @@ impl Shard {
             self.audit_subscribe(slot, symbols, channels, 0, &rejected);
             return;
         }
+        if channels.contains(Channel::Bars1s) || channels.contains(Channel::Bars1m) {
+            // Bar records need room: every record of this session's binary
+            // frames gets it from now on (`Format::bars`).
+            if let Some(s) = self.session(slot)
+                && s.format.binary
+            {
+                s.format.bars = true;
+            }
+        }
         let mut wildcard = symbols.iter().any(|s| s == "*");
         if wildcard && !self.config.allow_wildcard {
             rejected.push((
@@ -165,6 +174,10 @@ impl Shard {
         }
         if wildcard {
             let Some(s) = self.session(slot) else { return };
+            if s.entries.is_empty() {
+                // Made symbol by symbol below: see `Subscriber::dense`.
+                s.dense = channels;
+            }
             for ch in channels.iter() {
                 s.wildcard[ch as usize] = Some(WildOpts { mode, max_hz });
             }
@@ -335,7 +348,7 @@ impl Shard {
                 let cseq = s.next_cseq();
                 if format.binary {
                     binary::write_record(&mut buf, t, format, to_ns);
-                    binary::set_snapshot(&mut buf, binary::record_len(format.stamps));
+                    binary::set_snapshot(&mut buf, binary::record_len(format));
                 } else {
                     if n > 0 {
                         buf.push(b',');

@@ -149,8 +149,8 @@ impl Shard {
             let cseq = s.next_cseq();
             if s.format.binary {
                 let mut buf = Vec::with_capacity(96);
-                binary::begin_frame(&mut buf, s.format.stamps, cseq);
-                binary::write_overflow(&mut buf, ch, sym, gap.from, gap.to, lost, s.format.stamps);
+                binary::begin_frame(&mut buf, s.format, cseq);
+                binary::write_overflow(&mut buf, ch, sym, gap.from, gap.to, lost, s.format);
                 binary::finish_frame(&mut buf);
                 s.out.push(OpCode::Binary, buf);
             } else {

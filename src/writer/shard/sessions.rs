@@ -142,8 +142,8 @@ impl Shard {
             let t = s.format.time_unit.from_ns(now_ns());
             if s.format.binary {
                 let mut buf = Vec::with_capacity(64);
-                binary::begin_frame(&mut buf, s.format.stamps, cseq);
-                binary::write_heartbeat(&mut buf, t, s.format.stamps);
+                binary::begin_frame(&mut buf, s.format, cseq);
+                binary::write_heartbeat(&mut buf, t, s.format);
                 binary::finish_frame(&mut buf);
                 s.out.push(OpCode::Binary, buf);
             } else {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::protocol::binary::{Record, decode_header, decode_record, is_binary_frame};
 use crate::protocol::request::Resume;
-use crate::tick::Channels;
+use crate::tick::{Channels, Price};
 
 const SYMBOLS: u32 = 20;
 
@@ -59,7 +59,8 @@ fn take(shard: &mut Shard, slot: u32) -> Vec<Record> {
     records
 }
 
-/// A tick of stream `stream` (`sym * 2 + channel`) with `seq`.
+/// A tick with `seq` of the test's stream number `stream`: `sym * 2 +
+/// channel`, quotes and trades only (not the shard's stream index).
 fn tick(stream: u32, seq: u64) -> Tick {
     let sym = SymbolId(stream / 2);
     let t = if stream.is_multiple_of(2) {
@@ -330,8 +331,8 @@ fn shard_with_history(history: usize) -> Shard {
 fn publish(shard: &mut Shard, stream: u32, from: u64, to: u64) {
     for seq in from..=to {
         let t = tick(stream, seq);
-        shard.market.history.store(stream as usize, seq, t);
-        shard.market.latest.store(stream as usize, t);
+        shard.market.history.store(t.stream(), seq, t);
+        shard.market.latest.store(t.stream(), t);
         shard.dispatch(&t);
     }
     shard.end_of_batch();
@@ -472,8 +473,8 @@ fn resume_at_the_current_position_waits_for_what_the_ring_brings() {
     publish(&mut shard, 0, 1, 20);
     for seq in 21..=25 {
         let t = tick(0, seq);
-        shard.market.history.store(0, seq, t);
-        shard.market.latest.store(0, t);
+        shard.market.history.store(t.stream(), seq, t);
+        shard.market.latest.store(t.stream(), t);
     }
     let epoch = epoch_name(shard.epoch);
     let (slot, reply) = resumed_session(&mut shard, Mode::All, &epoch, 22);
