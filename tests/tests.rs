@@ -4,6 +4,9 @@
 //!
 //! Index:
 //! - `util`: the test server (manual feed) and a client that checks `cseq`.
+//! - `provision`: the outside tools some tests need (a Python venv, npm
+//!   packages, Debian's chromium), installed by the tests themselves once
+//!   and reused by later runs.
 //! - `auth`: API keys, JWTs, entitlements, revocation and reloads, the limit
 //!   on failed authentications per IP, the Origin allow-list,
 //!   the audit log.
@@ -32,6 +35,7 @@
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 
+mod provision;
 mod util;
 
 mod auth;
