@@ -34,11 +34,15 @@
 //!   bad certificate and key files.
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
+//! - `autobahn`: the Autobahn WebSocket conformance cases (`tools/autobahn.sh`).
+//! - `peers`: the reference peers of `tickwire-bench` follow their contract
+//!   (`tools/peers/check.py`).
 
 mod provision;
 mod util;
 
 mod auth;
+mod autobahn;
 mod binary;
 mod browser;
 mod cli;
@@ -48,6 +52,7 @@ mod hardening;
 mod http;
 mod itch;
 mod live;
+mod peers;
 mod pipeline;
 mod protocol;
 mod replay;

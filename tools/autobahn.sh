@@ -3,7 +3,7 @@
 # fuzzing client, Python 3) against tickwire's WebSocket layer and compares
 # every case's verdict with tests/autobahn/expected.json.
 #
-#   tools/autobahn.sh            run and compare (CI)
+#   tools/autobahn.sh            run and compare (`cargo test` runs it: tests/autobahn.rs)
 #   tools/autobahn.sh --update   run and rewrite the expected file (review the diff!)
 #
 # The server runs with --echo-endpoint: /echo goes through the same upgrade
@@ -16,7 +16,8 @@
 # expected file, a case missing or added, or a run longer than
 # AUTOBAHN_TIMEOUT seconds (default 300; a full run takes about 10 s).
 # Environment: TICKWIRE_BIN (default: the debug build, built if needed),
-# AUTOBAHN_OUT (report directory, default target/autobahn).
+# AUTOBAHN_OUT (report directory, default target/autobahn), KOSOKU (default:
+# the one in the venv that `cargo test` provisions, tests/provision.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,12 +28,10 @@ case "${1:-}" in
   *) echo "usage: $0 [--update]" >&2; exit 2 ;;
 esac
 
-KOSOKU_VERSION=0.1.0
-installed=$(python3 -m pip show kosoku 2>/dev/null || true)
-if ! grep -qx "Version: $KOSOKU_VERSION" <<<"$installed"; then
-  echo "== installing kosoku $KOSOKU_VERSION"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    "kosoku==$KOSOKU_VERSION"
+kosoku="${KOSOKU:-${CARGO_TARGET_DIR:-target}/tmp/venv/bin/kosoku}"
+if [ ! -x "$kosoku" ]; then
+  echo "autobahn: no kosoku at $kosoku: run \`cargo test\` once (it provisions the venv with tests/python/requirements.txt)" >&2
+  exit 2
 fi
 
 bin="${TICKWIRE_BIN:-}"
@@ -61,7 +60,7 @@ done
 
 echo "== kosoku fuzzingclient against ws://$addr/echo (groups 12-13 excluded)"
 status=0
-timeout "${AUTOBAHN_TIMEOUT:-300}" kosoku -m fuzzingclient -x '12.*' -x '13.*' -p 2 \
+timeout "${AUTOBAHN_TIMEOUT:-300}" "$kosoku" -m fuzzingclient -x '12.*' -x '13.*' -p 2 \
   -o "$out/reports" "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || status=$?
 tail -n 3 "$out/kosoku.log"
 if [ "$status" -eq 124 ]; then
