@@ -3,55 +3,33 @@
 //! `playwright-core` (`tests/browser/dashboard.e2e.mjs`, which starts its own
 //! `tickwire serve` processes from this crate's binary).
 //!
-//! Both need Node.js, and the browser test needs `/usr/bin/chromium`; when
-//! either is missing they fail (never skip) and say what to install.
-//! `npm ci` runs first when `tests/browser/node_modules` is missing.
+//! Both need Node.js; the browser test also needs `playwright-core` and
+//! Debian's chromium, which it provisions itself (`crate::provision`: `npm ci`
+//! in `tests/browser`, and `apt-get install chromium` when running as root).
+//! What cannot be provisioned fails the test (never a skip) and says what to
+//! install.
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cli::{BIN, Proc};
+use crate::cli::{BIN, run_to_end};
+use crate::provision;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+/// Where Debian's chromium package puts the browser (the path
+/// `dashboard.e2e.mjs` launches).
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// `npm ci` downloads one package; generous for a slow registry.
-const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 /// The unit tests take well under a second.
 const UNIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The browser script caps itself at 100 s and kills its servers; this is the
 /// backstop if node itself hangs.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// Runs `cmd` in the crate root; panics with its output unless it exits 0
-/// within `timeout`. Returns its stdout.
-fn run(what: &str, cmd: &mut Command, timeout: Duration) -> String {
-    let started = Instant::now();
-    let mut p =
-        Proc::try_spawn(cmd.current_dir(ROOT)).unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let Some(status) = p.wait_exit(timeout) else {
-        panic!("{what} did not finish within {timeout:?} (killed); stderr so far:\n{}", p.stderr());
-    };
-    let (stdout, stderr) = p.output();
-    assert!(status.success(), "{what} failed ({status}):\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    eprintln!("{what}: ok in {:?}", started.elapsed());
-    stdout
-}
-
-/// Fails (never skips) when `node` cannot run.
-fn require_node() {
-    const HINT: &str = "the dashboard tests need Node.js 20+ with npm on PATH";
-    let mut p = Proc::try_spawn(Command::new("node").arg("--version"))
-        .unwrap_or_else(|e| panic!("{HINT} (cannot run node: {e})"));
-    let status = p.wait_exit(Duration::from_secs(10)).expect("`node --version` finishes");
-    assert!(status.success(), "{HINT} (`node --version` failed: {status})");
-}
-
 #[test]
 fn tickwire_js_unit_tests() {
-    require_node();
+    provision::node();
     let mut files: Vec<String> = std::fs::read_dir(DIR)
         .expect("tests/browser exists")
         .map(|e| e.expect("readable entry").file_name().to_string_lossy().into_owned())
@@ -60,7 +38,7 @@ fn tickwire_js_unit_tests() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no tests/browser/*.test.mjs found");
-    let out = run(
+    let out = run_to_end(
         "node --test tests/browser/*.test.mjs",
         Command::new("node").arg("--test").args(&files),
         UNIT_TIMEOUT,
@@ -71,27 +49,10 @@ fn tickwire_js_unit_tests() {
 
 #[test]
 fn dashboard_in_chromium() {
-    require_node();
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "the browser test needs Debian's chromium at {CHROMIUM}: run `apt-get install -y chromium` \
-         (never a Playwright browser download)"
-    );
-    if !Path::new(DIR).join("node_modules/playwright-core").exists() {
-        run(
-            "npm ci --prefix tests/browser",
-            Command::new("npm").args([
-                "ci",
-                "--prefix",
-                "tests/browser",
-                "--no-audit",
-                "--no-fund",
-            ]),
-            NPM_TIMEOUT,
-        );
-    }
+    provision::npm_ci("tests/browser");
+    provision::debian_tool("chromium", CHROMIUM, "the dashboard test (tests/browser.rs)");
     let shot = Path::new(ROOT).join("target/dashboard.png");
-    let out = run(
+    let out = run_to_end(
         "node tests/browser/dashboard.e2e.mjs",
         Command::new("node")
             .arg("tests/browser/dashboard.e2e.mjs")

@@ -2,10 +2,12 @@
 //! SIGTERM and SIGINT (the listener closes first, every client gets
 //! `shutdown` and a close with 1012, the process exits 0 within 2 s), and a non-zero exit naming a bad flag.
 //!
-//! [`Proc`] and [`start_server`] are shared with `external`.
+//! [`Proc`], [`start_server`] and [`run_to_end`] are shared with the tests
+//! that run other programs.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -142,6 +144,25 @@ impl Drop for Proc {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Runs `cmd` in the crate root, in a process group of its own, and returns
+/// its stdout; panics with its output unless it exits 0 within `timeout`.
+/// On a timeout the whole group is killed, so that the servers or workers
+/// the command started do not outlive the test.
+pub(crate) fn run_to_end(what: &str, cmd: &mut Command, timeout: Duration) -> String {
+    let started = Instant::now();
+    let mut p = Proc::try_spawn(cmd.current_dir(env!("CARGO_MANIFEST_DIR")).process_group(0))
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let Some(status) = p.wait_exit(timeout) else {
+        let group = format!("-{}", p.pid());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        panic!("{what} did not finish within {timeout:?} (killed); stderr so far:\n{}", p.stderr());
+    };
+    let (stdout, stderr) = p.output();
+    assert!(status.success(), "{what} failed ({status}):\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    eprintln!("{what}: ok in {:?}", started.elapsed());
+    stdout
 }
 
 /// A `tickwire serve` process and the address it printed.

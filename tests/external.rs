@@ -1,12 +1,13 @@
 //! A client outside the Rust stack: `tests/python/client_check.py`, written
-//! from the protocol document alone with Python's `websockets` package,
-//! drives a real `tickwire serve` process and must exit 0.
+//! from the protocol document alone with Python's `websockets` package (in
+//! the tests' venv, `crate::provision::python`), drives a real
+//! `tickwire serve` process and must exit 0.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Proc, start_server};
-use crate::util::TIMEOUT;
+use crate::provision;
 
 /// The Python client check.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_check.py");
@@ -14,24 +15,13 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_c
 /// How long the script may run before it is killed.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Fails (never skips) when `python3` or its `websockets` package is missing.
-fn require_python_websockets() {
-    const HINT: &str =
-        "this test needs python3 with the websockets package: run `pip install websockets`";
-    let mut p = Proc::try_spawn(Command::new("python3").args(["-c", "import websockets"]))
-        .unwrap_or_else(|e| panic!("{HINT} (cannot run python3: {e})"));
-    let status = p.wait_exit(TIMEOUT).expect("`python3 -c 'import websockets'` finishes");
-    let (_, stderr) = p.output();
-    assert!(status.success(), "{HINT} (python3 -c 'import websockets' failed: {status}: {stderr})");
-}
-
 #[test]
 fn python_websockets_client_follows_the_protocol() {
-    require_python_websockets();
+    let python = provision::python();
     let server = start_server(&["--symbols", "50"]);
     let url = format!("ws://{}/ws", server.addr);
     let started = Instant::now();
-    let mut py = Proc::spawn(Command::new("python3").arg("-u").arg(SCRIPT).arg(&url));
+    let mut py = Proc::spawn(Command::new(python).arg("-u").arg(SCRIPT).arg(&url));
     let Some(status) = py.wait_exit(SCRIPT_TIMEOUT) else {
         panic!(
             "{SCRIPT} did not finish within {SCRIPT_TIMEOUT:?} (killed); stderr: {}",

@@ -18,7 +18,7 @@ use tickwire::record_reader::RecordReader;
 use tickwire::tick::SymbolTable;
 
 use crate::cli::Proc;
-use crate::util::TIMEOUT;
+use crate::provision;
 
 /// The oracle script.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/itch_oracle.py");
@@ -30,23 +30,6 @@ const SAMPLE_MESSAGES: usize = 8_000;
 
 /// How long the oracle may run (it takes about a second).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
-
-const HINT: &str =
-    "this test needs python3 with the itchfeed package: run `pip install itchfeed==1.6.4`";
-
-/// Fails (never skips) when `python3` or `itchfeed` is missing.
-fn require_itchfeed() {
-    let mut p = Proc::try_spawn(
-        Command::new("python3").args(["-c", "import itch.parser"]).env("ITCH_NO_CPP", "1"),
-    )
-    .unwrap_or_else(|e| panic!("{HINT} (cannot run python3: {e})"));
-    let status = p.wait_exit(TIMEOUT).expect("`python3 -c 'import itch.parser'` finishes");
-    let (_, stderr) = p.output();
-    assert!(
-        status.success(),
-        "{HINT} (python3 -c 'import itch.parser' failed: {status}: {stderr})"
-    );
-}
 
 fn text(bytes: &[u8]) -> Value {
     // Latin-1, as the oracle prints byte fields.
@@ -181,10 +164,9 @@ fn fields(kind: u8, m: &Message) -> Option<Map<String, Value>> {
 
 #[test]
 fn sample_decodes_field_for_field_like_itchfeed() {
-    require_itchfeed();
+    let python = provision::python();
     let started = Instant::now();
-    let mut py =
-        Proc::spawn(Command::new("python3").arg(SCRIPT).arg(SAMPLE).env("ITCH_NO_CPP", "1"));
+    let mut py = Proc::spawn(Command::new(python).arg(SCRIPT).arg(SAMPLE).env("ITCH_NO_CPP", "1"));
     let Some(status) = py.wait_exit(SCRIPT_TIMEOUT) else {
         panic!(
             "{SCRIPT} did not finish within {SCRIPT_TIMEOUT:?} (killed); stderr: {}",

@@ -4,6 +4,9 @@
 //!
 //! Index:
 //! - `util`: the test server (manual feed) and a client that checks `cseq`.
+//! - `provision`: the outside tools some tests need (a Python venv, npm
+//!   packages, Debian's chromium), installed by the tests themselves once
+//!   and reused by later runs.
 //! - `auth`: API keys, JWTs, entitlements, revocation and reloads, the limit
 //!   on failed authentications per IP, the Origin allow-list,
 //!   the audit log.
@@ -39,10 +42,15 @@
 //!   bad certificate and key files.
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
+//! - `autobahn`: the Autobahn WebSocket conformance cases (`tools/autobahn.sh`).
+//! - `peers`: the reference peers of `tickwire-bench` follow their contract
+//!   (`tools/peers/check.py`).
 
+mod provision;
 mod util;
 
 mod auth;
+mod autobahn;
 mod binary;
 mod browser;
 mod cli;
@@ -54,6 +62,7 @@ mod http;
 mod itch;
 mod layering;
 mod live;
+mod peers;
 mod pipeline;
 mod protocol;
 mod replay;

@@ -2,7 +2,7 @@
 PyPI package `itchfeed` (pure-Python path, `ITCH_NO_CPP=1`) and prints every
 message as one JSON object per line, with itchfeed's own field names.
 
-    ITCH_NO_CPP=1 python3 tests/python/itch_oracle.py feeds/sample.itch
+    ITCH_NO_CPP=1 target/tmp/venv/bin/python tests/python/itch_oracle.py feeds/sample.itch
 
 Values are printed raw: integers as decoded (prices with their 4 implied
 decimals, not divided), byte fields as Latin-1 strings *without* stripping
@@ -10,7 +10,8 @@ the padding, so the Rust side must reproduce every byte. The framing is
 itchfeed's too (`MessageParser.parse_file`), which stops after the `S`
 end-of-messages event: the Rust test checks that the counts agree.
 
-Needs: pip install itchfeed==1.6.4
+Needs itchfeed 1.6.4: tests/itch.rs runs this with the venv of
+tests/provision.rs (tests/python/requirements.txt).
 """
 
 import gzip

@@ -11,14 +11,16 @@ seconds of now), that `seq` is contiguous per symbol and `cseq` per connection,
 and that about R quotes per second arrived. Finally SIGTERM must make the
 peer exit with status 0. Every step has a timeout.
 
-Usage (from the repository root):
-    npm ci --prefix tools/peers/node-ws
+Usage (from the repository root), after one `cargo test`, which provisions
+the Python venv (target/tmp/venv, tests/python/requirements.txt) and the
+node-ws peer's node_modules, and checks those two peers itself (tests/peers.rs):
     cargo build --release -p tokio-broadcast-peer
-    python3 tools/peers/check.py [--only node-ws,python-websockets,tokio-broadcast]
-                                 [--rust-bin target/release/tokio-broadcast-peer]
+    target/tmp/venv/bin/python tools/peers/check.py [--only node-ws,python-websockets,tokio-broadcast]
+                                                     [--rust-bin target/release/tokio-broadcast-peer]
 
 Needs Python 3.9+ with `websockets` 13 or later (the peer itself needs 17.4,
-tools/peers/python-websockets/requirements.txt) and Node.js 18+.
+tools/peers/python-websockets/requirements.txt; the venv has it) and Node.js 18+.
+The Python peer runs with the interpreter that runs this script.
 Exits 0 when every peer passes, 1 otherwise, 2 when a prerequisite is missing.
 """
 
@@ -80,7 +82,7 @@ def prerequisites(name, cmd):
         if shutil.which("node") is None:
             return "node is not on PATH (Node.js 18+ is required)"
         if not os.path.isdir(os.path.join(HERE, "node-ws", "node_modules", "ws")):
-            return "ws is not installed: run `npm ci --prefix tools/peers/node-ws`"
+            return "ws is not installed: run `cargo test` once (it runs `npm ci --prefix tools/peers/node-ws`)"
     if name == "tokio-broadcast" and not os.access(cmd[0], os.X_OK):
         return f"{cmd[0]} not found: run `cargo build --release -p tokio-broadcast-peer`"
     return None
@@ -189,7 +191,7 @@ async def main():
     try:
         import websockets.asyncio.client  # noqa: F401
     except ImportError:
-        print("check.py needs the Python websockets package: pip install -r tools/peers/python-websockets/requirements.txt", file=sys.stderr)
+        print("check.py needs the Python websockets package: run it with target/tmp/venv/bin/python, which `cargo test` provisions", file=sys.stderr)
         return 2
     table = peers(os.path.abspath(args.rust_bin))
     names = args.only.split(",") if args.only else list(table)
