@@ -11,13 +11,13 @@
 // Run: TICKWIRE_BIN=target/debug/tickwire node tests/browser/dashboard.e2e.mjs
 // (normally through `cargo test browser`, see tests/browser.rs).
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
 
 import { chromium } from "playwright-core";
+
+import { startServer as startTickwire } from "./server.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const TOTAL_MS = 100_000;
@@ -54,30 +54,12 @@ const watchdog = setTimeout(() => fail(new Error(`the whole test took over ${TOT
 process.on("SIGINT", () => fail(new Error("interrupted")));
 process.on("SIGTERM", () => fail(new Error("terminated")));
 
-/** Starts `tickwire serve --listen <listen>` and resolves with its port once it printed its URL. */
-function startServer(listen) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ["serve", "--listen", listen], { stdio: ["ignore", "pipe", "pipe"] });
-    servers.add(proc);
-    let stderr = "";
-    proc.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => reject(new Error(`${BIN} printed no URL within 10 s; stderr: ${stderr}`)), 10_000);
-    proc.on("error", (e) => reject(new Error(`cannot start ${BIN}: ${e.message}`)));
-    proc.on("exit", (code, signal) => {
-      servers.delete(proc);
-      clearTimeout(timer);
-      reject(new Error(`server exited (${code ?? signal}) before printing its URL; stderr: ${stderr}`));
-    });
-    createInterface({ input: proc.stdout }).on("line", (line) => {
-      const m = line.match(/http:\/\/127\.0\.0\.1:(\d+)\//);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ proc, port: Number(m[1]) });
-      }
-    });
-  });
+/** Starts `tickwire serve --listen <listen> ...args` (see server.mjs); killed by cleanup(). */
+async function startServer(listen, args = []) {
+  const server = await startTickwire(BIN, listen, args);
+  servers.add(server.proc);
+  server.proc.on("exit", () => servers.delete(server.proc));
+  return server;
 }
 
 /** SIGKILL, like a crash: no `shutdown` message, the sockets just close. */
