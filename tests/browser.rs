@@ -1,7 +1,8 @@
 //! The dashboard (`src/dashboard/`): its protocol client `tickwire.js` under
-//! Node's test runner, and the page itself in Debian's chromium driven by
-//! `playwright-core` (`tests/browser/dashboard.e2e.mjs`, which starts its own
-//! `tickwire serve` processes from this crate's binary).
+//! Node's test runner (against fake sockets, and in `resume.test.mjs`
+//! against `tickwire serve`), and the page itself in Debian's chromium driven
+//! by `playwright-core` (`tests/browser/dashboard.e2e.mjs`). Whatever runs a
+//! server runs this crate's binary, passed as `TICKWIRE_BIN`.
 //!
 //! Both need Node.js; the browser test also needs `playwright-core` and
 //! Debian's chromium, which it provisions itself (`crate::provision`: `npm ci`
@@ -21,7 +22,7 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 /// Where Debian's chromium package puts the browser (the path
 /// `dashboard.e2e.mjs` launches).
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The unit tests take well under a second.
+/// The unit tests take a few seconds (the real-server ones most of it).
 const UNIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The browser script caps itself at 100 s and kills its servers; this is the
 /// backstop if node itself hangs.
@@ -40,7 +41,13 @@ fn tickwire_js_unit_tests() {
     assert!(!files.is_empty(), "no tests/browser/*.test.mjs found");
     let out = run_to_end(
         "node --test tests/browser/*.test.mjs",
-        Command::new("node").arg("--test").args(&files),
+        Command::new("node")
+            // Node 20's WebSocket (resume.test.mjs talks to a real server);
+            // 22+ has it without the flag and still accepts it.
+            .arg("--experimental-websocket")
+            .arg("--test")
+            .args(&files)
+            .env("TICKWIRE_BIN", BIN),
         UNIT_TIMEOUT,
     );
     // The TAP summary: which tests ran.

@@ -29,6 +29,9 @@ const el = {
   add: $("add"),
   suggestions: $("suggestions"),
   banner: $("stale-banner"),
+  notice: $("resume-notice"),
+  noticeText: $("resume-text"),
+  noticeDismiss: $("resume-dismiss"),
   table: $("watchlist"),
   tbody: $("rows"),
   wrap: $("table-wrap"),
@@ -707,6 +710,43 @@ client.on("rejected", (r) => {
   say(`${r.sym} was not added: ${r.msg} (${r.code})`);
 });
 client.on("error", (e) => console.warn(`tickwire error ${e.code}: ${e.msg}`));
+
+// --- after a reconnect: what tickwire.js could not resume ---------------------
+
+/** How long the notice stays unless dismissed. */
+const NOTICE_MS = 30_000;
+/** Streams named in the notice; the rest are counted. */
+const NOTICE_NAMES = 6;
+let noticeTimer = null;
+
+client.on("resume", ({ newEpoch, history, recovered, lost }) => {
+  if (lost.length === 0) {
+    hideNotice(); // every stream went on where it stopped
+    return;
+  }
+  const names = lost.slice(0, NOTICE_NAMES).map((s) => `${s.sym} ${s.ch}`);
+  if (lost.length > NOTICE_NAMES) names.push(`${lost.length - NOTICE_NAMES} more`);
+  let text;
+  if (newEpoch) {
+    text = "The server restarted its numbering (a new epoch): every stream started again from its current value.";
+  } else if (history === 0) {
+    text = `This server keeps no history: updates missed while disconnected are not shown (${names.join(", ")}).`;
+  } else {
+    const of = lost.length + recovered.length;
+    text = `Resume not complete: ${lost.length} of ${of} streams lost updates while disconnected (the server no longer held them): ${names.join(", ")}.`;
+  }
+  el.noticeText.textContent = text;
+  el.notice.hidden = false;
+  say(text);
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(hideNotice, NOTICE_MS);
+});
+
+function hideNotice() {
+  clearTimeout(noticeTimer);
+  el.notice.hidden = true;
+}
+el.noticeDismiss.addEventListener("click", hideNotice);
 
 let messages = 0;
 client.on("frame", ({ messages: n }) => {

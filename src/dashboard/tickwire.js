@@ -24,8 +24,13 @@
 //   by an older update), and reports `seq` jumps (`cf` and `overflow` taken
 //   into account) as "seqgap" events;
 // - reconnects with jittered exponential backoff (or after the server's
-//   `shutdown.reconnect_after_ms`), resubscribes everything, and restores
-//   each stream from its snapshot;
+//   `shutdown.reconnect_after_ms`) and resubscribes everything; a stream
+//   starts again from its snapshot, or, when the server keeps history
+//   (`welcome.limits.history` > 0) and its epoch is unchanged, resumes:
+//   the re-subscribe carries `resume` with the last `seq` applied of every
+//   stream, and the server sends what was missed (docs/PROTOCOL.md,
+//   "Resume after a reconnect"); a "resume" event then says which streams
+//   were recovered and which were not;
 // - treats a connection that has been silent for several heartbeat
 //   intervals as stale, and later as dead;
 // - folds all of this into one state: connecting, live, reconnecting,
@@ -40,6 +45,15 @@
 //   gap      {expected, got}            cseq gap (followed by a reconnect)
 //   seqgap   {ch, sym, expected, got}   a stream jumped without explanation
 //   missed   {ch, sym, count}           updates missed while disconnected
+//   resume   {epoch, previousEpoch, newEpoch, history, recovered, lost}
+//            once per reconnect, about the streams known from before it,
+//            each {ch, sym, seq} with the last seq applied. `recovered`
+//            ones go on as if never cut. `lost` ones lost updates for good:
+//            after a new epoch, or from a server without history, they start
+//            again from a snapshot (reported at the welcome); otherwise an
+//            `overflow` (mode all) or a `cf` (mode latest) stands for what
+//            the server no longer held (reported once the re-subscribe
+//            was answered).
 //   overflow, status, slow, shutdown, unsubscribed, error: the messages
 //   rejected {sym, code, msg}           a subscription the server refused
 //   retry    {attempt, delayMs}         a reconnect is scheduled
@@ -62,6 +76,13 @@ export const JSON_PROTOCOL = "tickwire.v1.json";
 export const BINARY_PROTOCOL = "tickwire.v1.bin";
 
 const CHANNELS = ["quotes", "trades"];
+/** The channels of a `subscribe` without `channels`. */
+const DEFAULT_CHANNELS = ["quotes", "trades"];
+/** `limits.max_message_bytes` of a server that does not announce it. */
+const DEFAULT_MAX_MESSAGE_BYTES = 65536;
+const encoder = new TextEncoder();
+/** Bytes of `value` as JSON text. */
+const jsonBytes = (value) => encoder.encode(JSON.stringify(value)).length;
 const u64 = (dv, o) => dv.getUint32(o, true) + dv.getUint32(o + 4, true) * 2 ** 32;
 const i64 = (dv, o) => dv.getUint32(o, true) + dv.getInt32(o + 4, true) * 2 ** 32;
 
@@ -167,6 +188,8 @@ export class TickwireClient {
     /** Last applied `seq` per "channel:symbol", kept across reconnects within one epoch. */
     this.lastSeq = new Map();
     this.epoch = null;
+    /** `welcome.limits` of the latest connection (`history` > 0: it can resume). */
+    this.limits = {};
     this.state = State.CLOSED;
     this.feed = "live";
     this.ws = null;
@@ -364,19 +387,149 @@ export class TickwireClient {
     return true;
   }
 
-  /** Sends every wanted subscription, one `subscribe` per distinct option set. */
-  _resubscribe() {
+  /**
+   * The wanted subscriptions as groups of one option set each (in the order
+   * they were first asked for), with the streams of each group whose last
+   * `seq` is known: `streams` maps a name of `symbols` to the [channel,
+   * symbol, seq] it covers. A stream is listed once: under its own name,
+   * else under a `"*"`.
+   */
+  _plan() {
     const groups = new Map();
     for (const [sym, opts] of this.subs) {
       const key = JSON.stringify(opts);
-      if (!groups.has(key)) groups.set(key, { opts, symbols: [] });
+      if (!groups.has(key)) groups.set(key, { opts, symbols: [], streams: new Map() });
       groups.get(key).symbols.push(sym);
     }
-    for (const { opts, symbols } of groups.values()) {
-      this._request({ type: "subscribe", symbols, ...opts }).catch((e) => {
-        this._emit("error", { code: e.code ?? 0, msg: `resubscribe failed: ${e.message}` });
-      });
+    const listed = new Set();
+    const add = (g, name, ch, sym) => {
+      const key = `${ch}:${sym}`;
+      const seq = this.lastSeq.get(key);
+      if (seq === undefined || listed.has(key)) return;
+      listed.add(key);
+      if (!g.streams.has(name)) g.streams.set(name, []);
+      g.streams.get(name).push([ch, sym, seq]);
+    };
+    const channels = (g) => g.opts.channels ?? DEFAULT_CHANNELS;
+    for (const g of groups.values()) {
+      for (const sym of g.symbols) if (sym !== "*") for (const ch of channels(g)) add(g, sym, ch, sym);
     }
+    for (const g of groups.values()) {
+      if (!g.symbols.includes("*")) continue;
+      const wild = new Set(channels(g));
+      for (const key of this.lastSeq.keys()) {
+        const [ch, sym] = key.split(/:(.*)/s);
+        if (wild.has(ch)) add(g, "*", ch, sym);
+      }
+    }
+    return [...groups.values()];
+  }
+
+  /**
+   * Splits a group into `subscribe` requests of at most `limit` bytes. With
+   * an `epoch` each request carries `resume` for the streams of its
+   * symbols; a `"*"` goes whole into one request and names as many of its
+   * streams as fit (the others start again from a snapshot).
+   */
+  _pack(group, epoch, limit) {
+    const base = { type: "subscribe", ...group.opts };
+    const empty = {};
+    for (const ch of group.opts.channels ?? DEFAULT_CHANNELS) empty[ch] = {};
+    // Everything but the symbols and the streams, with the longest id.
+    const overhead = jsonBytes({
+      ...base,
+      symbols: [],
+      ...(epoch !== null && { resume: { epoch, from: empty } }),
+      id: Number.MAX_SAFE_INTEGER,
+    });
+    // `"SYM",` in `symbols` and `"SYM":SEQ,` in `from`: an upper bound of
+    // what each adds.
+    const entryBytes = (sym, seq) => jsonBytes(sym) + String(seq).length + 2;
+    const chunks = [];
+    let chunk = null;
+    for (const sym of group.symbols) {
+      const named = epoch === null ? [] : (group.streams.get(sym) ?? []);
+      let bytes = jsonBytes(sym) + 1;
+      for (const [, name, seq] of named) bytes += entryBytes(name, seq);
+      if (chunk !== null && chunk.bytes + bytes > limit) chunk = null;
+      if (chunk === null) {
+        chunk = { bytes: overhead, symbols: [], from: [] };
+        chunks.push(chunk);
+      }
+      chunk.symbols.push(sym);
+      if (chunk.bytes + bytes <= limit) {
+        chunk.bytes += bytes;
+        chunk.from.push(...named);
+        continue;
+      }
+      // Too large even alone (a "*" over a large universe): name what fits.
+      chunk.bytes += jsonBytes(sym) + 1;
+      for (const stream of named) {
+        const entry = entryBytes(stream[1], stream[2]);
+        if (chunk.bytes + entry > limit) break;
+        chunk.bytes += entry;
+        chunk.from.push(stream);
+      }
+    }
+    return chunks.map(({ symbols, from }) => {
+      const msg = { ...base, symbols };
+      if (from.length > 0) {
+        msg.resume = { epoch, from: {} };
+        for (const [ch, sym, seq] of from) (msg.resume.from[ch] ??= {})[sym] = seq;
+      }
+      return msg;
+    });
+  }
+
+  /**
+   * Sends every wanted subscription after a welcome: one `subscribe` per
+   * distinct option set, split to fit `limits.max_message_bytes`. When the
+   * server keeps history and the epoch is the one of `plan`'s `seq`, the
+   * requests resume every stream of the plan. Reports the outcome for
+   * those streams as a "resume" event.
+   */
+  _resubscribe(plan, previousEpoch) {
+    const newEpoch = previousEpoch !== null && previousEpoch !== this.epoch;
+    const history = this.limits.history > 0 ? this.limits.history : 0;
+    const resume = previousEpoch !== null && !newEpoch && history > 0;
+    const limit = this.limits.max_message_bytes > 0 ? this.limits.max_message_bytes : DEFAULT_MAX_MESSAGE_BYTES;
+    const held = [];
+    for (const g of plan) for (const named of g.streams.values()) for (const [ch, sym, seq] of named) held.push({ ch, sym, seq });
+    const replies = [];
+    for (const g of plan) {
+      for (const msg of this._pack(g, resume ? this.epoch : null, limit)) {
+        const reply = this._request(msg)
+          .catch((e) => {
+            if (e.code !== 400 || !msg.resume) throw e;
+            // A server that cannot take this resume still serves the
+            // subscription: again without it (those streams start afresh).
+            const { resume: _, ...plain } = msg;
+            return this._request(plain);
+          })
+          .catch((e) => {
+            this._emit("error", { code: e.code ?? 0, msg: `resubscribe failed: ${e.message}` });
+            return null;
+          });
+        replies.push(reply);
+      }
+    }
+    if (held.length === 0) return;
+    const report = { epoch: this.epoch, previousEpoch, newEpoch, history };
+    if (!resume) {
+      // Nothing can be continued: every stream starts again.
+      this._emit("resume", { ...report, recovered: [], lost: held });
+      return;
+    }
+    const ws = this.ws;
+    Promise.all(replies).then((replies) => {
+      // A connection that dropped meanwhile resumes again on the next one.
+      if (this.ws !== ws) return;
+      const ok = new Set();
+      for (const r of replies) for (const s of r?.subs ?? []) if (s.recovered === true) ok.add(`${s.ch}:${s.sym}`);
+      const recovered = held.filter((s) => ok.has(`${s.ch}:${s.sym}`));
+      const lost = held.filter((s) => !ok.has(`${s.ch}:${s.sym}`));
+      this._emit("resume", { ...report, recovered, lost });
+    });
   }
 
   // --- messages ------------------------------------------------------------
@@ -413,20 +566,25 @@ export class TickwireClient {
 
   _handle(m, receivedAt) {
     switch (m.type) {
-      case "welcome":
-        if (this.epoch !== null && m.epoch !== this.epoch) {
+      case "welcome": {
+        // What to resume, from the seq of the previous epoch.
+        const plan = this._plan();
+        const previousEpoch = this.epoch;
+        if (previousEpoch !== null && m.epoch !== previousEpoch) {
           // A new numbering run: the seq we remember mean nothing any more.
           this.lastSeq.clear();
         }
         this.epoch = m.epoch;
+        this.limits = m.limits ?? {};
         this.hbMs = m.hb_ms > 0 ? m.hb_ms : 1000;
         this.welcomed = true;
         this.everWelcomed = true;
         this.attempt = 0;
         this._emit("welcome", m);
-        this._resubscribe();
+        this._resubscribe(plan, previousEpoch);
         this._setState();
         break;
+      }
       case "status":
         this.feed = m.feed;
         this._emit("status", m);

@@ -1,23 +1,29 @@
 // The dashboard in a real browser: Debian's chromium driven by playwright-core.
 //
-// Starts `tickwire serve` (binary from $TICKWIRE_BIN), opens `/`, waits for
-// live prices, adds a symbol through the search box, removes one, reloads
-// (the watchlist must survive), switches mode and max_hz, kills the server and restarts it on the same
-// port, and waits for the page to reconnect and stream again. Saves a
-// screenshot to $SCREENSHOT (default target/dashboard.png). Fails on any page
-// error or console error. Every wait is bounded; the whole run is capped at
-// 60 s; servers and the browser are killed on every exit path.
+// Starts `tickwire serve` (binary from $TICKWIRE_BIN) behind a TCP proxy,
+// opens `/` through it, waits for live prices, adds a symbol through the
+// search box, removes one, reloads (the watchlist must survive), switches
+// mode and max_hz. Then it cuts the page's connection at the proxy: the page
+// must reconnect and resume in the same epoch. It kills the server and
+// restarts it on the same port with `--history 1` (a new epoch, which the
+// page reports), and cuts the connection again for longer than that history
+// covers: the page must say which streams were not recovered, and the notice
+// must go when dismissed. Saves a screenshot to $SCREENSHOT (default
+// target/dashboard.png). Fails on any page error or console error. Every
+// wait is bounded; the whole run is capped at 100 s; servers, the proxy and
+// the browser are closed on every exit path.
 //
 // Run: TICKWIRE_BIN=target/debug/tickwire node tests/browser/dashboard.e2e.mjs
 // (normally through `cargo test browser`, see tests/browser.rs).
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
 
 import { chromium } from "playwright-core";
+
+import { startServer as startTickwire } from "./server.mjs";
 
 const CHROMIUM = "/usr/bin/chromium";
 const TOTAL_MS = 100_000;
@@ -27,6 +33,7 @@ const SHOT = process.env.SCREENSHOT ?? "target/dashboard.png";
 
 const t0 = Date.now();
 const servers = new Set();
+const proxies = new Set();
 let context = null;
 let userDataDir = null;
 
@@ -38,6 +45,8 @@ function log(msg) {
 async function cleanup() {
   for (const s of servers) s.kill("SIGKILL");
   servers.clear();
+  for (const p of proxies) p.close();
+  proxies.clear();
   const ctx = context;
   context = null;
   if (ctx) await ctx.close().catch(() => {});
@@ -54,28 +63,55 @@ const watchdog = setTimeout(() => fail(new Error(`the whole test took over ${TOT
 process.on("SIGINT", () => fail(new Error("interrupted")));
 process.on("SIGTERM", () => fail(new Error("terminated")));
 
-/** Starts `tickwire serve --listen <listen>` and resolves with its port once it printed its URL. */
-function startServer(listen) {
+/** Starts `tickwire serve --listen <listen> ...args` (see server.mjs); killed by cleanup(). */
+async function startServer(listen, args = []) {
+  const server = await startTickwire(BIN, listen, args);
+  servers.add(server.proc);
+  server.proc.on("exit", () => servers.delete(server.proc));
+  return server;
+}
+
+/**
+ * A TCP proxy in front of the server: the page connects through it, so the
+ * test can break the page's connections the way a network does (a reset,
+ * no close frame) and refuse new ones while it is "down".
+ */
+function startProxy(serverPort) {
+  const open = new Set();
+  const proxy = { port: 0, down: false, refused: 0 };
+  const server = createServer((client) => {
+    if (proxy.down) {
+      proxy.refused += 1;
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = connect(serverPort, "127.0.0.1");
+    const pair = [client, upstream];
+    open.add(pair);
+    const end = () => {
+      open.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of pair) s.on("error", end).on("close", end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  proxies.add(server);
+  /** Resets every open connection and refuses new ones until `up()`. */
+  proxy.cut = () => {
+    proxy.down = true;
+    proxy.refused = 0;
+    for (const pair of open) for (const s of pair) s.resetAndDestroy();
+  };
+  proxy.up = () => {
+    proxy.down = false;
+  };
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ["serve", "--listen", listen], { stdio: ["ignore", "pipe", "pipe"] });
-    servers.add(proc);
-    let stderr = "";
-    proc.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => reject(new Error(`${BIN} printed no URL within 10 s; stderr: ${stderr}`)), 10_000);
-    proc.on("error", (e) => reject(new Error(`cannot start ${BIN}: ${e.message}`)));
-    proc.on("exit", (code, signal) => {
-      servers.delete(proc);
-      clearTimeout(timer);
-      reject(new Error(`server exited (${code ?? signal}) before printing its URL; stderr: ${stderr}`));
-    });
-    createInterface({ input: proc.stdout }).on("line", (line) => {
-      const m = line.match(/http:\/\/127\.0\.0\.1:(\d+)\//);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ proc, port: Number(m[1]) });
-      }
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      proxy.port = server.address().port;
+      resolve(proxy);
     });
   });
 }
@@ -85,6 +121,20 @@ function crash(proc) {
   return new Promise((resolve) => {
     proc.once("exit", resolve);
     proc.kill("SIGKILL");
+  });
+}
+
+/** Resolves with `get()`'s first truthy value (checked every 20 ms); rejects after STEP_MS. */
+function until(what, get) {
+  const deadline = Date.now() + STEP_MS;
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const value = get();
+      if (value) resolve(value);
+      else if (Date.now() > deadline) reject(new Error(`waited ${STEP_MS / 1000} s for ${what}`));
+      else setTimeout(check, 20);
+    };
+    check();
   });
 }
 
@@ -107,9 +157,10 @@ async function pricesChange(page, before) {
 
 async function main() {
   if (!BIN) throw new Error("set TICKWIRE_BIN to the tickwire binary");
-  let { port } = await startServer("127.0.0.1:0");
-  const url = `http://127.0.0.1:${port}/`;
-  log(`server on ${url}`);
+  const { port } = await startServer("127.0.0.1:0");
+  const proxy = await startProxy(port);
+  const url = `http://127.0.0.1:${proxy.port}/`;
+  log(`server on port ${port}, the page on ${url}`);
 
   userDataDir = mkdtempSync(join(tmpdir(), "tickwire-chromium-"));
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -146,6 +197,23 @@ async function main() {
   page.on("response", (r) => {
     if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
   });
+  // The page's requests, and the server's welcomes and subscribed replies.
+  const requests = [];
+  const replies = [];
+  page.on("websocket", (ws) => {
+    ws.on("framesent", ({ payload }) => requests.push(JSON.parse(payload)));
+    ws.on("framereceived", ({ payload }) => {
+      if (typeof payload !== "string") return;
+      for (const m of JSON.parse(payload)) if (m.type === "welcome" || m.type === "subscribed") replies.push(m);
+    });
+  });
+  /** Waits for the page's next `subscribe` with `resume` and the server's reply to it. */
+  const nextResume = async (after) => {
+    const req = await until("a subscribe with resume", () => requests.slice(after).find((r) => r.type === "subscribe" && r.resume));
+    const reply = await until("its subscribed", () => replies.find((m) => m.type === "subscribed" && m.id === req.id));
+    return { req, reply };
+  };
+  const epoch = () => replies.findLast((m) => m.type === "welcome").epoch;
 
   await page.goto(url);
   await page.waitForSelector('#conn[data-state="live"]');
@@ -195,19 +263,71 @@ async function main() {
   // Chart a symbol, so the screenshot shows one.
   await page.getByRole("button", { name: "NVDA: show chart" }).click();
 
+  // Cut the connection like a network would: the page reconnects at once
+  // and resumes every stream of the same epoch from the last seq it applied.
+  const epochA = epoch();
+  let mark = requests.length;
+  proxy.cut();
+  await page.waitForSelector('#conn[data-state="reconnecting"]');
+  proxy.up();
+  await page.waitForSelector('#conn[data-state="live"]', { timeout: 15_000 });
+  const first = await nextResume(mark);
+  if (first.req.resume.epoch !== epochA || !(first.req.resume.from.quotes?.SPY > 0)) {
+    throw new Error(`resume after the cut: ${JSON.stringify(first.req)} (epoch ${epochA})`);
+  }
+  // Updates after the reply: the page has taken it in.
+  await pricesChange(page, await column(page, "bid"));
+  const lostA = first.reply.subs.filter((s) => s.recovered === false);
+  // The default history (256 per stream) covers so short an outage, but the
+  // notice must tell the truth either way.
+  if ((await page.isVisible("#resume-notice")) !== lostA.length > 0) {
+    throw new Error(`resume notice ${await page.textContent("#resume-notice")} for ${JSON.stringify(first.reply.subs)}`);
+  }
+  log(`connection cut; page resumed epoch ${epochA}: ${first.reply.subs.length - lostA.length} of ${first.reply.subs.length} streams recovered`);
+
   // Crash the server; the page must say so and keep the last prices.
-  const [first] = servers;
-  await crash(first);
+  const [crashed] = servers;
+  await crash(crashed);
   await page.waitForSelector('#conn[data-state="reconnecting"]');
   await page.waitForSelector("#stale-banner:not([hidden])");
   log("server killed; page shows reconnecting");
 
-  // Same port, new process (and a new epoch).
-  ({ port } = await startServer(`127.0.0.1:${port}`));
+  // Same port, new process: a new epoch, nothing to resume. It keeps only
+  // the newest update of each stream, for the next step.
+  await startServer(`127.0.0.1:${port}`, ["--history", "1"]);
   await page.waitForSelector('#conn[data-state="live"]', { timeout: 15_000 });
   await page.waitForSelector("#stale-banner", { state: "hidden" });
   await pricesChange(page, await column(page, "bid"));
-  log("restarted on the same port; page live again and prices change");
+  await page.waitForFunction(() => /new epoch/.test(document.getElementById("resume-text").textContent));
+  await page.waitForSelector("#resume-notice:not([hidden])");
+  log("restarted on the same port; page live again, prices change, the new epoch is reported");
+
+  // Cut again and keep the page out until it was refused twice (half a
+  // second or more): the busiest streams move on by more than the one update
+  // the server keeps, so the resume cannot be complete, and the page says so.
+  const epochB = epoch();
+  mark = requests.length;
+  proxy.cut();
+  await page.waitForSelector('#conn[data-state="reconnecting"]');
+  await until("two refused reconnects", () => proxy.refused >= 2);
+  proxy.up();
+  await page.waitForSelector('#conn[data-state="live"]', { timeout: 15_000 });
+  const second = await nextResume(mark);
+  if (epochB === epochA || second.req.resume.epoch !== epochB) {
+    throw new Error(`resume after the restart: ${JSON.stringify(second.req)} (epochs ${epochA}, ${epochB})`);
+  }
+  const lostB = second.reply.subs.filter((s) => s.recovered === false);
+  if (lostB.length === 0) throw new Error(`every stream recovered past a history of 1: ${JSON.stringify(second.reply.subs)}`);
+  await page.waitForFunction(() => /Resume not complete/.test(document.getElementById("resume-text").textContent));
+  const notice = await page.textContent("#resume-text");
+  if (!notice.includes(`${lostB[0].sym} ${lostB[0].ch}`) || !notice.includes(`${lostB.length} of ${second.reply.subs.length}`)) {
+    throw new Error(`notice "${notice}" for ${JSON.stringify(lostB)}`);
+  }
+  log(`cut past the history: "${notice}"`);
+  await page.getByRole("button", { name: "Dismiss this notice" }).click();
+  await page.waitForSelector("#resume-notice", { state: "hidden" });
+  await pricesChange(page, await column(page, "bid"));
+  log("notice dismissed; prices change");
 
   // Let the chart and the header statistics fill in for the screenshot.
   await page.waitForFunction(() => /\d/.test(document.getElementById("stat-feed").textContent));

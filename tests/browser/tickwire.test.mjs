@@ -61,8 +61,8 @@ class FakeSocket {
     for (const m of msgs) if (m.type !== "welcome" && m.cseq === undefined) m.cseq = ++this.cseq;
     this.onmessage({ data: JSON.stringify(msgs) });
   }
-  welcome(epoch = "e-1", hb_ms = 1000) {
-    this.frame({ type: "welcome", session: "s-1", epoch, hb_ms, time_unit: "ms" });
+  welcome(epoch = "e-1", hb_ms = 1000, limits = undefined) {
+    this.frame({ type: "welcome", session: "s-1", epoch, hb_ms, time_unit: "ms", limits });
     this.frame({ type: "status", feed: "live", t: 1 });
   }
   /** Answers the last request of `type` the client sent. */
@@ -89,7 +89,7 @@ function setup(options = {}) {
     ...options,
   });
   const events = [];
-  for (const type of ["state", "quote", "trade", "gap", "seqgap", "missed", "rejected", "retry", "error"]) {
+  for (const type of ["state", "quote", "trade", "gap", "seqgap", "missed", "rejected", "retry", "error", "resume", "overflow"]) {
     client.on(type, (e) => events.push([type, e]));
   }
   const of = (type) => events.filter(([t]) => t === type).map(([, e]) => e);
@@ -404,4 +404,171 @@ test("unsubscribe forgets the streams and is not resubscribed", () => {
   clock.advance(250);
   socket().welcome();
   assert.deepEqual(socket().sent.find((r) => r.type === "subscribe").symbols, ["AAPL"]);
+});
+
+// --- resume (docs/PROTOCOL.md, "Resume after a reconnect") ---------------------
+
+/** `welcome.limits` of a server that keeps `history` updates per stream. */
+const limits = (history, max_message_bytes = 65536) => ({ symbols: 1000, msgs_in_per_s: 50, max_message_bytes, history });
+const q = (sym, seq, extra = {}) => ({ type: "q", sym, seq, bp: 1, bs: 1, ap: 2, as: 1, t: 1, ...extra });
+/** Lets the promise callbacks queued so far run (the "resume" event waits for every reply). */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Connects, subscribes AAPL and MSFT quotes (mode all), applies a few updates, then drops the socket. */
+function streamThenDrop(history = 256) {
+  const t = setup();
+  t.client.subscribe(["AAPL", "MSFT"], { channels: ["quotes"], mode: "all" });
+  t.client.connect();
+  t.socket().welcome("e-1", 1000, limits(history));
+  const first = t.socket().sent.find((r) => r.type === "subscribe");
+  // The first connection has nothing to resume.
+  assert.equal(first.resume, undefined);
+  t.socket().reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 40), sub("quotes", "MSFT", 7)], rejected: [] });
+  t.socket().frame(q("AAPL", 41), q("AAPL", 42), q("MSFT", 8));
+  t.socket().serverClose(1006);
+  t.clock.advance(250);
+  return t;
+}
+
+test("a reconnect in the same epoch resumes every stream from the last seq applied", async () => {
+  const { client, of, socket } = streamThenDrop();
+  const ws = socket();
+  ws.welcome("e-1", 1000, limits(256));
+  const req = ws.sent.find((r) => r.type === "subscribe");
+  assert.deepEqual(req.symbols, ["AAPL", "MSFT"]);
+  assert.equal(req.mode, "all");
+  // The previous welcome's epoch, and per (channel, symbol) the last seq applied.
+  assert.deepEqual(req.resume, { epoch: "e-1", from: { quotes: { AAPL: 42, MSFT: 8 } } });
+
+  // The server continues both: no snapshot, the missed updates in order.
+  ws.reply("subscribe", {
+    type: "subscribed",
+    rejected: [],
+    subs: [{ ...sub("quotes", "AAPL", 42), recovered: true }, { ...sub("quotes", "MSFT", 8), recovered: true }],
+  });
+  ws.frame(q("AAPL", 43), q("MSFT", 9), q("AAPL", 44));
+  await settle();
+  assert.deepEqual(of("resume"), [{
+    epoch: "e-1", previousEpoch: "e-1", newEpoch: false, history: 256,
+    recovered: [{ ch: "quotes", sym: "AAPL", seq: 42 }, { ch: "quotes", sym: "MSFT", seq: 8 }],
+    lost: [],
+  }]);
+  // One stream across both connections: every seq once, no gap, nothing counted as missed.
+  assert.deepEqual(of("quote").filter((m) => m.sym === "AAPL").map((m) => m.seq), [41, 42, 43, 44]);
+  assert.deepEqual([of("seqgap"), of("missed")], [[], []]);
+  assert.equal(client.lastSeq.get("quotes:MSFT"), 9);
+});
+
+test("recovered:false is reported, and the overflow before the rest accounts for the gap", async () => {
+  const { of, socket } = streamThenDrop(4);
+  const ws = socket();
+  ws.welcome("e-1", 1000, limits(4));
+  ws.reply("subscribe", {
+    type: "subscribed",
+    rejected: [],
+    subs: [{ ...sub("quotes", "AAPL", 42), recovered: false }, { ...sub("quotes", "MSFT", 8), recovered: true }],
+  });
+  // AAPL moved on to 50 while we were away; the server holds the last 4.
+  ws.frame({ type: "overflow", ch: "quotes", sym: "AAPL", lost: 4, from_seq: 43, to_seq: 46 });
+  ws.frame(q("AAPL", 47), q("AAPL", 48), q("AAPL", 49), q("AAPL", 50));
+  await settle();
+  const [report] = of("resume");
+  assert.deepEqual(report.recovered, [{ ch: "quotes", sym: "MSFT", seq: 8 }]);
+  assert.deepEqual(report.lost, [{ ch: "quotes", sym: "AAPL", seq: 42 }]);
+  assert.equal(report.newEpoch, false);
+  assert.deepEqual(of("overflow").map((o) => [o.from_seq, o.to_seq]), [[43, 46]]);
+  assert.deepEqual(of("seqgap"), []);
+});
+
+test("a new epoch starts fresh: no resume sent, every stream reported lost, old seq forgotten", () => {
+  const { client, of, socket } = streamThenDrop();
+  const ws = socket();
+  ws.welcome("e-2", 1000, limits(256));
+  const req = ws.sent.find((r) => r.type === "subscribe");
+  assert.equal(req.resume, undefined, "seq of another epoch mean nothing to this server");
+  assert.deepEqual(of("resume"), [{
+    epoch: "e-2", previousEpoch: "e-1", newEpoch: true, history: 256, recovered: [],
+    lost: [{ ch: "quotes", sym: "AAPL", seq: 42 }, { ch: "quotes", sym: "MSFT", seq: 8 }],
+  }]);
+  assert.deepEqual([...client.lastSeq.keys()], []);
+  // Numbering starts again: a low seq is new data, not an old update.
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 2)], rejected: [] });
+  ws.frame({ type: "snapshot", ch: "quotes", sym: "AAPL", seq: 2, bp: 1, bs: 1, ap: 2, as: 1, t: 1 }, q("AAPL", 3));
+  assert.deepEqual(of("quote").map((m) => m.seq).slice(-2), [2, 3]);
+});
+
+test("a server without history gets no resume, as before; the streams are reported lost", () => {
+  const { of, socket } = streamThenDrop();
+  const ws = socket();
+  ws.welcome("e-1"); // no limits.history: an older server
+  assert.equal(ws.sent.find((r) => r.type === "subscribe").resume, undefined);
+  assert.deepEqual(of("resume").map((r) => [r.history, r.recovered.length, r.lost.length]), [[0, 0, 2]]);
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 50), sub("quotes", "MSFT", 8)], rejected: [] });
+  // What was missed is still counted from `subscribed`.
+  assert.deepEqual(of("missed"), [{ ch: "quotes", sym: "AAPL", count: 8 }]);
+});
+
+test("resume is split over several subscribes to fit limits.max_message_bytes; one report", async () => {
+  const { clock, client, of, socket } = setup();
+  const names = Array.from({ length: 40 }, (_, i) => `SYM${i}`);
+  client.subscribe(names, { mode: "all" });
+  client.subscribe(["*"], { channels: ["trades"] });
+  client.connect();
+  socket().welcome("e-1", 1000, limits(256, 400));
+  for (const r of socket().sent) {
+    socket().frame({ type: "subscribed", id: r.id, rejected: [],
+      subs: r.symbols.flatMap((s) => (s === "*" ? ["W1", "W2"] : [s]).map((n) => sub(s === "*" ? "trades" : "quotes", n, 1000 + n.length))) });
+  }
+  socket().serverClose(1006);
+  clock.advance(250);
+  const ws = socket();
+  ws.welcome("e-1", 1000, limits(256, 400));
+  const reqs = ws.sent.filter((r) => r.type === "subscribe");
+  assert.ok(reqs.length > 2, `40 names and their seq do not fit in 400 bytes: ${reqs.length} requests`);
+  for (const r of reqs) {
+    const bytes = new TextEncoder().encode(JSON.stringify(r)).length;
+    assert.ok(bytes <= 400, `${bytes} bytes: ${JSON.stringify(r)}`);
+    // Each request resumes exactly the streams of its own symbols.
+    for (const [ch, streams] of Object.entries(r.resume.from)) {
+      for (const sym of Object.keys(streams)) {
+        assert.ok(r.symbols.includes(ch === "trades" ? "*" : sym), `${ch}:${sym} in ${r.symbols}`);
+      }
+    }
+  }
+  // Every name once, in order, and the "*" last, on its own channel.
+  assert.deepEqual(reqs.flatMap((r) => r.symbols), [...names, "*"]);
+  assert.deepEqual(reqs.at(-1).resume.from, { trades: { W1: 1002, W2: 1002 } });
+  const named = Object.assign({}, ...reqs.slice(0, -1).map((r) => r.resume.from.quotes));
+  assert.equal(Object.keys(named).length, 40);
+  assert.equal(named.SYM7, 1004);
+
+  // The report waits for every reply.
+  for (const r of reqs.slice(0, -1)) {
+    ws.frame({ type: "subscribed", id: r.id, rejected: [], subs: r.symbols.map((s) => ({ ...sub("quotes", s, named[s]), recovered: true })) });
+  }
+  await settle();
+  assert.deepEqual(of("resume"), []);
+  ws.frame({ type: "subscribed", id: reqs.at(-1).id, rejected: [],
+    subs: [{ ...sub("trades", "W1", 1002), recovered: true }, { ...sub("trades", "W2", 1002), recovered: false }] });
+  await settle();
+  const [report] = of("resume");
+  assert.equal(report.recovered.length, 41);
+  assert.deepEqual(report.lost, [{ ch: "trades", sym: "W2", seq: 1002 }]);
+});
+
+test("a resume the server refuses (400) is sent again without it; its streams are lost", async () => {
+  const { of, socket } = streamThenDrop();
+  const ws = socket();
+  ws.welcome("e-1", 1000, limits(256));
+  const first = ws.reply("subscribe", { type: "error", code: 400, msg: "resume must be ...", temporary: false });
+  assert.ok(first.resume);
+  await settle();
+  const again = ws.sent.filter((r) => r.type === "subscribe");
+  assert.equal(again.length, 2);
+  assert.equal(again[1].resume, undefined);
+  assert.deepEqual(again[1].symbols, ["AAPL", "MSFT"]);
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 50), sub("quotes", "MSFT", 8)], rejected: [] });
+  await settle();
+  assert.deepEqual(of("resume").map((r) => r.lost.map((s) => s.sym)), [["AAPL", "MSFT"]]);
+  assert.deepEqual(of("error"), []);
 });
