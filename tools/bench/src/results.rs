@@ -115,6 +115,17 @@ pub struct RunResult {
     pub clients: usize,
     /// Sessions that connected.
     pub connected: usize,
+    /// Sessions that had their `subscribed` reply in time.
+    #[serde(default)]
+    pub subscribed: usize,
+    /// Seconds from the start of the connect storm (every session
+    /// connecting at once) until every session had its welcome.
+    #[serde(default)]
+    pub connect_s: Option<f64>,
+    /// Seconds from the subscriptions going out until every session had its
+    /// `subscribed` reply.
+    #[serde(default)]
+    pub subscribe_s: Option<f64>,
     /// Sessions that did not connect, or failed, or did not finish.
     pub failed_clients: usize,
     /// The first few failure reasons.
@@ -154,6 +165,10 @@ pub struct RunResult {
     pub slow_msgs: u64,
     /// Unreadable frames/messages.
     pub malformed: u64,
+    /// Updates stamped `to` more than 50 µs after their receipt: the
+    /// server's clock runs ahead of the harness's.
+    #[serde(default)]
+    pub stamps_ahead: u64,
     /// Server CPU over the window, cores (1.0 = one core busy).
     pub server_cpu_cores: Option<f64>,
     /// Server CPU per delivered message, µs.
@@ -240,6 +255,22 @@ pub struct Summary {
     /// Median RSS growth in the window (largest sample − start), MiB.
     #[serde(default)]
     pub rss_window_growth_mb: Option<f64>,
+    /// Median server RSS per connection: (largest sample − RSS before the
+    /// clients connected) / connections, KiB.
+    #[serde(default)]
+    pub rss_per_conn_kb: Option<f64>,
+    /// Median connect-storm time: every session connected, s.
+    #[serde(default)]
+    pub connect_s: Option<f64>,
+    /// Median connections accepted per second in the storm.
+    #[serde(default)]
+    pub connect_per_s: Option<f64>,
+    /// Median time until every session was subscribed, s.
+    #[serde(default)]
+    pub subscribe_s: Option<f64>,
+    /// Worst run: updates stamped after their receipt (clock ahead).
+    #[serde(default)]
+    pub stamps_ahead: u64,
     /// Median over runs of the last stalled session's close time, s.
     #[serde(default)]
     pub stalled_closed_after_s: Option<f64>,
@@ -310,6 +341,13 @@ impl Summary {
             rss_max_mb: med_opt(&|r| r.rss_max_mb),
             rss_growth_mb: med_opt(&|r| Some(r.rss_end_mb? - r.rss_start_mb?)),
             rss_window_growth_mb: med_opt(&|r| r.rss_window_growth_mb),
+            rss_per_conn_kb: med_opt(&|r| {
+                Some((r.rss_max_mb? - r.rss_idle_mb?) * 1024.0 / r.connected.max(1) as f64)
+            }),
+            connect_s: med_opt(&|r| r.connect_s),
+            connect_per_s: med_opt(&|r| Some(r.connected as f64 / r.connect_s?)),
+            subscribe_s: med_opt(&|r| r.subscribe_s),
+            stamps_ahead: runs.iter().map(|r| r.stamps_ahead).max().unwrap_or(0),
             stalled_closed_after_s: med_opt(&|r| {
                 r.stalled_closed_after_s.last().copied().filter(|_| r.stalled_clients > 0)
             }),

@@ -99,6 +99,52 @@ impl Server {
     }
 }
 
+/// How long a target's `prepare` command may take (npm ci, pip, apt-get,
+/// javac, cargo).
+const PREPARE_LIMIT: Duration = Duration::from_secs(900);
+
+/// Runs a target's `prepare` command (if any), bounded by [`PREPARE_LIMIT`];
+/// on failure, its last line of stderr.
+pub fn prepare(target: &crate::scenario::Target) -> Result<(), String> {
+    let Some((prog, args)) = target.prepare.split_first() else { return Ok(()) };
+    eprintln!("tickwire-bench: prepare {}: {}", target.name, target.prepare.join(" "));
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("prepare: starting {prog}: {e}"))?;
+    let pid = child.id();
+    CHILDREN.lock().expect("lock").push(pid);
+    let err = child.stderr.take().expect("piped");
+    let lines = std::thread::spawn(move || {
+        BufReader::new(err).lines().map_while(Result::ok).collect::<Vec<String>>()
+    });
+    let end = Instant::now() + PREPARE_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    CHILDREN.lock().expect("lock").retain(|p| *p != pid);
+    let lines = lines.join().unwrap_or_default();
+    for l in &lines {
+        eprintln!("   {l}");
+    }
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(lines.last().cloned().unwrap_or_else(|| format!("prepare exited {s}"))),
+        None => Err(format!("prepare took longer than {PREPARE_LIMIT:?}")),
+    }
+}
+
 /// Kills every registered child (the hard deadline).
 pub fn kill_children() {
     for pid in CHILDREN.lock().map(|c| c.clone()).unwrap_or_default() {
