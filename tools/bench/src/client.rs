@@ -277,6 +277,8 @@ impl ThreadStats {
 /// How one session ended.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClientResult {
+    /// The session's number in the run (its `subscribe` in the plan).
+    pub index: usize,
     /// Updates it received in the window.
     pub updates: u64,
     /// Why it failed, if it did.
@@ -433,9 +435,9 @@ fn thread_main(
         }))
         .await;
         let mut socks = Vec::new();
-        for (c, (_, sub)) in conns.into_iter().zip(mine) {
+        for (c, (i, sub)) in conns.into_iter().zip(mine) {
             match c {
-                Ok(ws) => socks.push((ws, sub)),
+                Ok(ws) => socks.push((ws, plan.first + i, sub)),
                 Err(e) => shared.connect_failures.lock().expect("lock").push(e),
             }
         }
@@ -457,17 +459,22 @@ fn thread_main(
         let framing = Framing { socketio: plan.protocol == Protocol::SocketIo, cseq: plan.cseq };
         let tasks: Vec<_> = socks
             .into_iter()
-            .map(|(ws, sub)| {
+            .map(|(ws, index, sub)| {
                 let (stats, names, shared) = (stats.clone(), names.clone(), shared.clone());
-                tokio::task::spawn_local(run_session(ws, sub, framing, stats, names, shared))
+                (
+                    index,
+                    tokio::task::spawn_local(run_session(ws, sub, framing, stats, names, shared)),
+                )
             })
             .collect();
         let mut results = Vec::new();
-        for t in tasks {
-            results.push(t.await.unwrap_or_else(|e| ClientResult {
+        for (index, t) in tasks {
+            let mut r = t.await.unwrap_or_else(|e| ClientResult {
                 error: Some(format!("session task: {e}")),
                 ..Default::default()
-            }));
+            });
+            r.index = index;
+            results.push(r);
         }
         let stats = Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| {
             let mut s = ThreadStats::new(window);
@@ -1093,7 +1100,7 @@ async fn run_session(
     }
     let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
     let behind = s.behind.filter(|b| *b > 0).map(|b| (b, s.lagging_example()));
-    ClientResult { updates: s.updates, error: s.error, behind }
+    ClientResult { updates: s.updates, error: s.error, behind, ..Default::default() }
 }
 
 /// Reads one binary frame (`tickwire.v1.bin`).

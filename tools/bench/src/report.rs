@@ -59,6 +59,14 @@ pub fn case_table(cr: &CaseResult) -> String {
                 s.delivered_ratio * 100.0
             ),
         ),
+        (
+            "by mode, % of ideal",
+            format!(
+                "latest {}%, all {}%",
+                opt(s.delivered_ratio_latest.map(|r| r * 100.0), 1),
+                opt(s.delivered_ratio_all.map(|r| r * 100.0), 1)
+            ),
+        ),
         ("source coverage", format!("{:.1}% (delivered + conflated)", s.source_coverage * 100.0)),
         (
             "frames/s, bytes/s",

@@ -138,6 +138,13 @@ pub struct RunResult {
     pub delivered_per_s: f64,
     /// delivered / ideal.
     pub delivered_ratio: f64,
+    /// With `all_share`: delivered / ideal of the clients in the case's
+    /// mode (latest) alone.
+    #[serde(default)]
+    pub delivered_ratio_latest: Option<f64>,
+    /// With `all_share`: delivered / ideal of the clients in mode all.
+    #[serde(default)]
+    pub delivered_ratio_all: Option<f64>,
     /// (sum of `cf`) / (C × R × share): source updates delivered or
     /// conflated; below 1 means updates were lost (or the client is behind).
     pub source_coverage: f64,
@@ -232,6 +239,12 @@ pub struct Summary {
     pub delivered_per_s: f64,
     /// Median delivered / ideal.
     pub delivered_ratio: f64,
+    /// Median delivered / ideal of the latest-mode clients (`all_share`).
+    #[serde(default)]
+    pub delivered_ratio_latest: Option<f64>,
+    /// Median delivered / ideal of the all-mode clients (`all_share`).
+    #[serde(default)]
+    pub delivered_ratio_all: Option<f64>,
     /// Median source coverage.
     pub source_coverage: f64,
     /// Median frames/s.
@@ -325,6 +338,8 @@ impl Summary {
             ideal_per_s: med(&|r| r.ideal_per_s),
             delivered_per_s: med(&|r| r.delivered_per_s),
             delivered_ratio: med(&|r| r.delivered_ratio),
+            delivered_ratio_latest: med_opt(&|r| r.delivered_ratio_latest),
+            delivered_ratio_all: med_opt(&|r| r.delivered_ratio_all),
             source_coverage: med(&|r| r.source_coverage),
             frames_per_s: med(&|r| r.frames_per_s),
             bytes_per_s: med(&|r| r.bytes_per_s),

@@ -113,6 +113,9 @@ pub struct Plan {
     pub ideal_per_s: f64,
     /// Source updates/s their streams carry.
     pub source_per_s: f64,
+    /// Per client: its ideal messages/s and whether it is in mode all
+    /// (empty when the market is not known: tickwire's own feed).
+    pub clients: Vec<(f64, bool)>,
 }
 
 /// Whether the target's feed is the harness's own (`{feed}` in its command).
@@ -130,6 +133,7 @@ pub fn plan(case: &Case, target: &Target, run: u32, names: Option<&[String]>) ->
     let weights = Weights::new(case.symbols() as usize, case.zipf);
     let rate = case.rate as f64;
     let (mut requests, mut ideal, mut source) = (Vec::new(), 0.0, 0.0);
+    let mut clients = Vec::new();
     for i in 0..case.clients {
         let mode = client_mode(case, i);
         let seed = u64::from(run) << 32 | i as u64;
@@ -153,13 +157,31 @@ pub fn plan(case: &Case, target: &Target, run: u32, names: Option<&[String]>) ->
             continue;
         }
         let hz = case.max_hz.filter(|_| mode == Mode::Latest && target.conflates());
-        ideal += per_s.iter().map(|r| hz.map_or(*r, |h| r.min(h))).sum::<f64>();
+        let mine = per_s.iter().map(|r| hz.map_or(*r, |h| r.min(h))).sum::<f64>();
+        ideal += mine;
         source += per_s.iter().sum::<f64>();
+        clients.push((mine, mode == Mode::All));
     }
     if !known_market {
         (ideal, source) = (case.ideal_per_s(), case.source_per_s());
     }
-    Plan { requests, ideal_per_s: ideal, source_per_s: source }
+    Plan { requests, ideal_per_s: ideal, source_per_s: source, clients }
+}
+
+/// Delivered / ideal of the clients in mode latest and of those in mode
+/// all, from each client's own count and ideal (None for a class with no
+/// client, or when the plan has no per-client ideal).
+fn by_mode(plan: &[(f64, bool)], clients: &[client::ClientResult], secs: f64) -> [Option<f64>; 2] {
+    [false, true].map(|all| {
+        let (mut got, mut ideal) = (0.0, 0.0);
+        for c in clients {
+            if let Some(&(i, _)) = plan.get(c.index).filter(|p| p.1 == all) {
+                got += c.updates as f64 / secs;
+                ideal += i;
+            }
+        }
+        (ideal > 0.0).then(|| got / ideal)
+    })
 }
 
 /// A small seeded generator (xorshift64*) for the random subscriptions.
@@ -278,7 +300,7 @@ fn measure(
         None
     };
     let plan = plan(case, target, run, names.as_deref());
-    let subscribes = plan.requests;
+    let subscribes = plan.requests.clone();
     let rss_idle = pid.and_then(server::rss_kib);
     let binary = target.protocol == Protocol::Binary;
     // Stalled sessions subscribe like client 0, then never read.
@@ -327,7 +349,7 @@ fn measure(
     load.go(w);
     sleep_until_ns(w.start_ns);
     let pid_s = pid.map(|p| p.to_string());
-    let cpu = || (pid_s.as_deref().and_then(server::cpu_seconds), server::cpu_seconds("self"));
+    let cpu = || (pid_s.as_deref().and_then(server::cpu_seconds), load.cpu_seconds());
     let (srv0, me0) = cpu();
     let rss_start = pid.and_then(server::rss_kib);
     let sampler = pid.map(RssSampler::start);
@@ -361,6 +383,10 @@ fn measure(
     r.subscribed = subscribed;
     r.connect_s = Some(connect_s);
     r.subscribe_s = Some(subscribe_s);
+    if case.all_share.is_some() {
+        [r.delivered_ratio_latest, r.delivered_ratio_all] =
+            by_mode(&plan.clients, &lr.clients, secs);
+    }
     r.server_cpu_cores = cores(srv0, srv1);
     r.client_cpu_cores = cores(me0, me1);
     r.server_cpu_us_per_msg = r

@@ -364,6 +364,21 @@ impl Clients {
         }
     }
 
+    /// CPU seconds the client processes have used: this one, plus its
+    /// workers.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let me = crate::server::cpu_seconds("self")?;
+        Some(match self {
+            Clients::Local(_) => me,
+            Clients::Spread { workers, .. } => {
+                me + workers
+                    .iter()
+                    .filter_map(|w| crate::server::cpu_seconds(&w.child.id().to_string()))
+                    .sum::<f64>()
+            }
+        })
+    }
+
     /// Sessions that have reached every target so far.
     pub fn converged(&self) -> usize {
         match self {
