@@ -416,12 +416,13 @@ impl Load {
     }
 }
 
-/// One client thread: connect its share of sessions, wait for `go`, run them.
+/// One client thread: connect its share of sessions and run them (each
+/// subscribes when `go` flips).
 fn thread_main(
     t: usize,
     plan: &LoadPlan,
     shared: Arc<Shared>,
-    mut go: watch::Receiver<bool>,
+    go: watch::Receiver<bool>,
     window: Duration,
 ) -> (ThreadStats, Vec<ClientResult>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -429,50 +430,50 @@ fn thread_main(
     let mine: Vec<(usize, String)> =
         plan.subscribes.iter().cloned().enumerate().skip(t).step_by(plan.threads).collect();
     local.block_on(&rt, async move {
-        let conns = futures_util::future::join_all(mine.iter().map(|(i, _)| {
-            let from = source_address(plan.first + *i, plan.source_addresses);
-            connect(plan.url.clone(), plan.protocol, None, from)
-        }))
-        .await;
-        let mut socks = Vec::new();
-        for (c, (i, sub)) in conns.into_iter().zip(mine) {
-            match c {
-                Ok(ws) => socks.push((ws, plan.first + i, sub)),
-                Err(e) => shared.connect_failures.lock().expect("lock").push(e),
-            }
-        }
-        shared.connected.fetch_add(socks.len(), Ordering::AcqRel);
-        shared.connect_done.fetch_add(1, Ordering::AcqRel);
-        loop {
-            if shared.stop.load(Ordering::Acquire) {
-                return (ThreadStats::new(window), Vec::new());
-            }
-            if *go.borrow_and_update() {
-                break;
-            }
-            if go.changed().await.is_err() {
-                return (ThreadStats::new(window), Vec::new());
-            }
-        }
+        // Each session runs as soon as it is connected: it reads (and so
+        // answers the server's pings: a session left idle while the rest of
+        // a connect storm connects would be closed as a dead peer) and sends
+        // its `subscribe` when `go` flips. The thread is done connecting
+        // when its last attempt has ended.
         let stats = Rc::new(RefCell::new(ThreadStats::new(window)));
         let names = Rc::new(RefCell::new(Names::default()));
         let framing = Framing { socketio: plan.protocol == Protocol::SocketIo, cseq: plan.cseq };
-        let tasks: Vec<_> = socks
-            .into_iter()
-            .map(|(ws, index, sub)| {
-                let (stats, names, shared) = (stats.clone(), names.clone(), shared.clone());
-                (
-                    index,
-                    tokio::task::spawn_local(run_session(ws, sub, framing, stats, names, shared)),
-                )
-            })
-            .collect();
+        let attempts_left = Rc::new(std::cell::Cell::new(mine.len()));
+        let mut tasks = Vec::new();
+        for (i, sub) in mine {
+            let (stats, names, shared) = (stats.clone(), names.clone(), shared.clone());
+            let (go, left) = (go.clone(), attempts_left.clone());
+            let (url, protocol) = (plan.url.clone(), plan.protocol);
+            let from = source_address(plan.first + i, plan.source_addresses);
+            let task = tokio::task::spawn_local(async move {
+                let c = connect(url, protocol, None, from).await;
+                match &c {
+                    Ok(_) => _ = shared.connected.fetch_add(1, Ordering::AcqRel),
+                    Err(e) => shared.connect_failures.lock().expect("lock").push(e.clone()),
+                }
+                left.set(left.get() - 1);
+                if left.get() == 0 {
+                    shared.connect_done.fetch_add(1, Ordering::AcqRel);
+                }
+                match c {
+                    Ok(ws) => Some(run_session(ws, sub, go, framing, stats, names, shared).await),
+                    Err(_) => None,
+                }
+            });
+            tasks.push((plan.first + i, task));
+        }
+        if tasks.is_empty() {
+            shared.connect_done.fetch_add(1, Ordering::AcqRel);
+        }
         let mut results = Vec::new();
         for (index, t) in tasks {
-            let mut r = t.await.unwrap_or_else(|e| ClientResult {
-                error: Some(format!("session task: {e}")),
-                ..Default::default()
-            });
+            let mut r = match t.await {
+                Ok(Some(r)) => r,
+                Ok(None) => continue, // never connected: a connect failure
+                Err(e) => {
+                    ClientResult { error: Some(format!("session task: {e}")), ..Default::default() }
+                }
+            };
             r.index = index;
             results.push(r);
         }
@@ -1006,10 +1007,12 @@ fn check_cseq(n: &mut Counts, cseq: &mut u64, first: u64, count: u64) {
     *cseq = first + count.saturating_sub(1);
 }
 
-/// Sends the subscription, then reads until told to stop.
+/// Reads from the connection on, sends the subscription when `go` flips,
+/// and reads until told to stop.
 async fn run_session(
     mut ws: Ws,
     subscribe: String,
+    mut go: watch::Receiver<bool>,
     framing: Framing,
     stats: Rc<RefCell<ThreadStats>>,
     names: Rc<RefCell<Names>>,
@@ -1018,12 +1021,8 @@ async fn run_session(
     let mut s = Session::new(names);
     s.cseq_checked = framing.cseq;
     let subscribe = if framing.socketio { format!("42[\"msg\",{subscribe}]") } else { subscribe };
-    if let Err(e) = ws.send(Message::Text(subscribe.into())).await {
-        return ClientResult {
-            error: Some(format!("sending subscribe: {e}")),
-            ..Default::default()
-        };
-    }
+    // The request, until it is sent.
+    let mut pending = Some(subscribe);
     let mut is_binary = false;
     let mut counted_converged = false;
     let mut counted_subscribed = false;
@@ -1035,6 +1034,14 @@ async fn run_session(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if pending.is_some()
+            && *go.borrow_and_update()
+            && let Some(req) = pending.take()
+            && let Err(e) = ws.send(Message::Text(req.into())).await
+        {
+            s.error.get_or_insert(format!("sending subscribe: {e}"));
             break;
         }
         if s.behind.is_none()
@@ -1050,6 +1057,7 @@ async fn run_session(
         let next = tokio::select! {
             biased;
             next = ws.next() => next,
+            _ = go.changed(), if pending.is_some() => continue,
             _ = poll.tick() => continue,
         };
         let msg = match next {

@@ -19,11 +19,15 @@
 
 use std::io::{ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Writer threads: one per core of the project's machine.
 const WRITERS: usize = 2;
+/// Threads doing handshakes: several, so that a connect storm is not
+/// served one blocking handshake after another.
+const ACCEPTORS: usize = 4;
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -192,13 +196,25 @@ fn main() -> std::io::Result<()> {
     })?;
     // SIGTERM/SIGINT end the process with their default action (status
     // 128 + n); the harness only needs the process gone.
-    let mut session = 0u64;
-    for sock in listener.incoming() {
-        let Ok(sock) = sock else { continue };
-        session += 1;
-        if let Some(c) = open(sock, session) {
-            let _ = conn_tx[session as usize % WRITERS].send(c);
-        }
+    let sessions = Arc::new(AtomicU64::new(0));
+    let mut acceptors = Vec::new();
+    for i in 0..ACCEPTORS {
+        let (listener, sessions, conn_tx) =
+            (listener.try_clone()?, sessions.clone(), conn_tx.clone());
+        acceptors.push(std::thread::Builder::new().name(format!("floor-accept-{i}")).spawn(
+            move || {
+                for sock in listener.incoming() {
+                    let Ok(sock) = sock else { continue };
+                    let session = sessions.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(c) = open(sock, session) {
+                        let _ = conn_tx[session as usize % WRITERS].send(c);
+                    }
+                }
+            },
+        )?);
+    }
+    for a in acceptors {
+        let _ = a.join();
     }
     Ok(())
 }
