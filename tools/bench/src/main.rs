@@ -99,6 +99,11 @@ struct Args {
     /// scenario's own budget plus a minute).
     #[arg(long)]
     hard_timeout: Option<u64>,
+    /// Write the tables and curve charts of these result files (one
+    /// invocation's or several, merged) into --out, without running
+    /// anything (repeatable).
+    #[arg(long = "report", value_name = "RESULTS.json")]
+    reports: Vec<PathBuf>,
     /// Internal: run as a client process of another tickwire-bench (plan
     /// and commands on stdin, see `workers`).
     #[arg(long, hide = true)]
@@ -131,6 +136,9 @@ fn read_results(p: &PathBuf) -> Result<ResultFile, String> {
 }
 
 fn real_main(a: Args) -> Result<ExitCode, String> {
+    if !a.reports.is_empty() {
+        return report_only(&a);
+    }
     let Some(path) = &a.scenario else {
         // Compare two files without running anything.
         let (Some(old), Some(new)) = (&a.compare, &a.result) else {
@@ -344,6 +352,26 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
         code = ExitCode::FAILURE;
     }
     Ok(code)
+}
+
+/// `--report`: the markdown tables and the curves of result files, merged
+/// in the order given.
+fn report_only(a: &Args) -> Result<ExitCode, String> {
+    let mut all = Vec::new();
+    for p in &a.reports {
+        all.extend(read_results(p)?.results);
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let md = format!(
+        "{}\nConnections (connect storm, memory):\n\n{}",
+        report::markdown(&all),
+        report::connections_markdown(&all)
+    );
+    std::fs::write(a.out.join("summary.md"), &md).map_err(|e| e.to_string())?;
+    println!("{md}");
+    let files = report::write_curves(&a.out, &all).map_err(|e| e.to_string())?;
+    println!("curves: {}", files.join(", "));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The e2e p99 (medians over runs) of `cr` against case `vs` of the same

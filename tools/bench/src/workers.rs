@@ -198,7 +198,14 @@ pub struct Worker {
 
 impl Worker {
     fn start(plan: &WorkerPlan) -> Result<Worker, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("worker: {e}"))?;
+        // /proc/self/exe is this very program even when a rebuild has
+        // replaced the file since it started (its path then names the new
+        // one, or nothing).
+        let exe = if std::path::Path::new("/proc/self/exe").exists() {
+            std::path::PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().map_err(|e| format!("worker: {e}"))?
+        };
         let mut child = Command::new(exe)
             .arg("--worker")
             .stdin(Stdio::piped())
