@@ -137,6 +137,10 @@ pub fn case_table(cr: &CaseResult) -> String {
             opt(s.rss_per_conn_kb, 1)
         );
     }
+    for r in cr.runs.iter().filter(|r| r.server_closes.iter().any(|c| c.1 > 0.0)) {
+        let c: Vec<String> = r.server_closes.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        let _ = writeln!(out, "   {:<26}run {}: {}", "server closed/refused", r.run, c.join(", "));
+    }
     if s.stamps_ahead > 0 {
         let _ = writeln!(
             out,

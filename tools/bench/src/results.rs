@@ -115,6 +115,10 @@ pub struct RunResult {
     pub clients: usize,
     /// Sessions that connected.
     pub connected: usize,
+    /// The server's counters of connections it closed or refused (tickwire:
+    /// slow clients, dead peers, refused), read after the window.
+    #[serde(default)]
+    pub server_closes: Vec<(String, f64)>,
     /// Sessions that had their `subscribed` reply in time.
     #[serde(default)]
     pub subscribed: usize,

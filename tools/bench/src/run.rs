@@ -26,6 +26,11 @@ const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(15);
 const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 /// The counter that dates the closes of stalled sessions.
 const SLOW_DISCONNECTS: &str = "tickwire_slow_disconnects_total";
+/// The server's own counts of the connections it ended or refused, read
+/// from `/metrics` after the window (a server without them has none): why
+/// clients failed, from the server's side.
+const SERVER_CLOSES: [&str; 3] =
+    [SLOW_DISCONNECTS, "tickwire_dead_peers_total", "tickwire_connections_refused_total"];
 
 /// Upper bound of one run's wall time (for the hard deadline).
 pub fn budget(sc: &Scenario, case: &Case) -> Duration {
@@ -356,6 +361,14 @@ fn measure(
     sleep_until_ns(w.end_ns);
     let (srv1, me1) = cpu();
     let samples = sampler.map(RssSampler::finish).unwrap_or_default();
+    let closes: Vec<(String, f64)> = server::metrics_addr(url)
+        .map(|m| {
+            SERVER_CLOSES
+                .iter()
+                .filter_map(|name| Some((name.to_string(), server::read_metric(&m, name)?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let stalled = stalled.map(|s| s.drain(DRAIN_LIMIT));
     let polled = poller.map(MetricPoller::finish);
     // 4. convergence
@@ -383,6 +396,7 @@ fn measure(
     r.subscribed = subscribed;
     r.connect_s = Some(connect_s);
     r.subscribe_s = Some(subscribe_s);
+    r.server_closes = closes;
     if case.all_share.is_some() {
         [r.delivered_ratio_latest, r.delivered_ratio_all] =
             by_mode(&plan.clients, &lr.clients, secs);
