@@ -272,14 +272,20 @@ fn family(case: &str) -> Option<&str> {
     (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())).then_some(fam)
 }
 
+/// A latency of a row that received something (one that received nothing
+/// has no latency, not 0 ms).
+fn lat(s: &Summary, v: f64) -> Option<f64> {
+    (s.latency.e2e.count > 0).then_some(v)
+}
+
 /// Writes one chart per (family of cases, number) with one line per target
 /// over the number of clients: the connection-scale curve and the
 /// watchlists' sizes. Returns the file names written.
 pub fn write_curves(dir: &Path, all: &[CaseResult]) -> std::io::Result<Vec<String>> {
     type Metric = (&'static str, &'static str, fn(&Summary) -> Option<f64>);
     let metrics: [Metric; 6] = [
-        ("p50", "end-to-end p50 (ms)", |s| Some(s.latency.e2e.p50)),
-        ("p99", "end-to-end p99 (ms)", |s| Some(s.latency.e2e.p99)),
+        ("p50", "end-to-end p50 (ms)", |s| lat(s, s.latency.e2e.p50)),
+        ("p99", "end-to-end p99 (ms)", |s| lat(s, s.latency.e2e.p99)),
         ("delivered", "delivered, % of ideal", |s| Some(s.delivered_ratio * 100.0)),
         ("rss-per-conn", "server RSS per connection (KiB)", |s| s.rss_per_conn_kb),
         ("accepted", "connections accepted per second (storm)", |s| s.connect_per_s),
@@ -416,6 +422,7 @@ mod tests {
                 summary.runs = 1;
                 summary.delivered_per_s = d;
                 summary.latency.e2e.p99 = p99;
+                summary.latency.e2e.count = 1;
             }
             None => runs[0].error = Some("node | missing".into()),
         }

@@ -46,7 +46,12 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 240.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 70.0;
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+/// Ten distinguishable colours (matplotlib's "tab10"): a chart of every
+/// peer has eight lines.
+const COLORS: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
 
 /// Escapes text for XML.
 fn esc(s: &str) -> String {
@@ -217,6 +222,14 @@ impl Chart {
                 esc(&ser.name),
                 pts.join(" ")
             );
+            // Markers where a series has few points (a curve over sizes),
+            // so that a single point still shows.
+            if pts.len() <= 20 {
+                for p in &pts {
+                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(s, r#"<circle cx="{x}" cy="{y}" r="3.5" fill="{color}"/>"#);
+                }
+            }
             let ly = TOP + 10.0 + i as f64 * 22.0;
             let lx = W - RIGHT + 15.0;
             let _ = writeln!(
