@@ -325,11 +325,15 @@ pub fn write_curves(dir: &Path, all: &[CaseResult]) -> std::io::Result<Vec<Strin
             if series.is_empty() {
                 continue;
             }
+            // Sizes over two orders of magnitude or more read better on a
+            // log axis.
+            let (small, large) = (sizes.first().copied(), sizes.last().copied());
+            let spread = large.unwrap_or(1) as f64 / small.unwrap_or(1).max(1) as f64;
             let chart = Chart {
                 title: format!("{fam}: {label}"),
                 x_label: "connections".into(),
                 y_label: label.into(),
-                x_axis: XAxis::Linear,
+                x_axis: if spread >= 50.0 { XAxis::Log } else { XAxis::Linear },
                 series,
             };
             let f = format!("curve-{fam}.{key}.svg");
