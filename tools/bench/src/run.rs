@@ -361,14 +361,15 @@ fn measure(
     sleep_until_ns(w.end_ns);
     let (srv1, me1) = cpu();
     let samples = sampler.map(RssSampler::finish).unwrap_or_default();
-    let closes: Vec<(String, f64)> = server::metrics_addr(url)
-        .map(|m| {
-            SERVER_CLOSES
-                .iter()
-                .filter_map(|name| Some((name.to_string(), server::read_metric(&m, name)?)))
-                .collect()
-        })
+    // One page, with time to answer: a server busy with 18,000 sockets may
+    // take more than the poller's 500 ms.
+    let page = server::metrics_addr(url)
+        .and_then(|m| server::metrics_page(&m, Duration::from_secs(3)))
         .unwrap_or_default();
+    let closes: Vec<(String, f64)> = SERVER_CLOSES
+        .iter()
+        .filter_map(|name| Some((name.to_string(), server::metric_value(&page, name)?)))
+        .collect();
     let stalled = stalled.map(|s| s.drain(DRAIN_LIMIT));
     let polled = poller.map(MetricPoller::finish);
     // 4. convergence

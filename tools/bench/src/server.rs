@@ -237,16 +237,21 @@ pub fn metrics_addr(ws_url: &str) -> Option<String> {
 /// `GET /metrics` at `hostport`; None when the server has no such line or
 /// does not answer within 500 ms.
 pub fn read_metric(hostport: &str, name: &str) -> Option<f64> {
+    metric_value(&metrics_page(hostport, Duration::from_millis(500))?, name)
+}
+
+/// The text of `GET /metrics` at `hostport`, if the server answers within
+/// `limit` (per step: connect, write, read).
+pub fn metrics_page(hostport: &str, limit: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport).ok()?.next()?;
-    let limit = Duration::from_millis(500);
     let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
     s.set_read_timeout(Some(limit)).ok()?;
     s.set_write_timeout(Some(limit)).ok()?;
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    metric_value(&body, name)
+    Some(body)
 }
 
 /// The value of the unlabelled line `NAME VALUE` of a Prometheus text page.
