@@ -23,15 +23,14 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+# The peers that speak plain WebSocket at /ws with a per-connection cseq,
+# started (and provisioned once) by tools/peers/run.
 COMMANDS = {
-    "node-ws": ["node", os.path.join(HERE, "node-ws", "server.js")],
-    "python-websockets": [sys.executable, os.path.join(HERE, "python-websockets", "server.py")],
-    "tokio-broadcast": [os.path.join(ROOT, "target", "release", "tokio-broadcast-peer")],
+    name: [os.path.join(HERE, "run"), name]
+    for name in ("node-ws", "python-websockets", "tokio-broadcast", "django-channels")
 }
 SUBSCRIBE = json.dumps({"type": "subscribe", "symbols": ["*"], "mode": "all", "id": 1})
 

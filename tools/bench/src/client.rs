@@ -9,7 +9,7 @@
 //! 1. connect every session and read its `welcome` ([`Load::start`],
 //!    [`Load::wait_connected`]);
 //! 2. [`Load::subscribe`]: every session sends its `subscribe`; the harness
-//!    waits until each has its `subscribed` reply ([`Load::wait_subscribed`]),
+//!    waits until each has its `subscribed` reply ([`Load::subscribed`]),
 //!    so that the warm-up starts after the subscriptions, however long a
 //!    thousand of them take; messages received before the window are
 //!    checked but not measured (warm-up);
@@ -36,7 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use simd_json::prelude::*;
-use tickwire::writer::binary;
+use tickwire::protocol::binary;
+
+use crate::scenario::Protocol;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -54,6 +56,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often an idle session looks at the stop flag and the targets.
 const POLL: Duration = Duration::from_millis(50);
 const BIN_PROTOCOL: &str = "tickwire.v1.bin";
+/// How far a server's send stamp may be past our receipt before its clock
+/// counts as ahead of ours (`Counts::stamps_ahead`).
+pub const CLOCK_SLACK_NS: u64 = 50_000;
 
 /// Wall clock in nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
@@ -68,12 +73,21 @@ fn new_hist() -> Histogram<u64> {
 pub struct LoadPlan {
     /// Full URL, query included (`?stamps=1&time_unit=ns`).
     pub url: String,
-    /// Offer `tickwire.v1.bin`.
-    pub binary: bool,
+    /// JSON, `tickwire.v1.bin` (offered in the handshake), or JSON inside
+    /// Socket.IO packets.
+    pub protocol: Protocol,
+    /// Whether messages carry a `cseq` to check.
+    pub cseq: bool,
     /// One `subscribe` request per session; its length is C.
     pub subscribes: Vec<String>,
     /// OS threads (each a current-thread runtime).
     pub threads: usize,
+    /// Session i binds to 127.0.0.(1 + (first + i) mod N) before
+    /// connecting.
+    pub source_addresses: u8,
+    /// The number of this plan's first session among all of the run's
+    /// (client processes share a run's sessions).
+    pub first: usize,
 }
 
 /// The measured window, wall-clock ns.
@@ -87,14 +101,14 @@ pub struct Window {
 
 /// The server's positions at the end of the window, per (channel, symbol):
 /// a converged session has reached each of them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Targets {
     /// (channel: 0 quotes, 1 trades; symbol; seq).
     pub streams: Vec<(u8, String, u64)>,
 }
 
 /// Counters of one thread's sessions (or all of them, merged).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// `q`/`t` messages in the window (snapshots excluded).
     pub updates: u64,
@@ -122,6 +136,9 @@ pub struct Counts {
     pub rejected: u64,
     /// Frames or messages that could not be read.
     pub malformed: u64,
+    /// Updates whose send stamp `to` is later than their receipt by more
+    /// than [`CLOCK_SLACK_NS`]: the server's clock runs ahead of ours.
+    pub stamps_ahead: u64,
 }
 
 impl Counts {
@@ -142,7 +159,8 @@ impl Counts {
             overflow_lost,
             slow,
             rejected,
-            malformed
+            malformed,
+            stamps_ahead
         );
     }
 }
@@ -160,7 +178,8 @@ pub struct Latencies {
 }
 
 impl Latencies {
-    fn new() -> Latencies {
+    /// Empty histograms.
+    pub fn new() -> Latencies {
         Latencies {
             e2e: new_hist(),
             src_ingest: new_hist(),
@@ -196,13 +215,15 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    fn new(window: Duration) -> Timeline {
+    /// Empty buckets covering `window`.
+    pub fn new(window: Duration) -> Timeline {
         let n = (window.as_nanos() as u64).div_ceil(TIMELINE_BUCKET_NS).max(1) as usize;
         let h = || Histogram::new_with_bounds(1, HIST_MAX_NS / 1000, 2).expect("bounds");
         Timeline { buckets: (0..n).map(|_| h()).collect() }
     }
 
-    fn add(&mut self, o: &Timeline) {
+    /// Adds another timeline of the same window.
+    pub fn add(&mut self, o: &Timeline) {
         for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
             a.add(b).expect("same bounds");
         }
@@ -220,11 +241,13 @@ pub struct ThreadStats {
 }
 
 impl ThreadStats {
-    fn new(window: Duration) -> ThreadStats {
+    /// Nothing measured yet, over `window`.
+    pub fn new(window: Duration) -> ThreadStats {
         ThreadStats { n: Counts::default(), lat: Latencies::new(), timeline: Timeline::new(window) }
     }
 
-    fn add(&mut self, o: &ThreadStats) {
+    /// Adds another thread's (or process's) measurements.
+    pub fn add(&mut self, o: &ThreadStats) {
         self.n.add(&o.n);
         self.lat.add(&o.lat);
         self.timeline.add(&o.timeline);
@@ -245,6 +268,7 @@ impl ThreadStats {
         }
         if let Some(to) = to {
             self.lat.send_recv.saturating_record(now.saturating_sub(to));
+            self.n.stamps_ahead += u64::from(to > now + CLOCK_SLACK_NS);
         }
         let i = ((now - start_ns) / TIMELINE_BUCKET_NS) as usize;
         if let Some(b) = self.timeline.buckets.get_mut(i) {
@@ -273,8 +297,10 @@ fn latency_origin(t: u64, ti: Option<u64>) -> (u64, bool) {
 const SOURCE_ON_SERVER_CLOCK: u64 = 10_000_000_000;
 
 /// How one session ended.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClientResult {
+    /// The session's number in the run (its `subscribe` in the plan).
+    pub index: usize,
     /// Updates it received in the window.
     pub updates: u64,
     /// Why it failed, if it did.
@@ -365,13 +391,8 @@ impl Load {
         self.go.send_replace(true);
     }
 
-    /// Waits until `sessions` sessions have their `subscribed` reply (or
-    /// `limit`); returns how many do.
-    pub fn wait_subscribed(&self, sessions: usize, limit: Duration) -> usize {
-        let end = Instant::now() + limit;
-        while self.shared.subscribed.load(Ordering::Acquire) < sessions && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    /// Sessions that have their `subscribed` reply so far.
+    pub fn subscribed(&self) -> usize {
         self.shared.subscribed.load(Ordering::Acquire)
     }
 
@@ -417,57 +438,66 @@ impl Load {
     }
 }
 
-/// One client thread: connect its share of sessions, wait for `go`, run them.
+/// One client thread: connect its share of sessions and run them (each
+/// subscribes when `go` flips).
 fn thread_main(
     t: usize,
     plan: &LoadPlan,
     shared: Arc<Shared>,
-    mut go: watch::Receiver<bool>,
+    go: watch::Receiver<bool>,
     window: Duration,
 ) -> (ThreadStats, Vec<ClientResult>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
-    let mine: Vec<String> = plan.subscribes.iter().skip(t).step_by(plan.threads).cloned().collect();
+    let mine: Vec<(usize, String)> =
+        plan.subscribes.iter().cloned().enumerate().skip(t).step_by(plan.threads).collect();
     local.block_on(&rt, async move {
-        let conns = futures_util::future::join_all(
-            mine.iter().map(|_| connect(plan.url.clone(), plan.binary, None)),
-        )
-        .await;
-        let mut socks = Vec::new();
-        for (c, sub) in conns.into_iter().zip(mine) {
-            match c {
-                Ok(ws) => socks.push((ws, sub)),
-                Err(e) => shared.connect_failures.lock().expect("lock").push(e),
-            }
-        }
-        shared.connected.fetch_add(socks.len(), Ordering::AcqRel);
-        shared.connect_done.fetch_add(1, Ordering::AcqRel);
-        loop {
-            if shared.stop.load(Ordering::Acquire) {
-                return (ThreadStats::new(window), Vec::new());
-            }
-            if *go.borrow_and_update() {
-                break;
-            }
-            if go.changed().await.is_err() {
-                return (ThreadStats::new(window), Vec::new());
-            }
-        }
+        // Each session runs as soon as it is connected: it reads (and so
+        // answers the server's pings: a session left idle while the rest of
+        // a connect storm connects would be closed as a dead peer) and sends
+        // its `subscribe` when `go` flips. The thread is done connecting
+        // when its last attempt has ended.
         let stats = Rc::new(RefCell::new(ThreadStats::new(window)));
         let names = Rc::new(RefCell::new(Names::default()));
-        let tasks: Vec<_> = socks
-            .into_iter()
-            .map(|(ws, sub)| {
-                let (stats, names, shared) = (stats.clone(), names.clone(), shared.clone());
-                tokio::task::spawn_local(run_session(ws, sub, stats, names, shared))
-            })
-            .collect();
+        let framing = Framing { socketio: plan.protocol == Protocol::SocketIo, cseq: plan.cseq };
+        let attempts_left = Rc::new(std::cell::Cell::new(mine.len()));
+        let mut tasks = Vec::new();
+        for (i, sub) in mine {
+            let (stats, names, shared) = (stats.clone(), names.clone(), shared.clone());
+            let (go, left) = (go.clone(), attempts_left.clone());
+            let (url, protocol) = (plan.url.clone(), plan.protocol);
+            let from = source_address(plan.first + i, plan.source_addresses);
+            let task = tokio::task::spawn_local(async move {
+                let c = connect(url, protocol, None, from).await;
+                match &c {
+                    Ok(_) => _ = shared.connected.fetch_add(1, Ordering::AcqRel),
+                    Err(e) => shared.connect_failures.lock().expect("lock").push(e.clone()),
+                }
+                left.set(left.get() - 1);
+                if left.get() == 0 {
+                    shared.connect_done.fetch_add(1, Ordering::AcqRel);
+                }
+                match c {
+                    Ok(ws) => Some(run_session(ws, sub, go, framing, stats, names, shared).await),
+                    Err(_) => None,
+                }
+            });
+            tasks.push((plan.first + i, task));
+        }
+        if tasks.is_empty() {
+            shared.connect_done.fetch_add(1, Ordering::AcqRel);
+        }
         let mut results = Vec::new();
-        for t in tasks {
-            results.push(t.await.unwrap_or_else(|e| ClientResult {
-                error: Some(format!("session task: {e}")),
-                ..Default::default()
-            }));
+        for (index, t) in tasks {
+            let mut r = match t.await {
+                Ok(Some(r)) => r,
+                Ok(None) => continue, // never connected: a connect failure
+                Err(e) => {
+                    ClientResult { error: Some(format!("session task: {e}")), ..Default::default() }
+                }
+            };
+            r.index = index;
+            results.push(r);
         }
         let stats = Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| {
             let mut s = ThreadStats::new(window);
@@ -538,8 +568,9 @@ impl Stalled {
             .name("bench-stalled".into())
             .spawn(move || {
                 block_on_local(async move {
+                    let protocol = if binary { Protocol::Binary } else { Protocol::Json };
                     let conns = futures_util::future::join_all(
-                        (0..n).map(|_| connect(url.clone(), binary, Some(STALLED_RCVBUF))),
+                        (0..n).map(|_| connect(url.clone(), protocol, Some(STALLED_RCVBUF), None)),
                     )
                     .await;
                     let mut socks = Vec::new();
@@ -631,11 +662,72 @@ fn block_on_local<F: std::future::Future>(f: F) -> F::Output {
 /// per read at 50,000/s.
 const READ_BUFFER: usize = 16 * 1024;
 
-/// Connects (offering `tickwire.v1.bin` when `binary`, with `rcvbuf` as the
-/// socket's `SO_RCVBUF` when given) and reads the welcome, which must come
-/// first; if it names a `time_unit`, it must be ns.
-async fn connect(url: String, binary: bool, rcvbuf: Option<u32>) -> Result<Ws, String> {
+/// The local address of session `i` when sessions spread over `n` source
+/// addresses (127.0.0.1 .. 127.0.0.n); None for `n` = 1 (the kernel's
+/// choice).
+fn source_address(i: usize, n: u8) -> Option<std::net::SocketAddr> {
+    (n > 1).then(|| std::net::SocketAddr::from(([127, 0, 0, 1 + (i % usize::from(n)) as u8], 0)))
+}
+
+/// How a session's text frames are wrapped.
+#[derive(Debug, Clone, Copy)]
+struct Framing {
+    /// Socket.IO 4 over Engine.IO v4: requests go out as
+    /// `42["msg",{...}]`, the contract's arrays come in as `42["md",[...]]`,
+    /// and every Engine.IO ping (`2`) is answered with a pong (`3`).
+    socketio: bool,
+    /// Messages carry `cseq` (checked); servers that broadcast one encoding
+    /// to every socket send none.
+    cseq: bool,
+}
+
+/// The Socket.IO event that carries the contract's arrays.
+const SOCKETIO_MD: &str = "42[\"md\",";
+
+/// The contract's JSON array inside a Socket.IO `md` event, or None for
+/// another packet.
+fn socketio_payload(text: &str) -> Option<&str> {
+    text.strip_prefix(SOCKETIO_MD)?.strip_suffix(']')
+}
+
+/// Opens the Socket.IO session on a fresh Engine.IO WebSocket: reads the
+/// open packet (`0{...}`), joins the main namespace (`40`), reads its
+/// answer (`40{...}`).
+async fn socketio_open(ws: &mut Ws) -> Result<(), String> {
+    async fn next_text(ws: &mut Ws, what: &str) -> Result<String, String> {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_string()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("reading {what}: {e}")),
+                None => return Err(format!("closed before {what}")),
+            }
+        }
+    }
+    let open = next_text(ws, "the Engine.IO open packet").await?;
+    if !open.starts_with("0{") {
+        return Err(format!("Engine.IO open packet expected, got {open:.100}"));
+    }
+    ws.send(Message::text("40")).await.map_err(|e| format!("Socket.IO connect: {e}"))?;
+    let ok = next_text(ws, "the Socket.IO connect reply").await?;
+    if !ok.starts_with("40") {
+        return Err(format!("Socket.IO connect reply expected, got {ok:.100}"));
+    }
+    Ok(())
+}
+
+/// Connects (offering `tickwire.v1.bin` for the binary protocol, opening
+/// the Socket.IO session for Socket.IO, with `rcvbuf` as the socket's
+/// `SO_RCVBUF` and `from` as its local address when given) and reads the
+/// welcome, which must come first; if it names a `time_unit`, it must be ns.
+async fn connect(
+    url: String,
+    protocol: Protocol,
+    rcvbuf: Option<u32>,
+    from: Option<std::net::SocketAddr>,
+) -> Result<Ws, String> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let binary = protocol == Protocol::Binary;
     let fut = async {
         let mut req = url.into_client_request().map_err(|e| format!("url: {e}"))?;
         if binary {
@@ -658,6 +750,9 @@ async fn connect(url: String, binary: bool, rcvbuf: Option<u32>) -> Result<Ws, S
         if let Some(bytes) = rcvbuf {
             sock.set_recv_buffer_size(bytes).map_err(|e| format!("SO_RCVBUF: {e}"))?;
         }
+        if let Some(from) = from {
+            sock.bind(from).map_err(|e| format!("bind {from}: {e}"))?;
+        }
         let tcp = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let (mut ws, resp) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
@@ -667,8 +762,17 @@ async fn connect(url: String, binary: bool, rcvbuf: Option<u32>) -> Result<Ws, S
         if binary && selected != Some(BIN_PROTOCOL) {
             return Err(format!("the server did not select {BIN_PROTOCOL} (got {selected:?})"));
         }
+        if protocol == Protocol::SocketIo {
+            socketio_open(&mut ws).await?;
+        }
         loop {
             match ws.next().await {
+                Some(Ok(Message::Text(t))) if protocol == Protocol::SocketIo => {
+                    match socketio_payload(t.as_str()) {
+                        Some(p) => return check_welcome(p).map(|()| ws),
+                        None => continue, // an Engine.IO ping: none is due this early
+                    }
+                }
                 Some(Ok(Message::Text(t))) => return check_welcome(t.as_str()).map(|()| ws),
                 Some(Ok(Message::Close(f))) => return Err(format!("closed before welcome: {f:?}")),
                 Some(Ok(_)) => {}
@@ -773,6 +877,8 @@ impl ById {
 /// Per-session reader state.
 struct Session {
     cseq: u64,
+    /// Whether messages must carry `cseq` ([`Framing::cseq`]).
+    cseq_checked: bool,
     subscribed: bool,
     buf: Vec<u8>,
     /// JSON sessions, by the thread's number for the symbol name
@@ -794,6 +900,7 @@ impl Session {
     fn new(names: Rc<RefCell<Names>>) -> Session {
         Session {
             cseq: 0,
+            cseq_checked: true,
             subscribed: false,
             buf: Vec::with_capacity(64 * 1024),
             by_name: Default::default(),
@@ -922,21 +1029,22 @@ fn check_cseq(n: &mut Counts, cseq: &mut u64, first: u64, count: u64) {
     *cseq = first + count.saturating_sub(1);
 }
 
-/// Sends the subscription, then reads until told to stop.
+/// Reads from the connection on, sends the subscription when `go` flips,
+/// and reads until told to stop.
 async fn run_session(
     mut ws: Ws,
     subscribe: String,
+    mut go: watch::Receiver<bool>,
+    framing: Framing,
     stats: Rc<RefCell<ThreadStats>>,
     names: Rc<RefCell<Names>>,
     shared: Arc<Shared>,
 ) -> ClientResult {
     let mut s = Session::new(names);
-    if let Err(e) = ws.send(Message::Text(subscribe.into())).await {
-        return ClientResult {
-            error: Some(format!("sending subscribe: {e}")),
-            ..Default::default()
-        };
-    }
+    s.cseq_checked = framing.cseq;
+    let subscribe = if framing.socketio { format!("42[\"msg\",{subscribe}]") } else { subscribe };
+    // The request, until it is sent.
+    let mut pending = Some(subscribe);
     let mut is_binary = false;
     let mut counted_converged = false;
     let mut counted_subscribed = false;
@@ -948,6 +1056,14 @@ async fn run_session(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if pending.is_some()
+            && *go.borrow_and_update()
+            && let Some(req) = pending.take()
+            && let Err(e) = ws.send(Message::Text(req.into())).await
+        {
+            s.error.get_or_insert(format!("sending subscribe: {e}"));
             break;
         }
         if s.behind.is_none()
@@ -963,6 +1079,7 @@ async fn run_session(
         let next = tokio::select! {
             biased;
             next = ws.next() => next,
+            _ = go.changed(), if pending.is_some() => continue,
             _ = poll.tick() => continue,
         };
         let msg = match next {
@@ -981,6 +1098,17 @@ async fn run_session(
         let measured = now >= w.start_ns && now < w.end_ns;
         let mut st = stats.borrow_mut();
         match msg {
+            Message::Text(t) if framing.socketio => match socketio_payload(t.as_str()) {
+                Some(p) => on_text(&mut st, &mut s, p.as_bytes(), now, measured, w.start_ns),
+                None if t.as_str() == "2" => {
+                    drop(st);
+                    if let Err(e) = ws.send(Message::text("3")).await {
+                        s.error.get_or_insert(format!("Engine.IO pong: {e}"));
+                        break;
+                    }
+                }
+                None => {}
+            },
             Message::Text(t) => on_text(&mut st, &mut s, t.as_bytes(), now, measured, w.start_ns),
             Message::Binary(b) => {
                 is_binary = true;
@@ -1002,7 +1130,7 @@ async fn run_session(
     }
     let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
     let behind = s.behind.filter(|b| *b > 0).map(|b| (b, s.lagging_example()));
-    ClientResult { updates: s.updates, error: s.error, behind }
+    ClientResult { updates: s.updates, error: s.error, behind, ..Default::default() }
 }
 
 /// Reads one binary frame (`tickwire.v1.bin`).
@@ -1097,6 +1225,7 @@ fn on_text(
     for m in arr {
         match m.get("cseq").and_then(|c| c.as_u64()) {
             Some(c) => check_cseq(&mut st.n, &mut s.cseq, c, 1),
+            None if !s.cseq_checked => {}
             None => st.n.malformed += 1,
         }
         let u64_of = |k: &str| m.get(k).and_then(|v| v.as_u64());
@@ -1194,7 +1323,7 @@ fn on_text(
 /// session subscribes to `symbols` (or `["*"]`) without snapshots, and the
 /// `subscribed` reply names each stream's `seq`. Also used to list symbols.
 pub async fn probe(url: &str, symbols: Option<&[String]>) -> Result<Targets, String> {
-    let mut ws = connect(url.to_string(), false, None).await?;
+    let mut ws = connect(url.to_string(), Protocol::Json, None, None).await?;
     let syms = match symbols {
         None => "[\"*\"]".to_string(),
         Some(s) => serde_json::to_string(s).expect("strings"),

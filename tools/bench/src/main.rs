@@ -8,23 +8,29 @@
 //!   machine info.
 //! - `client`: the multi-threaded WebSocket load client, its checks and
 //!   histograms.
+//! - `feed`: the harness's own feed over TCP (round-robin or Zipf), for
+//!   servers that take one.
 //! - `run`: one pass of one case on one target, through its phases.
 //! - `results`: the numbers (JSON result file), medians, `.hgrm` writer.
 //! - `report`: terminal and markdown tables, per-case files.
 //! - `svg`: the hand-written charts.
 //! - `compare`: `--compare OLD.json`, regression flags for CI.
+//! - `workers`: a run's sessions split over several client processes
+//!   (`tickwire-bench --worker`).
 //!
 //! `main` only parses flags, runs the scenario under a hard deadline, and
 //! writes the files.
 
 mod client;
 mod compare;
+mod feed;
 mod report;
 mod results;
 mod run;
 mod scenario;
 mod server;
 mod svg;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,10 +99,28 @@ struct Args {
     /// scenario's own budget plus a minute).
     #[arg(long)]
     hard_timeout: Option<u64>,
+    /// Write the tables and curve charts of these result files (one
+    /// invocation's or several, merged) into --out, without running
+    /// anything (repeatable).
+    #[arg(long = "report", value_name = "RESULTS.json")]
+    reports: Vec<PathBuf>,
+    /// Internal: run as a client process of another tickwire-bench (plan
+    /// and commands on stdin, see `workers`).
+    #[arg(long, hide = true)]
+    worker: bool,
 }
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    if a.worker {
+        return match workers::worker_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tickwire-bench worker: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match real_main(a) {
         Ok(code) => code,
         Err(e) => {
@@ -112,6 +136,9 @@ fn read_results(p: &PathBuf) -> Result<ResultFile, String> {
 }
 
 fn real_main(a: Args) -> Result<ExitCode, String> {
+    if !a.reports.is_empty() {
+        return report_only(&a);
+    }
     let Some(path) = &a.scenario else {
         // Compare two files without running anything.
         let (Some(old), Some(new)) = (&a.compare, &a.result) else {
@@ -138,6 +165,14 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
         }
     }
     std::fs::create_dir_all(a.out.join("logs")).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    // Each target's `prepare` command (provisioning), once, before the hard
+    // deadline starts: a first run may install packages for minutes.
+    let prepared: std::collections::HashMap<String, Result<(), String>> = sc
+        .targets
+        .iter()
+        .filter(|t| sc.cases.iter().any(|c| t.supports(c)))
+        .map(|t| (t.name.clone(), server::prepare(t)))
+        .collect();
     let budget: Duration = sc
         .targets
         .iter()
@@ -185,7 +220,10 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
         let runs = &mut pair_runs[i];
         let merged = &mut pair_merged[i];
         eprintln!("tickwire-bench: {} / {} run {run}/{}", target.name, case.name, sc.runs);
-        let o = run::run_once(&sc, target, case, run, &a.out.join("logs"));
+        let o = match prepared[&target.name].clone() {
+            Ok(()) => run::run_once(&sc, target, case, run, &a.out.join("logs")),
+            Err(e) => run::Outcome::failed(case, run, e),
+        };
         let r = &o.result;
         eprintln!(
             "   delivered {}/s ({:.1}% of ideal), e2e p50 {:.2} ms p99 {:.2} ms, failed clients {}{}",
@@ -216,12 +254,19 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
             protocol: match target.protocol {
                 Protocol::Json => "json".into(),
                 Protocol::Binary => "binary".into(),
+                Protocol::SocketIo => "socketio".into(),
             },
             mode: case.mode.as_str().into(),
             clients: case.clients,
             rate: case.rate,
             symbols: case.symbols(),
-            version: target.command.first().and_then(|p| server::version_of(p)),
+            // Peers start through tools/peers/run, which has no --version:
+            // their `welcome.server` names them.
+            version: target
+                .command
+                .first()
+                .filter(|_| !target.peer)
+                .and_then(|p| server::version_of(p)),
             summary: Summary::of(&runs),
             runs,
             assertion_failures: failures,
@@ -271,7 +316,16 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
     let json = serde_json::to_string_pretty(&file).expect("serializable");
     let json_path = a.out.join("results.json");
     std::fs::write(&json_path, json).map_err(|e| format!("{}: {e}", json_path.display()))?;
-    let md = report::markdown(&file.results);
+    let md = format!(
+        "{}\nConnections (connect storm, memory):\n\n{}",
+        report::markdown(&file.results),
+        report::connections_markdown(&file.results)
+    );
+    match report::write_curves(&a.out, &file.results) {
+        Ok(files) if !files.is_empty() => println!("curves: {}", files.join(", ")),
+        Ok(_) => {}
+        Err(e) => eprintln!("tickwire-bench: writing curves: {e}"),
+    }
     let m = &file.machine;
     let md = format!(
         "Scenario `{}`, {} run(s) per row, medians; {} ({} cores), Linux {}, {}, {}.\n\n{md}",
@@ -298,6 +352,26 @@ fn real_main(a: Args) -> Result<ExitCode, String> {
         code = ExitCode::FAILURE;
     }
     Ok(code)
+}
+
+/// `--report`: the markdown tables and the curves of result files, merged
+/// in the order given.
+fn report_only(a: &Args) -> Result<ExitCode, String> {
+    let mut all = Vec::new();
+    for p in &a.reports {
+        all.extend(read_results(p)?.results);
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let md = format!(
+        "{}\nConnections (connect storm, memory):\n\n{}",
+        report::markdown(&all),
+        report::connections_markdown(&all)
+    );
+    std::fs::write(a.out.join("summary.md"), &md).map_err(|e| e.to_string())?;
+    println!("{md}");
+    let files = report::write_curves(&a.out, &all).map_err(|e| e.to_string())?;
+    println!("curves: {}", files.join(", "));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The e2e p99 (medians over runs) of `cr` against case `vs` of the same
@@ -349,6 +423,9 @@ fn apply_overrides(sc: &mut Scenario, a: &Args) -> Result<(), String> {
             protocol,
             modes: vec![scenario::Mode::All, scenario::Mode::Latest],
             peer: false,
+            named_symbols: true,
+            cseq: true,
+            prepare: Vec::new(),
         }];
     }
     if !a.targets.is_empty() {

@@ -59,6 +59,14 @@ pub fn case_table(cr: &CaseResult) -> String {
                 s.delivered_ratio * 100.0
             ),
         ),
+        (
+            "by mode, % of ideal",
+            format!(
+                "latest {}%, all {}%",
+                opt(s.delivered_ratio_latest.map(|r| r * 100.0), 1),
+                opt(s.delivered_ratio_all.map(|r| r * 100.0), 1)
+            ),
+        ),
         ("source coverage", format!("{:.1}% (delivered + conflated)", s.source_coverage * 100.0)),
         (
             "frames/s, bytes/s",
@@ -117,6 +125,27 @@ pub fn case_table(cr: &CaseResult) -> String {
             "RSS growth",
             opt(s.rss_window_growth_mb, 1),
             opt(subscribe_to_start(cr), 1)
+        );
+    }
+    if let Some(c) = s.connect_s {
+        let _ = writeln!(
+            out,
+            "   {:<26}all connected after {c:.2} s ({} /s), all subscribed {} s later; RSS {} KiB per connection",
+            "connect storm",
+            opt(s.connect_per_s, 0),
+            opt(s.subscribe_s, 2),
+            opt(s.rss_per_conn_kb, 1)
+        );
+    }
+    for r in cr.runs.iter().filter(|r| r.server_closes.iter().any(|c| c.1 > 0.0)) {
+        let c: Vec<String> = r.server_closes.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        let _ = writeln!(out, "   {:<26}run {}: {}", "server closed/refused", r.run, c.join(", "));
+    }
+    if s.stamps_ahead > 0 {
+        let _ = writeln!(
+            out,
+            "   {:<26}{} updates sent (to) after their receipt: the server's clock runs ahead",
+            "CLOCK AHEAD (worst run)", s.stamps_ahead
         );
     }
     if let Some(n) = s.not_converged {
@@ -204,6 +233,117 @@ pub fn markdown(all: &[CaseResult]) -> String {
     out
 }
 
+/// The connection table: per (case, target), the connect storm and memory
+/// per connection (the connection-scale curve's numbers besides latency).
+pub fn connections_markdown(all: &[CaseResult]) -> String {
+    let mut out = String::from(
+        "| case | server | connections | connected | all connected after s | accepted /s | all subscribed after s | RSS max MB | RSS per connection KiB | server CPU cores | e2e p50 ms | e2e p99 ms |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for c in all.iter().filter(|c| c.summary.runs > 0) {
+        let s = &c.summary;
+        let connected = c.runs.iter().map(|r| r.connected).min().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            c.case,
+            c.target,
+            thousands(c.clients as f64),
+            thousands(connected as f64),
+            opt(s.connect_s, 2),
+            opt(s.connect_per_s, 0),
+            opt(s.subscribe_s, 2),
+            opt(s.rss_max_mb, 0),
+            opt(s.rss_per_conn_kb, 1),
+            opt(s.server_cpu_cores, 2),
+            s.latency.e2e.p50,
+            s.latency.e2e.p99,
+        );
+    }
+    out
+}
+
+/// A case's family and size for curves: `hot-18k` is (`hot`, its
+/// clients), as is `watchlists-100`; a name without a `-SIZE` suffix has
+/// no curve.
+fn family(case: &str) -> Option<&str> {
+    let (fam, size) = case.rsplit_once('-')?;
+    let digits = size.strip_suffix('k').unwrap_or(size);
+    (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())).then_some(fam)
+}
+
+/// A latency of a row that received something (one that received nothing
+/// has no latency, not 0 ms).
+fn lat(s: &Summary, v: f64) -> Option<f64> {
+    (s.latency.e2e.count > 0).then_some(v)
+}
+
+/// Writes one chart per (family of cases, number) with one line per target
+/// over the number of clients: the connection-scale curve and the
+/// watchlists' sizes. Returns the file names written.
+pub fn write_curves(dir: &Path, all: &[CaseResult]) -> std::io::Result<Vec<String>> {
+    type Metric = (&'static str, &'static str, fn(&Summary) -> Option<f64>);
+    let metrics: [Metric; 6] = [
+        ("p50", "end-to-end p50 (ms)", |s| lat(s, s.latency.e2e.p50)),
+        ("p99", "end-to-end p99 (ms)", |s| lat(s, s.latency.e2e.p99)),
+        ("delivered", "delivered, % of ideal", |s| Some(s.delivered_ratio * 100.0)),
+        ("rss-per-conn", "server RSS per connection (KiB)", |s| s.rss_per_conn_kb),
+        ("accepted", "connections accepted per second (storm)", |s| s.connect_per_s),
+        ("cpu", "server CPU (cores)", |s| s.server_cpu_cores),
+    ];
+    let mut families: Vec<&str> = all.iter().filter_map(|c| family(&c.case)).collect();
+    families.dedup();
+    families.sort_unstable();
+    families.dedup();
+    let mut written = Vec::new();
+    for fam in families {
+        let rows: Vec<&CaseResult> =
+            all.iter().filter(|c| family(&c.case) == Some(fam) && c.summary.runs > 0).collect();
+        let mut targets: Vec<&str> = rows.iter().map(|c| c.target.as_str()).collect();
+        targets.dedup();
+        let sizes = rows.iter().map(|c| c.clients).collect::<std::collections::BTreeSet<_>>();
+        if sizes.len() < 2 {
+            continue;
+        }
+        for (key, label, f) in metrics {
+            let mut series = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for t in &targets {
+                if !seen.insert(*t) {
+                    continue;
+                }
+                let mut points: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|c| c.target == *t)
+                    .filter_map(|c| Some((c.clients as f64, f(&c.summary)?)))
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                if !points.is_empty() {
+                    series.push(Series { name: (*t).to_string(), points });
+                }
+            }
+            if series.is_empty() {
+                continue;
+            }
+            // Sizes over two orders of magnitude or more read better on a
+            // log axis.
+            let (small, large) = (sizes.first().copied(), sizes.last().copied());
+            let spread = large.unwrap_or(1) as f64 / small.unwrap_or(1).max(1) as f64;
+            let chart = Chart {
+                title: format!("{fam}: {label}"),
+                x_label: "connections".into(),
+                y_label: label.into(),
+                x_axis: if spread >= 50.0 { XAxis::Log } else { XAxis::Linear },
+                series,
+            };
+            let f = format!("curve-{fam}.{key}.svg");
+            std::fs::write(dir.join(&f), chart.render())?;
+            written.push(f);
+        }
+    }
+    Ok(written)
+}
+
 /// File-name stem of a (target, case).
 pub fn stem(cr: &CaseResult) -> String {
     let clean = |s: &str| {
@@ -286,6 +426,7 @@ mod tests {
                 summary.runs = 1;
                 summary.delivered_per_s = d;
                 summary.latency.e2e.p99 = p99;
+                summary.latency.e2e.count = 1;
             }
             None => runs[0].error = Some("node | missing".into()),
         }
@@ -321,6 +462,28 @@ mod tests {
         assert!(lines[2].contains("| 3.00× | 0.10× |"), "{}", lines[2]);
         assert!(lines[3].ends_with("| — | — |"));
         assert!(lines[5].contains("not measured: node / missing"));
+    }
+
+    #[test]
+    fn curves_by_family() {
+        assert_eq!(family("hot-18k"), Some("hot"));
+        assert_eq!(family("watchlists-100"), Some("watchlists"));
+        assert_eq!(family("c100-r1k"), None);
+        assert_eq!(family("plain"), None);
+        let mut a = case("tw", false, Some(1.0), 2.0);
+        a.case = "hot-1k".into();
+        let mut b = a.clone();
+        b.case = "hot-5k".into();
+        b.clients = 5000;
+        let dir = std::env::temp_dir().join(format!("bench-curves-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = write_curves(&dir, &[a, b]).unwrap();
+        assert!(files.contains(&"curve-hot.p99.svg".to_string()), "{files:?}");
+        let svg = std::fs::read_to_string(dir.join("curve-hot.p99.svg")).unwrap();
+        assert!(svg.contains(r#"data-name="tw""#));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let md = connections_markdown(&[case("tw", false, Some(1.0), 2.0)]);
+        assert_eq!(md.lines().count(), 3);
     }
 
     #[test]

@@ -115,6 +115,21 @@ pub struct RunResult {
     pub clients: usize,
     /// Sessions that connected.
     pub connected: usize,
+    /// The server's counters of connections it closed or refused (tickwire:
+    /// slow clients, dead peers, refused), read after the window.
+    #[serde(default)]
+    pub server_closes: Vec<(String, f64)>,
+    /// Sessions that had their `subscribed` reply in time.
+    #[serde(default)]
+    pub subscribed: usize,
+    /// Seconds from the start of the connect storm (every session
+    /// connecting at once) until every session had its welcome.
+    #[serde(default)]
+    pub connect_s: Option<f64>,
+    /// Seconds from the subscriptions going out until every session had its
+    /// `subscribed` reply.
+    #[serde(default)]
+    pub subscribe_s: Option<f64>,
     /// Sessions that did not connect, or failed, or did not finish.
     pub failed_clients: usize,
     /// The first few failure reasons.
@@ -127,6 +142,13 @@ pub struct RunResult {
     pub delivered_per_s: f64,
     /// delivered / ideal.
     pub delivered_ratio: f64,
+    /// With `all_share`: delivered / ideal of the clients in the case's
+    /// mode (latest) alone.
+    #[serde(default)]
+    pub delivered_ratio_latest: Option<f64>,
+    /// With `all_share`: delivered / ideal of the clients in mode all.
+    #[serde(default)]
+    pub delivered_ratio_all: Option<f64>,
     /// (sum of `cf`) / (C × R × share): source updates delivered or
     /// conflated; below 1 means updates were lost (or the client is behind).
     pub source_coverage: f64,
@@ -154,6 +176,10 @@ pub struct RunResult {
     pub slow_msgs: u64,
     /// Unreadable frames/messages.
     pub malformed: u64,
+    /// Updates stamped `to` more than 50 µs after their receipt: the
+    /// server's clock runs ahead of the harness's.
+    #[serde(default)]
+    pub stamps_ahead: u64,
     /// Server CPU over the window, cores (1.0 = one core busy).
     pub server_cpu_cores: Option<f64>,
     /// Server CPU per delivered message, µs.
@@ -217,6 +243,12 @@ pub struct Summary {
     pub delivered_per_s: f64,
     /// Median delivered / ideal.
     pub delivered_ratio: f64,
+    /// Median delivered / ideal of the latest-mode clients (`all_share`).
+    #[serde(default)]
+    pub delivered_ratio_latest: Option<f64>,
+    /// Median delivered / ideal of the all-mode clients (`all_share`).
+    #[serde(default)]
+    pub delivered_ratio_all: Option<f64>,
     /// Median source coverage.
     pub source_coverage: f64,
     /// Median frames/s.
@@ -240,6 +272,22 @@ pub struct Summary {
     /// Median RSS growth in the window (largest sample − start), MiB.
     #[serde(default)]
     pub rss_window_growth_mb: Option<f64>,
+    /// Median server RSS per connection: (largest sample − RSS before the
+    /// clients connected) / connections, KiB.
+    #[serde(default)]
+    pub rss_per_conn_kb: Option<f64>,
+    /// Median connect-storm time: every session connected, s.
+    #[serde(default)]
+    pub connect_s: Option<f64>,
+    /// Median connections accepted per second in the storm.
+    #[serde(default)]
+    pub connect_per_s: Option<f64>,
+    /// Median time until every session was subscribed, s.
+    #[serde(default)]
+    pub subscribe_s: Option<f64>,
+    /// Worst run: updates stamped after their receipt (clock ahead).
+    #[serde(default)]
+    pub stamps_ahead: u64,
     /// Median over runs of the last stalled session's close time, s.
     #[serde(default)]
     pub stalled_closed_after_s: Option<f64>,
@@ -294,6 +342,8 @@ impl Summary {
             ideal_per_s: med(&|r| r.ideal_per_s),
             delivered_per_s: med(&|r| r.delivered_per_s),
             delivered_ratio: med(&|r| r.delivered_ratio),
+            delivered_ratio_latest: med_opt(&|r| r.delivered_ratio_latest),
+            delivered_ratio_all: med_opt(&|r| r.delivered_ratio_all),
             source_coverage: med(&|r| r.source_coverage),
             frames_per_s: med(&|r| r.frames_per_s),
             bytes_per_s: med(&|r| r.bytes_per_s),
@@ -310,6 +360,13 @@ impl Summary {
             rss_max_mb: med_opt(&|r| r.rss_max_mb),
             rss_growth_mb: med_opt(&|r| Some(r.rss_end_mb? - r.rss_start_mb?)),
             rss_window_growth_mb: med_opt(&|r| r.rss_window_growth_mb),
+            rss_per_conn_kb: med_opt(&|r| {
+                Some((r.rss_max_mb? - r.rss_idle_mb?) * 1024.0 / r.connected.max(1) as f64)
+            }),
+            connect_s: med_opt(&|r| r.connect_s),
+            connect_per_s: med_opt(&|r| Some(r.connected as f64 / r.connect_s?)),
+            subscribe_s: med_opt(&|r| r.subscribe_s),
+            stamps_ahead: runs.iter().map(|r| r.stamps_ahead).max().unwrap_or(0),
             stalled_closed_after_s: med_opt(&|r| {
                 r.stalled_closed_after_s.last().copied().filter(|_| r.stalled_clients > 0)
             }),

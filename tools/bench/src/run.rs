@@ -7,11 +7,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::client::{
-    self, Latencies, Load, LoadPlan, LoadResult, Stalled, TIMELINE_BUCKET_NS, Window, now_ns,
+    self, Latencies, LoadPlan, LoadResult, Stalled, TIMELINE_BUCKET_NS, Window, now_ns,
 };
+use crate::feed::{self, Feed, Weights};
 use crate::results::{LatencySet, Percentiles, RunResult, TimePoint};
 use crate::scenario::{Assertions, Case, Mode, Protocol, Scenario, Target};
 use crate::server::{self, MetricPoller, RssSampler, Server};
+use crate::workers::Clients;
 
 /// Time every thread gets to stop and hand back its numbers.
 const FINISH_LIMIT: Duration = Duration::from_secs(10);
@@ -24,6 +26,11 @@ const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(15);
 const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 /// The counter that dates the closes of stalled sessions.
 const SLOW_DISCONNECTS: &str = "tickwire_slow_disconnects_total";
+/// The server's own counts of the connections it ended or refused, read
+/// from `/metrics` after the window (a server without them has none): why
+/// clients failed, from the server's side.
+const SERVER_CLOSES: [&str; 3] =
+    [SLOW_DISCONNECTS, "tickwire_dead_peers_total", "tickwire_connections_refused_total"];
 
 /// Upper bound of one run's wall time (for the hard deadline).
 pub fn budget(sc: &Scenario, case: &Case) -> Duration {
@@ -51,20 +58,135 @@ pub struct Outcome {
     pub latencies: Option<Latencies>,
 }
 
-/// The `subscribe` request of client `i`.
-pub fn subscribe_request(case: &Case, peer: bool, symbols: Option<&[String]>) -> String {
+impl Outcome {
+    /// A run that could not be measured, and why.
+    pub fn failed(case: &Case, run: u32, error: String) -> Outcome {
+        Outcome {
+            result: RunResult {
+                run,
+                error: Some(error),
+                clients: case.clients,
+                failed_clients: case.clients,
+                ..Default::default()
+            },
+            latencies: None,
+        }
+    }
+}
+
+/// A `subscribe` request: `symbols` (None: `["*"]`) in `mode`, with the
+/// case's `max_hz` in mode latest.
+pub fn subscribe_request(
+    case: &Case,
+    mode: Mode,
+    peer: bool,
+    symbols: Option<&[String]>,
+) -> String {
     let syms = match symbols {
         None => "[\"*\"]".to_string(),
         Some(s) => serde_json::to_string(s).expect("strings"),
     };
-    let hz = case.max_hz.map(|h| format!(",\"max_hz\":{h}")).unwrap_or_default();
+    let hz = case
+        .max_hz
+        .filter(|_| mode == Mode::Latest)
+        .map(|h| format!(",\"max_hz\":{h}"))
+        .unwrap_or_default();
     // Peers speak a subset: no `snapshot` field. tickwire: no snapshots, so
     // that a `["*"]` subscription does not start with 2,000 of them.
     let snap = if peer { "" } else { ",\"snapshot\":false" };
     format!(
         "{{\"type\":\"subscribe\",\"symbols\":{syms},\"mode\":\"{}\"{hz}{snap},\"id\":1}}",
-        case.mode.as_str()
+        mode.as_str()
     )
+}
+
+/// Whether client `i` of `case` subscribes in mode all (the `all_share`
+/// clients, spread evenly: client i is one when ⌊(i+1)·share⌋ > ⌊i·share⌋).
+pub fn client_mode(case: &Case, i: usize) -> Mode {
+    match case.all_share {
+        Some(a) if ((i + 1) as f64 * a).floor() > (i as f64 * a).floor() => Mode::All,
+        _ => case.mode,
+    }
+}
+
+/// The subscriptions of a run, and what the rules allow them.
+pub struct Plan {
+    /// One `subscribe` request per client.
+    pub requests: Vec<String>,
+    /// Messages/s the clients should get at most: per stream, every update
+    /// in mode all, min(updates/s, `max_hz`) in mode latest.
+    pub ideal_per_s: f64,
+    /// Source updates/s their streams carry.
+    pub source_per_s: f64,
+    /// Per client: its ideal messages/s and whether it is in mode all
+    /// (empty when the market is not known: tickwire's own feed).
+    pub clients: Vec<(f64, bool)>,
+}
+
+/// Whether the target's feed is the harness's own (`{feed}` in its command).
+fn harness_fed(target: &Target) -> bool {
+    target.command.iter().any(|a| a.contains("{feed}"))
+}
+
+/// The subscriptions of pass `run` of `case` on `target`. With the
+/// harness's feed, or on a peer, the market is known (symbols `S0000`..,
+/// quotes only, round-robin or Zipf) and the ideal is summed per stream from
+/// each symbol's share of the rate; with tickwire's own synthetic feed the
+/// names come from `names` (a probe) and the ideal is the case's estimate.
+pub fn plan(case: &Case, target: &Target, run: u32, names: Option<&[String]>) -> Plan {
+    let known_market = target.peer || harness_fed(target);
+    let weights = Weights::new(case.symbols() as usize, case.zipf);
+    let rate = case.rate as f64;
+    let (mut requests, mut ideal, mut source) = (Vec::new(), 0.0, 0.0);
+    let mut clients = Vec::new();
+    for i in 0..case.clients {
+        let mode = client_mode(case, i);
+        let seed = u64::from(run) << 32 | i as u64;
+        let (symbols, per_s): (Option<Vec<String>>, Vec<f64>) = match (case.subscribe, names) {
+            (None, _) => {
+                (None, (0..case.symbols() as usize).map(|j| rate * weights.share(j)).collect())
+            }
+            (Some(k), Some(all)) if !known_market => {
+                (Some(pick(all, k as usize, seed)), Vec::new())
+            }
+            (Some(k), _) => {
+                let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+                let mut unit = || (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+                let drawn = weights.draw(k as usize, &mut unit);
+                let per_s = drawn.iter().map(|&j| rate * weights.share(j)).collect();
+                (Some(drawn.into_iter().map(feed::symbol).collect()), per_s)
+            }
+        };
+        requests.push(subscribe_request(case, mode, target.peer, symbols.as_deref()));
+        if !known_market {
+            continue;
+        }
+        let hz = case.max_hz.filter(|_| mode == Mode::Latest && target.conflates());
+        let mine = per_s.iter().map(|r| hz.map_or(*r, |h| r.min(h))).sum::<f64>();
+        ideal += mine;
+        source += per_s.iter().sum::<f64>();
+        clients.push((mine, mode == Mode::All));
+    }
+    if !known_market {
+        (ideal, source) = (case.ideal_per_s(), case.source_per_s());
+    }
+    Plan { requests, ideal_per_s: ideal, source_per_s: source, clients }
+}
+
+/// Delivered / ideal of the clients in mode latest and of those in mode
+/// all, from each client's own count and ideal (None for a class with no
+/// client, or when the plan has no per-client ideal).
+fn by_mode(plan: &[(f64, bool)], clients: &[client::ClientResult], secs: f64) -> [Option<f64>; 2] {
+    [false, true].map(|all| {
+        let (mut got, mut ideal) = (0.0, 0.0);
+        for c in clients {
+            if let Some(&(i, _)) = plan.get(c.index).filter(|p| p.1 == all) {
+                got += c.updates as f64 / secs;
+                ideal += i;
+            }
+        }
+        (ideal > 0.0).then(|| got / ideal)
+    })
 }
 
 /// A small seeded generator (xorshift64*) for the random subscriptions.
@@ -109,21 +231,39 @@ fn sleep_until_ns(t: u64) {
 
 /// Runs pass `run` of `case` on `target`; server logs go to `logs`.
 pub fn run_once(sc: &Scenario, target: &Target, case: &Case, run: u32, logs: &Path) -> Outcome {
-    let fail = |e: String| Outcome {
-        result: RunResult {
-            run,
-            error: Some(e),
-            clients: case.clients,
-            failed_clients: case.clients,
-            ..Default::default()
-        },
-        latencies: None,
+    // The harness's feed, for a target that takes it.
+    let feed = if harness_fed(target) {
+        match Feed::start(Weights::new(case.symbols() as usize, case.zipf), case.rate as f64) {
+            Ok(f) => Some(f),
+            Err(e) => return Outcome::failed(case, run, format!("feed: {e}")),
+        }
+    } else {
+        None
     };
+    let out = run_with_feed(sc, target, case, run, logs, feed.as_ref().map(|f| f.addr.as_str()));
+    if let Some(f) = feed {
+        f.stop();
+    }
+    out
+}
+
+fn run_with_feed(
+    sc: &Scenario,
+    target: &Target,
+    case: &Case,
+    run: u32,
+    logs: &Path,
+    feed: Option<&str>,
+) -> Outcome {
+    let fail = |e: String| Outcome::failed(case, run, e);
     // 1. the server
     let (server, url, pid) = if let Some(url) = &target.url {
         (None, url.clone(), target.pid)
     } else {
-        let argv = target.argv(case);
+        let mut argv = target.argv(case);
+        if let Some(addr) = feed {
+            argv.iter_mut().for_each(|a| *a = a.replace("{feed}", addr));
+        }
         if argv[0].contains('/') && !Path::new(&argv[0]).exists() {
             return fail(format!(
                 "{} not found (build it first, e.g. cargo build --release)",
@@ -159,19 +299,13 @@ fn measure(
     pid: Option<u32>,
 ) -> Result<Outcome, String> {
     // 2. the subscriptions
-    let subscribes: Vec<String> = match case.subscribe {
-        None => vec![subscribe_request(case, target.peer, None); case.clients],
-        Some(k) => {
-            let names =
-                block_on(client::list_symbols(url)).map_err(|e| format!("listing symbols: {e}"))?;
-            (0..case.clients)
-                .map(|i| {
-                    let seed = u64::from(run) << 32 | i as u64;
-                    subscribe_request(case, target.peer, Some(&pick(&names, k as usize, seed)))
-                })
-                .collect()
-        }
+    let names = if case.subscribe.is_some() && !target.peer && !harness_fed(target) {
+        Some(block_on(client::list_symbols(url)).map_err(|e| format!("listing symbols: {e}"))?)
+    } else {
+        None
     };
+    let plan = plan(case, target, run, names.as_deref());
+    let subscribes = plan.requests.clone();
     let rss_idle = pid.and_then(server::rss_kib);
     let binary = target.protocol == Protocol::Binary;
     // Stalled sessions subscribe like client 0, then never read.
@@ -179,14 +313,22 @@ fn measure(
         Stalled::start(url.to_string(), binary, subscribes[0].clone(), case.stalled_clients)
     });
     // 3. connect, then subscribe; warm-up, window
-    let plan = LoadPlan {
+    let load_plan = LoadPlan {
         url: url.to_string(),
-        binary: target.protocol == Protocol::Binary,
+        protocol: target.protocol,
+        cseq: target.cseq,
         subscribes,
         threads: sc.threads.min(case.clients),
+        source_addresses: case.source_addresses.unwrap_or(1),
+        first: 0,
     };
-    let load = Load::start(plan, sc.duration);
+    // All sessions connect at once (a connect storm); how long until every
+    // one has its welcome, and later its `subscribed` reply.
+    let storm = Instant::now();
+    let processes = case.client_processes.unwrap_or(1);
+    let mut load = Clients::start(load_plan, processes, sc.duration, CONNECT_LIMIT, FINISH_LIMIT)?;
     let connected = load.wait_connected(CONNECT_LIMIT);
+    let connect_s = storm.elapsed().as_secs_f64();
     if let Some(s) = &stalled {
         s.wait_connected(CONNECT_LIMIT)?;
     }
@@ -205,19 +347,29 @@ fn measure(
     // The warm-up starts once every session has its `subscribed` reply: a
     // thousand sessions' replies and snapshots can take longer than the
     // warm-up itself, and would otherwise be measured as latency.
-    load.wait_subscribed(connected, SUBSCRIBE_LIMIT);
+    let subscribed = load.wait_subscribed(connected, SUBSCRIBE_LIMIT);
+    let subscribe_s = t0.elapsed().as_secs_f64();
     let start_ns = now_ns() + sc.warmup.as_nanos() as u64;
     let w = Window { start_ns, end_ns: start_ns + sc.duration.as_nanos() as u64 };
     load.go(w);
     sleep_until_ns(w.start_ns);
     let pid_s = pid.map(|p| p.to_string());
-    let cpu = || (pid_s.as_deref().and_then(server::cpu_seconds), server::cpu_seconds("self"));
+    let cpu = || (pid_s.as_deref().and_then(server::cpu_seconds), load.cpu_seconds());
     let (srv0, me0) = cpu();
     let rss_start = pid.and_then(server::rss_kib);
     let sampler = pid.map(RssSampler::start);
     sleep_until_ns(w.end_ns);
     let (srv1, me1) = cpu();
     let samples = sampler.map(RssSampler::finish).unwrap_or_default();
+    // One page, with time to answer: a server busy with 18,000 sockets may
+    // take more than the poller's 500 ms.
+    let page = server::metrics_addr(url)
+        .and_then(|m| server::metrics_page(&m, Duration::from_secs(3)))
+        .unwrap_or_default();
+    let closes: Vec<(String, f64)> = SERVER_CLOSES
+        .iter()
+        .filter_map(|name| Some((name.to_string(), server::metric_value(&page, name)?)))
+        .collect();
     let stalled = stalled.map(|s| s.drain(DRAIN_LIMIT));
     let polled = poller.map(MetricPoller::finish);
     // 4. convergence
@@ -239,9 +391,17 @@ fn measure(
     let lr = load.finish(FINISH_LIMIT);
     let secs = sc.duration.as_secs_f64();
     let cores = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs);
-    let mut r = numbers(case, &lr, secs);
+    let mut r = numbers(case, &lr, secs, plan.ideal_per_s, plan.source_per_s);
     r.run = run;
     r.connected = connected;
+    r.subscribed = subscribed;
+    r.connect_s = Some(connect_s);
+    r.subscribe_s = Some(subscribe_s);
+    r.server_closes = closes;
+    if case.all_share.is_some() {
+        [r.delivered_ratio_latest, r.delivered_ratio_all] =
+            by_mode(&plan.clients, &lr.clients, secs);
+    }
     r.server_cpu_cores = cores(srv0, srv1);
     r.client_cpu_cores = cores(me0, me1);
     r.server_cpu_us_per_msg = r
@@ -276,8 +436,9 @@ fn measure(
     Ok(Outcome { result: r, latencies: Some(lr.stats.lat) })
 }
 
-/// The counts of a load as rates and ratios.
-fn numbers(case: &Case, lr: &LoadResult, secs: f64) -> RunResult {
+/// The counts of a load as rates and ratios; `ideal` and `source` per
+/// second from the [`Plan`].
+fn numbers(case: &Case, lr: &LoadResult, secs: f64, ideal: f64, source: f64) -> RunResult {
     let n = &lr.stats.n;
     let per_s = |v: u64| v as f64 / secs;
     let mut failures: Vec<String> = lr.connect_failures.clone();
@@ -294,7 +455,6 @@ fn numbers(case: &Case, lr: &LoadResult, secs: f64) -> RunResult {
         + lr.clients.iter().filter(|c| c.error.is_some()).count()
         + missing;
     failures.truncate(5);
-    let ideal = case.ideal_per_s();
     let delivered = per_s(n.updates);
     let lat = &lr.stats.lat;
     RunResult {
@@ -305,7 +465,7 @@ fn numbers(case: &Case, lr: &LoadResult, secs: f64) -> RunResult {
         ideal_per_s: ideal,
         delivered_per_s: delivered,
         delivered_ratio: if ideal > 0.0 { delivered / ideal } else { 0.0 },
-        source_coverage: per_s(n.cf_sum) / case.source_per_s(),
+        source_coverage: if source > 0.0 { per_s(n.cf_sum) / source } else { 0.0 },
         client_min_per_s: per_s(lr.clients.iter().map(|c| c.updates).min().unwrap_or(0)),
         client_max_per_s: per_s(lr.clients.iter().map(|c| c.updates).max().unwrap_or(0)),
         frames_per_s: per_s(n.frames),
@@ -318,6 +478,7 @@ fn numbers(case: &Case, lr: &LoadResult, secs: f64) -> RunResult {
         conflation_ratio: if n.updates == 0 { 0.0 } else { n.cf_sum as f64 / n.updates as f64 },
         slow_msgs: n.slow,
         malformed: n.malformed,
+        stamps_ahead: n.stamps_ahead,
         latency: LatencySet {
             e2e: Percentiles::of(&lat.e2e),
             src_to_ingest: Percentiles::of(&lat.src_ingest),
@@ -448,6 +609,11 @@ mod tests {
             mode: Mode::Latest,
             symbols: Some(3),
             subscribe: None,
+            zipf: None,
+            all_share: None,
+            peers_send_all: false,
+            source_addresses: None,
+            client_processes: None,
             max_hz: Some(4.0),
             converge: None,
             stalled_clients: 0,
@@ -457,7 +623,7 @@ mod tests {
             max_rss_growth_mb: None,
         };
         let v: serde_json::Value =
-            serde_json::from_str(&subscribe_request(&case, false, None)).unwrap();
+            serde_json::from_str(&subscribe_request(&case, Mode::Latest, false, None)).unwrap();
         assert_eq!(v["symbols"][0], "*");
         assert_eq!(v["mode"], "latest");
         assert_eq!(v["max_hz"], 4.0);
@@ -468,7 +634,63 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_ne!(p[0], p[1]);
         assert_eq!(p, pick(&names, 2, 7));
-        let peer = subscribe_request(&case, true, Some(&p));
+        let peer = subscribe_request(&case, Mode::All, true, Some(&p));
         assert!(!peer.contains("snapshot") && peer.contains(&format!("\"{}\"", p[0])));
+        // mode all: no max_hz
+        assert!(!peer.contains("max_hz") && peer.contains("\"mode\":\"all\""));
+    }
+
+    #[test]
+    fn watchlist_plan() {
+        let text = r#"
+            name = "w"
+            [[targets]]
+            name = "tw"
+            command = ["tickwire", "--tcp-feed", "{feed}"]
+            [[targets]]
+            name = "peer"
+            command = ["peer"]
+            modes = ["all"]
+            peer = true
+            [[cases]]
+            name = "w"
+            clients = 100
+            rate = 50000
+            symbols = 5000
+            subscribe = 20
+            zipf = 1.1
+            mode = "latest"
+            max_hz = 10
+            all_share = 0.1
+            peers_send_all = true
+        "#;
+        let sc = crate::scenario::Scenario::parse(text).unwrap();
+        let case = &sc.cases[0];
+        // every tenth client in mode all, spread evenly
+        let all: Vec<usize> = (0..100).filter(|&i| client_mode(case, i) == Mode::All).collect();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[..3], [9, 19, 29]);
+        let tw = plan(case, &sc.targets[0], 1, None);
+        let peer = plan(case, &sc.targets[1], 1, None);
+        assert_eq!(tw.requests.len(), 100);
+        assert_eq!(
+            tw.requests,
+            peer.requests
+                .iter()
+                .map(|r| r.replace(",\"id\"", ",\"snapshot\":false,\"id\""))
+                .collect::<Vec<_>>()
+        );
+        let v: serde_json::Value = serde_json::from_str(&tw.requests[0]).unwrap();
+        assert_eq!((v["mode"].as_str(), v["max_hz"].as_f64()), (Some("latest"), Some(10.0)));
+        assert_eq!(v["symbols"].as_array().unwrap().len(), 20);
+        // The same streams, so the same source; the peer sends every
+        // update, so its ideal is all of it, and tickwire's much less.
+        assert!((tw.source_per_s - peer.source_per_s).abs() < 1e-6);
+        assert!((peer.ideal_per_s - peer.source_per_s).abs() < 1e-6);
+        assert!(tw.ideal_per_s < 0.5 * peer.ideal_per_s);
+        // 90 latest clients: at most 10 per stream per second, 18,000/s in
+        // all; the 10 others about a tenth of the source (their own draws)
+        assert!(tw.ideal_per_s <= 90.0 * 20.0 * 10.0 + 0.2 * peer.source_per_s);
+        assert!(tw.ideal_per_s >= 0.05 * peer.source_per_s);
     }
 }

@@ -99,6 +99,20 @@ pub struct Target {
     /// best peer of each row.
     #[serde(default)]
     pub peer: bool,
+    /// Whether the server takes symbols by name in `subscribe` (cases with
+    /// `subscribe = K` run only on those that do).
+    #[serde(default = "yes")]
+    pub named_symbols: bool,
+    /// Whether every message carries the connection's `cseq`. Servers that
+    /// encode a broadcast once for every socket (Socket.IO rooms, Netty's
+    /// `ChannelGroup`) cannot: their messages are not checked for `cseq`.
+    #[serde(default = "yes")]
+    pub cseq: bool,
+    /// A command run once before the target's first run (provisioning:
+    /// `tools/peers/run PEER --prepare`); if it fails, the target's rows are
+    /// "not measured" with its last line of stderr.
+    #[serde(default)]
+    pub prepare: Vec<String>,
 }
 
 fn all_modes() -> Vec<Mode> {
@@ -114,6 +128,10 @@ pub enum Protocol {
     Json,
     /// `tickwire.v1.bin`.
     Binary,
+    /// The same JSON inside Socket.IO 4 packets over Engine.IO v4's
+    /// WebSocket transport (`tools/peers/socketio`).
+    #[serde(rename = "socketio")]
+    SocketIo,
 }
 
 /// Subscription mode (protocol `mode`).
@@ -156,6 +174,30 @@ pub struct Case {
     /// Each client subscribes to this many random symbols; absent: `["*"]`.
     #[serde(default)]
     pub subscribe: Option<u32>,
+    /// Skew: the feed picks symbol i (from 0) with probability proportional
+    /// to 1/(i+1)^zipf, and `subscribe = K` draws each client's K symbols
+    /// with the same weights. Absent: the feed goes round-robin (the
+    /// harness's feed, peers) and subscriptions are uniform.
+    #[serde(default)]
+    pub zipf: Option<f64>,
+    /// This share of the clients (spread evenly) subscribe in mode `all`
+    /// instead of the case's `mode`: 0.1 for the watchlists' 10%.
+    #[serde(default)]
+    pub all_share: Option<f64>,
+    /// Targets without mode `latest` (peers) still run this case: they get
+    /// the same requests, ignore `mode` and `max_hz`, send every update, and
+    /// their ideal is every update.
+    #[serde(default)]
+    pub peers_send_all: bool,
+    /// Client sockets bind to 127.0.0.1 .. 127.0.0.N in turn, so that more
+    /// connections than the ephemeral port range holds can reach one
+    /// server address (default 1: the kernel's choice).
+    #[serde(default)]
+    pub source_addresses: Option<u8>,
+    /// Client processes the sessions are split over (default 1: the
+    /// harness's own). A process may hold 20,000 descriptors here.
+    #[serde(default)]
+    pub client_processes: Option<usize>,
     /// `max_hz` of the subscriptions (mode `latest` only).
     #[serde(default)]
     pub max_hz: Option<f64>,
@@ -300,6 +342,18 @@ impl Scenario {
             if symbols == 0 || c.subscribe.is_some_and(|k| k == 0 || k > symbols) {
                 return Err(format!("case {:?}: subscribe must be 1..=symbols", c.name));
             }
+            if c.zipf.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
+                return Err(format!("case {:?}: zipf must be > 0", c.name));
+            }
+            if c.all_share.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+                return Err(format!("case {:?}: all_share must be 0..=1", c.name));
+            }
+            if c.client_processes.is_some_and(|p| p == 0 || p > c.clients) {
+                return Err(format!("case {:?}: client_processes must be 1..=clients", c.name));
+            }
+            if c.source_addresses == Some(0) {
+                return Err(format!("case {:?}: source_addresses must be 1..=255", c.name));
+            }
             if c.converge.unwrap_or(false) && c.mode != Mode::Latest {
                 return Err(format!("case {:?}: converge needs mode latest", c.name));
             }
@@ -405,15 +459,22 @@ impl Target {
             .map(|a| {
                 a.replace("{symbols}", &case.symbols().to_string())
                     .replace("{rate}", &case.rate.to_string())
+                    .replace("{zipf}", &case.zipf.unwrap_or(0.0).to_string())
             })
             .collect()
     }
 
     /// Whether this target runs `case`.
     pub fn supports(&self, case: &Case) -> bool {
-        self.modes.contains(&case.mode)
-            && (case.subscribe.is_none() || !self.peer)
-            && (case.max_hz.is_none() || !self.peer)
+        let mode = self.modes.contains(&case.mode) || case.peers_send_all;
+        let hz = case.max_hz.is_none() || self.conflates() || case.peers_send_all;
+        mode && hz && (case.subscribe.is_none() || self.named_symbols)
+    }
+
+    /// Whether the target conflates (mode `latest`, `max_hz`); one that
+    /// does not sends every update to everyone.
+    pub fn conflates(&self) -> bool {
+        self.modes.contains(&Mode::Latest)
     }
 }
 

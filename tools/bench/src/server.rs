@@ -99,6 +99,52 @@ impl Server {
     }
 }
 
+/// How long a target's `prepare` command may take (npm ci, pip, apt-get,
+/// javac, cargo).
+const PREPARE_LIMIT: Duration = Duration::from_secs(900);
+
+/// Runs a target's `prepare` command (if any), bounded by [`PREPARE_LIMIT`];
+/// on failure, its last line of stderr.
+pub fn prepare(target: &crate::scenario::Target) -> Result<(), String> {
+    let Some((prog, args)) = target.prepare.split_first() else { return Ok(()) };
+    eprintln!("tickwire-bench: prepare {}: {}", target.name, target.prepare.join(" "));
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("prepare: starting {prog}: {e}"))?;
+    let pid = child.id();
+    CHILDREN.lock().expect("lock").push(pid);
+    let err = child.stderr.take().expect("piped");
+    let lines = std::thread::spawn(move || {
+        BufReader::new(err).lines().map_while(Result::ok).collect::<Vec<String>>()
+    });
+    let end = Instant::now() + PREPARE_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    CHILDREN.lock().expect("lock").retain(|p| *p != pid);
+    let lines = lines.join().unwrap_or_default();
+    for l in &lines {
+        eprintln!("   {l}");
+    }
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(lines.last().cloned().unwrap_or_else(|| format!("prepare exited {s}"))),
+        None => Err(format!("prepare took longer than {PREPARE_LIMIT:?}")),
+    }
+}
+
 /// Kills every registered child (the hard deadline).
 pub fn kill_children() {
     for pid in CHILDREN.lock().map(|c| c.clone()).unwrap_or_default() {
@@ -191,16 +237,21 @@ pub fn metrics_addr(ws_url: &str) -> Option<String> {
 /// `GET /metrics` at `hostport`; None when the server has no such line or
 /// does not answer within 500 ms.
 pub fn read_metric(hostport: &str, name: &str) -> Option<f64> {
+    metric_value(&metrics_page(hostport, Duration::from_millis(500))?, name)
+}
+
+/// The text of `GET /metrics` at `hostport`, if the server answers within
+/// `limit` (per step: connect, write, read).
+pub fn metrics_page(hostport: &str, limit: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport).ok()?.next()?;
-    let limit = Duration::from_millis(500);
     let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
     s.set_read_timeout(Some(limit)).ok()?;
     s.set_write_timeout(Some(limit)).ok()?;
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    metric_value(&body, name)
+    Some(body)
 }
 
 /// The value of the unlabelled line `NAME VALUE` of a Prometheus text page.

@@ -24,6 +24,9 @@ pub enum XAxis {
     Linear,
     /// x is 1/(1−p): log10 axis from 1 (p = 0) up to a power of ten.
     Percentile,
+    /// log10 axis between the powers of ten around the data, ticks
+    /// labelled with the values (sizes from 100 to 10,000).
+    Log,
 }
 
 /// A chart.
@@ -46,7 +49,12 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 240.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 70.0;
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+/// Ten distinguishable colours (matplotlib's "tab10"): a chart of every
+/// peer has eight lines.
+const COLORS: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
 
 /// Escapes text for XML.
 fn esc(s: &str) -> String {
@@ -106,8 +114,13 @@ impl Chart {
         let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
         // x mapping and ticks: the axis runs from `lo` to `hi` in axis
         // units (log10 of x on the percentile axis).
-        let log = self.x_axis == XAxis::Percentile;
-        let (lo, hi, xticks): (f64, f64, Vec<(f64, String)>) = if log {
+        let log = self.x_axis != XAxis::Linear;
+        let (lo, hi, xticks): (f64, f64, Vec<(f64, String)>) = if self.x_axis == XAxis::Log {
+            let (a, b) = (x0.max(1.0).log10().floor() as i32, x1.max(1.0).log10().ceil() as i32);
+            let b = b.max(a + 1);
+            let ticks = (a..=b).map(|e| (10f64.powi(e), label(10f64.powi(e), 1.0))).collect();
+            (f64::from(a), f64::from(b), ticks)
+        } else if log {
             let top = x1.max(100.0).log10().ceil().max(2.0) as i32;
             let ticks = (0..=top).map(|e| (10f64.powi(e), percentile_label(e))).collect();
             (0.0, f64::from(top), ticks)
@@ -217,6 +230,14 @@ impl Chart {
                 esc(&ser.name),
                 pts.join(" ")
             );
+            // Markers where a series has few points (a curve over sizes),
+            // so that a single point still shows.
+            if pts.len() <= 20 {
+                for p in &pts {
+                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(s, r#"<circle cx="{x}" cy="{y}" r="3.5" fill="{color}"/>"#);
+                }
+            }
             let ly = TOP + 10.0 + i as f64 * 22.0;
             let lx = W - RIGHT + 15.0;
             let _ = writeln!(
@@ -322,5 +343,9 @@ mod tests {
         let empty = Chart { series: vec![], ..chart(XAxis::Linear) }.render();
         well_formed(&empty).unwrap();
         assert!(well_formed("<a><b></a>").is_err());
+        let log = Chart { x_axis: XAxis::Log, ..chart(XAxis::Linear) }.render();
+        well_formed(&log).unwrap();
+        // 1 .. 1e6 in the data: a tick per power of ten
+        assert!(log.contains(">1000</text>") && log.contains(">1000000</text>"), "{log}");
     }
 }

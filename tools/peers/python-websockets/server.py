@@ -8,7 +8,7 @@ requirements.txt; its new asyncio implementation, `websockets.asyncio.server`,
 with default settings: 32 KiB write limit, 20 s ping interval and timeout).
 
 What it does: the standard workload only (see ../README.md for the
-contract): welcome, subscribe-all, and one `q` message per text frame per
+contract): welcome, subscribe-all, `ping` answered with `pong`, and one `q` message per text frame per
 client, stamped `t` (due time), `ti` (created), `to` (serialized for this
 client), all in ns since the Unix epoch. The feed is open-loop: update k is
 due at start + k/R, and a task sleeping ~1 ms emits every update that is due,
@@ -37,6 +37,8 @@ from websockets.asyncio.server import serve
 
 # Connections that sent `subscribe`, with their per-connection message counter.
 CLIENTS = {}
+# The same counter for connections that sent only a `ping` so far.
+PENDING = {}
 SESSION_IDS = itertools.count(1)
 
 
@@ -89,15 +91,29 @@ async def handler(ws):
                 msg = json.loads(data)
             except ValueError:
                 continue
-            if isinstance(msg, dict) and msg.get("type") == "subscribe":
-                cseq = CLIENTS.get(ws, 0) + 1
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("type") == "subscribe":
+                reply = {"type": "subscribed", "id": msg.get("id"), "subs": [], "rejected": []}
+            elif msg.get("type") == "ping":
+                reply = {"type": "pong", "id": msg.get("id"), "ts": msg.get("ts"), "t": time.time_ns()}
+            else:
+                continue
+            # A ping before any subscription is answered, but only `subscribe`
+            # adds the connection to the broadcast.
+            cseq = CLIENTS.get(ws, PENDING.get(ws, 0)) + 1
+            if msg.get("type") == "subscribe" or ws in CLIENTS:
                 CLIENTS[ws] = cseq
-                reply = {"type": "subscribed", "id": msg.get("id"), "cseq": cseq, "subs": [], "rejected": []}
-                await ws.send(json.dumps([reply]))
+                PENDING.pop(ws, None)
+            else:
+                PENDING[ws] = cseq
+            reply["cseq"] = cseq
+            await ws.send(json.dumps([reply]))
     except websockets.ConnectionClosed:
         pass
     finally:
         CLIENTS.pop(ws, None)
+        PENDING.pop(ws, None)
 
 
 async def feed(symbols, rate):

@@ -6,9 +6,10 @@
 //! `WebSocketConfig`), serde_json 1, clap 4 (the versions of the root
 //! Cargo.lock).
 //!
-//! What it does: the standard workload only (see ../README.md for the
-//! contract): welcome, subscribe-all, and one `q` message per text frame per
-//! client, stamped `t` (due time), `ti` (created), `to` (serialized for this
+//! What it does (see ../README.md for the contract): welcome; subscribe to
+//! `["*"]` or to named symbols (each client task receives every quote and
+//! skips those of symbols it did not ask for); `ping` answered with `pong`;
+//! one `q` message per text frame per client, stamped `t` (due time), `ti` (created), `to` (serialized for this
 //! client), all in ns since the Unix epoch. A feed task on a 1 ms
 //! `tokio::time::interval` emits every update that is due on an open-loop
 //! schedule (update k is due at start + k/R) into a broadcast channel of
@@ -17,12 +18,13 @@
 //!
 //! What it deliberately does not do: no batching of several quotes per frame,
 //! no encode-once (each client task runs serde_json itself, because `cseq` and
-//! `to` are per client), no conflation, no per-symbol subscriptions, no
+//! `to` are per client), no conflation (`mode` and `max_hz` are ignored), no
 //! heartbeats. On overload it does what typical code does: a receiver that
 //! falls more than 1024 quotes behind gets `RecvError::Lagged(n)`, skips those
 //! quotes silently (no `overflow` message; the count goes to stderr when the
 //! client leaves), so `seq` jumps while `cseq` stays contiguous.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +60,10 @@ struct Args {
     /// Quote updates per second over all symbols.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
+    /// Pick symbol i with probability proportional to 1/(i+1)^S instead of
+    /// round-robin (0: round-robin).
+    #[arg(long, default_value_t = 0.0)]
+    zipf: f64,
 }
 
 /// One quote as it goes on the wire (inside a one-element array).
@@ -93,6 +99,11 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.below(1 << 53) as f64 / (1u64 << 53) as f64
+    }
 }
 
 /// One symbol's random walk (prices in cents).
@@ -105,8 +116,18 @@ struct Instrument {
 
 /// The open-loop feed: update k is due at `start + k / rate`; every 1 ms tick
 /// emits all updates that are due.
-async fn feed(tx: broadcast::Sender<Quote>, symbols: u32, rate: f64) {
+async fn feed(tx: broadcast::Sender<Quote>, symbols: u32, rate: f64, zipf: f64) {
     let mut rng = Rng(now_ns() | 1);
+    // Cumulative Zipf weights (empty: round-robin).
+    let mut sum = 0.0;
+    let mut cumulative: Vec<f64> = (0..symbols)
+        .filter(|_| zipf > 0.0)
+        .map(|i| {
+            sum += 1.0 / f64::from(i + 1).powf(zipf);
+            sum
+        })
+        .collect();
+    cumulative.iter_mut().for_each(|c| *c /= sum);
     let mut instruments: Vec<Instrument> = (0..symbols)
         .map(|i| Instrument {
             sym: format!("S{i:04}"),
@@ -125,7 +146,13 @@ async fn feed(tx: broadcast::Sender<Quote>, symbols: u32, rate: f64) {
         // Updates 0..=k with k/R <= elapsed are due: floor(elapsed * R) + 1.
         let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
         while emitted < due {
-            let inst = &mut instruments[(emitted % u64::from(symbols)) as usize]; // round-robin
+            let i = if cumulative.is_empty() {
+                (emitted % u64::from(symbols)) as usize // round-robin
+            } else {
+                let u = rng.unit();
+                cumulative.partition_point(|&c| c < u).min(symbols as usize - 1)
+            };
+            let inst = &mut instruments[i];
             inst.mid = (inst.mid + rng.below(5) as i64 - 2).max(100);
             inst.seq += 1;
             let quote = Quote {
@@ -181,6 +208,8 @@ async fn handle_client(
 
     let mut cseq: u64 = 0;
     let mut rx: Option<broadcast::Receiver<Quote>> = None;
+    // The symbols asked for by name; `None` after a `["*"]` subscription.
+    let mut wanted: Option<HashSet<String>> = Some(HashSet::new());
     let mut lagged: u64 = 0;
     let result = loop {
         tokio::select! {
@@ -192,17 +221,30 @@ async fn handle_client(
                     Some(Err(e)) => break Err(e),
                 };
                 let Ok(msg) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-                if msg["type"] == "subscribe" {
+                let reply = if msg["type"] == "subscribe" {
                     if rx.is_none() {
                         rx = Some(tx.subscribe());
                     }
-                    cseq += 1;
-                    let reply = serde_json::json!([{
-                        "type": "subscribed", "id": msg["id"], "cseq": cseq, "subs": [], "rejected": [],
-                    }]);
-                    if let Err(e) = ws.send(Message::text(reply.to_string())).await {
-                        break Err(e);
+                    let names = msg["symbols"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()));
+                    match names {
+                        Some(names) if !msg["symbols"].as_array().is_some_and(|a| a.iter().any(|s| s == "*")) => {
+                            if let Some(w) = wanted.as_mut() {
+                                w.extend(names.map(String::from));
+                            }
+                        }
+                        _ => wanted = None,
                     }
+                    serde_json::json!({"type": "subscribed", "id": msg["id"], "subs": [], "rejected": []})
+                } else if msg["type"] == "ping" {
+                    serde_json::json!({"type": "pong", "id": msg["id"], "ts": msg["ts"], "t": now_ns()})
+                } else {
+                    continue;
+                };
+                cseq += 1;
+                let mut reply = reply;
+                reply["cseq"] = cseq.into();
+                if let Err(e) = ws.send(Message::text(serde_json::json!([reply]).to_string())).await {
+                    break Err(e);
                 }
             }
             quote = async { rx.as_mut().expect("guarded by is_some").recv().await }, if rx.is_some() => {
@@ -214,6 +256,9 @@ async fn handle_client(
                     }
                     Err(RecvError::Closed) => break Ok(()),
                 };
+                if wanted.as_ref().is_some_and(|w| !w.contains(&quote.sym)) {
+                    continue;
+                }
                 cseq += 1;
                 quote.cseq = cseq;
                 quote.to = now_ns();
@@ -233,8 +278,8 @@ async fn handle_client(
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    if !(args.rate > 0.0 && args.rate.is_finite()) {
-        eprintln!("--rate must be > 0");
+    if !(args.rate > 0.0 && args.rate.is_finite() && args.zipf >= 0.0) {
+        eprintln!("--rate must be > 0 and --zipf >= 0");
         std::process::exit(2);
     }
     let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
@@ -243,7 +288,7 @@ async fn main() -> std::io::Result<()> {
     std::io::stdout().flush()?;
 
     let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
-    tokio::spawn(feed(tx.clone(), args.symbols, args.rate));
+    tokio::spawn(feed(tx.clone(), args.symbols, args.rate, args.zipf));
 
     let mut sessions: u64 = 0;
     let accept = async {
