@@ -25,7 +25,7 @@ fn seeded() -> TestServer {
 }
 
 fn is_data(m: &Value) -> bool {
-    ["q", "t", "snapshot", "overflow"].contains(&m["type"].as_str().unwrap())
+    ["q", "t", "b", "snapshot", "overflow"].contains(&m["type"].as_str().unwrap())
 }
 
 /// A message without its per-connection `cseq`.
@@ -124,6 +124,53 @@ async fn mode_all_decodes_to_the_same_messages_as_json() {
     let strip = |v: &[Value]| v.iter().map(without_cseq).collect::<Vec<_>>();
     assert_eq!(strip(&bin_msgs), strip(&json_msgs));
     assert_eq!(bin_msgs.iter().filter(|m| m["type"] == "snapshot").count(), 4);
+}
+
+#[tokio::test]
+async fn bars_decode_to_the_same_messages_as_json() {
+    let ts = seeded();
+    // Bars make every record of the binary session 32 bytes longer, the
+    // quotes and trades included; stamps go before the bar fields.
+    let sub = json!({"symbols": ["AAPL", "MSFT"], "mode": "all",
+        "channels": ["quotes", "trades", "bars_1s", "bars_1m"]});
+    let mut j = Client::connect(ts.addr, "stamps=1").await;
+    let mut b = Client::connect_binary(ts.addr, "stamps=1").await;
+    j.subscribe(sub.clone()).await;
+    b.subscribe(sub).await;
+    for i in 0..50 {
+        ts.feed.trade("MSFT", 400.0 + f64::from(i) * 0.25, 10 + i as u32);
+    }
+    ts.flush();
+    let mut out = Vec::new();
+    for c in [&mut j, &mut b] {
+        // The trade's bars: MSFT's 1 m bar reaches seq 51 (the seed + 50),
+        // as does its 1 s bars stream (updates and closes) at least.
+        let mut got = Vec::new();
+        loop {
+            let m = c.until(is_data).await;
+            let last = m["ch"] == "bars_1m" && m["seq"].as_u64() >= Some(51);
+            got.push(without_stamps(&without_cseq(&m)));
+            if last {
+                break;
+            }
+        }
+        out.push(got);
+    }
+    assert!(b.binary_frames > 0);
+    let (bin, json) = (out.pop().unwrap(), out.pop().unwrap());
+    assert_eq!(bin, json);
+    assert!(json.iter().filter(|m| m["type"] == "b").count() >= 100, "{json:?}");
+}
+
+/// A message without `ti` and `to` (the two sessions' frames were built at
+/// different moments).
+fn without_stamps(m: &Value) -> Value {
+    let mut m = m.clone();
+    if let Some(o) = m.as_object_mut() {
+        o.remove("ti");
+        o.remove("to");
+    }
+    m
 }
 
 #[tokio::test]

@@ -35,6 +35,8 @@
 //!   and no two sibling modules import each other.
 //! - `live`: live ingest over TCP (`--tcp-feed`): stale, reconnect, live; a
 //!   source that panics makes the feed stale.
+//! - `bars`: `bars_1s`/`bars_1m` against a reference built from the same
+//!   trades (a JSON-lines fixture, the ITCH sample), closing on time, `cf`.
 //! - `binary`: the binary subprotocol `tickwire.v1.bin` (negotiation, records
 //!   decoded against a JSON session on the same feed, stamps, overflow).
 //! - `tls`: `--tls-cert`/`--tls-key` (rcgen certificates made per test):
@@ -51,6 +53,7 @@ mod util;
 
 mod auth;
 mod autobahn;
+mod bars;
 mod binary;
 mod browser;
 mod cli;

@@ -307,7 +307,9 @@ pub fn decode_binary(frame: &[u8], ids: &HashMap<u64, String>) -> Vec<Value> {
     assert!(frame.len() >= 16 && frame[0] == 0x54, "binary frame header: {frame:?}");
     let stamps = frame[1] & 1 != 0;
     let (len, count, first_cseq) = (u16_at(frame, 2), u32_at(frame, 4) as usize, u64_at(frame, 8));
-    assert_eq!(len, if stamps { 72 } else { 56 }, "record length");
+    // A session that takes bars gets records 32 bytes longer.
+    let base = if stamps { 72 } else { 56 };
+    assert!(len == base || len == base + 32, "record length {len}");
     assert_eq!(frame.len(), 16 + count * len, "frame length = header + count records");
     assert!(count > 0, "no empty frames");
     let price = |v: i64| {
@@ -319,6 +321,8 @@ pub fn decode_binary(frame: &[u8], ids: &HashMap<u64, String>) -> Vec<Value> {
             let ch = match r[2] {
                 0 => "quotes",
                 1 => "trades",
+                2 => "bars_1s",
+                3 => "bars_1m",
                 c => panic!("channel byte {c}"),
             };
             let sym = || {
@@ -372,6 +376,33 @@ pub fn decode_binary(frame: &[u8], ids: &HashMap<u64, String>) -> Vec<Value> {
                 4 => {
                     m.insert("type".into(), json!("heartbeat"));
                     m.insert("t".into(), json!(u64_at(r, 16)));
+                }
+                5 => {
+                    assert_eq!(len, base + 32, "a bar in a short record");
+                    if snapshot {
+                        m.insert("type".into(), json!("snapshot"));
+                        assert_eq!(cf, 0, "snapshots have no cf");
+                    } else {
+                        m.insert("type".into(), json!("b"));
+                        if cf > 1 {
+                            m.insert("cf".into(), json!(cf));
+                        }
+                    }
+                    m.insert("ch".into(), json!(ch));
+                    m.insert("sym".into(), sym());
+                    m.insert("seq".into(), json!(u64_at(r, 8)));
+                    m.insert("t".into(), json!(u64_at(r, 16)));
+                    m.insert("c".into(), price(u64_at(r, 24) as i64));
+                    m.insert("v".into(), json!(u64_at(r, 32)));
+                    m.insert("n".into(), json!(u32_at(r, 40)));
+                    for (k, key) in ["o", "h", "l", "vw"].into_iter().enumerate() {
+                        m.insert(key.into(), price(u64_at(r, base + 8 * k) as i64));
+                    }
+                    m.insert("x".into(), json!(r[1] & 2 != 0));
+                    if stamps {
+                        m.insert("ti".into(), json!(u64_at(r, 56)));
+                        m.insert("to".into(), json!(u64_at(r, 64)));
+                    }
                 }
                 k => panic!("unknown record kind {k}"),
             }
