@@ -63,13 +63,9 @@ pub async fn run<S>(
     // batch does not poll the socket for reading too.
     let mut reader =
         tokio::task::spawn_local(read_loop(reader, ReaderEnd { shard: shard.clone(), slot, uid }));
-    let ended = guarded(
-        write_loop(ws::Writer::new(wr), &shard, slot, &signals, hb, ctx.shutdown),
-        &shard,
-        slot,
-        &signals,
-    )
-    .await;
+    let unread = || socket.has_unread();
+    let write = write_loop(ws::Writer::new(wr), &shard, slot, &signals, hb, ctx.shutdown, unread);
+    let ended = guarded(write, &shard, slot, &signals).await;
     match ended {
         // The close frame is out: the peer's reply ends the reader, within
         // what is left of the grace.
@@ -223,8 +219,8 @@ impl Drop for ReaderEnd {
 /// Writes what the session's write side holds (the data frames the shard
 /// builds when the socket is ready, replies, pings, pongs, heartbeats),
 /// and ends with the close. Pings every `hb`; a heartbeat after `hb`
-/// without a write; a peer that answers no ping for two intervals (and
-/// takes no market data) is dropped.
+/// without a write; a peer that answers no ping for two intervals, takes
+/// no market data and has sent nothing still unread (`unread`) is dropped.
 pub async fn write_loop<W>(
     mut writer: ws::Writer<W>,
     shard: &RefCell<Shard>,
@@ -232,6 +228,7 @@ pub async fn write_loop<W>(
     signals: &Signals,
     hb: Duration,
     mut shutdown: watch::Receiver<bool>,
+    unread: impl Fn() -> bool,
 ) -> Ended
 where
     W: AsyncWrite + Unpin,
@@ -249,10 +246,21 @@ where
         let now = Instant::now();
         if now >= next_ping {
             next_ping = now + hb;
-            if !shard.borrow_mut().ping(slot, now, 2 * hb) {
-                shard.borrow_mut().request_close(slot, CloseRequest::DEAD_PEER);
-                DeadPeer { slot }.emit();
-                return Ended::Dropped;
+            let alive = shard.borrow_mut().ping(slot, now, 2 * hb);
+            if !alive {
+                if unread() {
+                    // The peer's answer is in the socket, not yet read: a
+                    // shard busy with a connect storm has not run this
+                    // session's reader. It is alive; ping again.
+                    if let Some(out) = shard.borrow_mut().outbound(slot) {
+                        out.peer_alive();
+                    }
+                    shard.borrow_mut().ping(slot, now, 2 * hb);
+                } else {
+                    shard.borrow_mut().drop_dead_peer(slot);
+                    DeadPeer { slot }.emit();
+                    return Ended::Dropped;
+                }
             }
         }
         if shutting_down {
@@ -443,6 +451,17 @@ mod tests {
         signals: Rc<Signals>,
         wire: Rc<Wire>,
     ) -> (Ended, Instant) {
+        drive_with(shard, slot, signals, wire, || false).await
+    }
+
+    /// [`drive`], with `unread` telling whether the peer's bytes wait unread.
+    async fn drive_with(
+        shard: Rc<RefCell<Shard>>,
+        slot: u32,
+        signals: Rc<Signals>,
+        wire: Rc<Wire>,
+        unread: impl Fn() -> bool,
+    ) -> (Ended, Instant) {
         let (_tx, shutdown) = watch::channel(false);
         let housekeeping = {
             let shard = shard.clone();
@@ -454,7 +473,7 @@ mod tests {
             })
         };
         let writer = ws::Writer::new(MockSocket(wire));
-        let write = write_loop(writer, &shard, slot, &signals, HB, shutdown);
+        let write = write_loop(writer, &shard, slot, &signals, HB, shutdown, unread);
         let ended = guarded(write, &shard, slot, &signals).await;
         housekeeping.abort();
         (ended, Instant::now())
@@ -522,6 +541,31 @@ mod tests {
                 assert_eq!(kinds, ["welcome", "status", "heartbeat", "heartbeat"]);
                 let pings = wire.frames().iter().filter(|(op, _)| *op == 0x9).count();
                 assert_eq!(pings, 2);
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_whose_answer_waits_unread_is_not_dropped() {
+        LocalSet::new()
+            .run_until(async {
+                // The shard never reads the pongs (a connect storm keeps it
+                // busy), but they are in the socket: the peer stays.
+                let (shard, slot, signals) = session(ShardConfig::default());
+                let wire = Wire::open(usize::MAX);
+                let closer = {
+                    let shard = shard.clone();
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(10 * HB).await;
+                        shard.borrow_mut().shutdown_session(slot);
+                    })
+                };
+                let (ended, _) = drive_with(shard.clone(), slot, signals, wire, || true).await;
+                closer.await.unwrap();
+                assert_eq!(ended, Ended::Closed);
+                let dead =
+                    shard.borrow().counters().dead_peers.load(std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(dead, 0);
             })
             .await;
     }

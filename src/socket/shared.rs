@@ -149,6 +149,19 @@ impl SocketHandle {
         }
     }
 
+    /// Whether the peer sent bytes that nobody has read yet (a look at the
+    /// socket's receive queue, which takes nothing from it).
+    pub fn has_unread(&self) -> bool {
+        let peek = |s: &TcpStream| {
+            let mut one = [std::mem::MaybeUninit::uninit(); 1];
+            socket2::SockRef::from(s).peek(&mut one).is_ok_and(|n| n > 0)
+        };
+        match self {
+            SocketHandle::Tcp(s) => peek(s),
+            SocketHandle::Tls(s) => s.try_borrow().is_ok_and(|s| peek(s.get_ref().0)),
+        }
+    }
+
     /// Makes the close of the socket a reset (`SO_LINGER` 0): when the last
     /// handle drops, the kernel frees it at once instead of keeping unsent
     /// bytes for a peer that does not read them.

@@ -182,15 +182,17 @@ impl Shard {
         self.session(slot).map(|s| &mut s.out)
     }
 
-    /// Time for a ping (see [`Outbound::ping`]): false when the peer is
-    /// gone (counted as a dead peer).
+    /// Time for a ping (see [`Outbound::ping`]): false when the peer
+    /// looks gone.
     pub fn ping(&mut self, slot: u32, now: Instant, limit: Duration) -> bool {
-        let Some(s) = self.session(slot) else { return false };
-        let alive = s.out.ping(now, limit);
-        if !alive {
-            ShardCounters::add(&self.metrics.counters.dead_peers, 1);
-        }
-        alive
+        self.session(slot).is_some_and(|s| s.out.ping(now, limit))
+    }
+
+    /// Drops a peer that answered no ping: counted, and closed without a
+    /// close frame.
+    pub fn drop_dead_peer(&mut self, slot: u32) {
+        ShardCounters::add(&self.metrics.counters.dead_peers, 1);
+        self.request_close(slot, CloseRequest::DEAD_PEER);
     }
 
     /// When the session's socket last took a write (the socket task's or
