@@ -126,7 +126,7 @@ impl Collector for Sources {
             one(&mut e, name, help, Gauge, v)?;
         }
         let auth = &self.access.metrics;
-        let counters: [(&str, &str, u64); 28] = [
+        let counters: [(&str, &str, u64); 29] = [
             (
                 "tickwire_ticks_in",
                 "Ticks ingested from the feed and published on the ring.",
@@ -136,6 +136,11 @@ impl Collector for Sources {
                 "tickwire_bars_built",
                 "Bar updates (bars_1s, bars_1m) built from the feed's trades.",
                 feed.bars_built.load(Ordering::Relaxed),
+            ),
+            (
+                "tickwire_bars_late_trades",
+                "Trades left out of the bars: they came after their interval's bar had closed.",
+                feed.bars_late_trades.load(Ordering::Relaxed),
             ),
             (
                 "tickwire_feed_bad_records",

@@ -12,7 +12,14 @@
 //! apply to them unchanged.
 //!
 //! A trade older than its symbol's open bar (an out-of-order record) is
-//! counted in that open bar: a bar that has closed never changes again.
+//! counted in that open bar. A bar that has closed never changes again and
+//! its interval never opens again: a trade for an interval whose bar has
+//! closed, with no later bar open, is *late* and left out of the bars
+//! ([`Bars::take_late`], `tickwire_bars_late_trades_total`). The feed
+//! thread closes bars only on a clock up to which its source has handed
+//! over every record ([`super::FeedSource::source_time`]), so only a live
+//! source whose upstream stamps trades later than the grace it is given
+//! has late trades.
 
 use crate::tick::{Bar, Body, Channel, Price, SymbolId, Tick};
 
@@ -33,9 +40,14 @@ struct Open {
 pub struct Bars {
     /// Per symbol: the open 1 s and 1 m bars.
     open: Vec<[Option<Open>; 2]>,
+    /// Per symbol: the end of the last closed 1 s and 1 m bar (0: none),
+    /// before which no bar opens again.
+    closed_end: Vec<[u64; 2]>,
     /// Per interval: the symbols with an open bar, and the earliest end.
     pending: [Vec<SymbolId>; 2],
     next_end: [Option<u64>; 2],
+    /// Late trades since the last [`Bars::take_late`].
+    late: u64,
 }
 
 impl Bars {
@@ -47,11 +59,18 @@ impl Bars {
         let i = trade.sym.index();
         if i >= self.open.len() {
             self.open.resize(i + 1, [None, None]);
+            self.closed_end.resize(i + 1, [0, 0]);
         }
+        let mut late = false;
         for (k, interval) in INTERVALS.into_iter().enumerate() {
             let width = interval.bar_ns().expect("a bars channel");
             let start = trade.src_ns - trade.src_ns % width;
             let slot = &mut self.open[i][k];
+            if slot.is_none() && start < self.closed_end[i][k] {
+                // Its interval's bar has closed and nothing later is open.
+                late = true;
+                continue;
+            }
             // Already in `pending` (an entry stays until `close_due` finds
             // the slot empty or its bar closed).
             let listed = slot.is_some();
@@ -61,6 +80,7 @@ impl Bars {
                 // A trade past the bar: its close, then a new one.
                 o.bar.closed = true;
                 out.push(tick(trade.sym, o));
+                self.closed_end[i][k] = o.start_ns + width;
                 *slot = None;
             }
             let o = match slot {
@@ -101,6 +121,13 @@ impl Bars {
             }
             out.push(tick(trade.sym, o));
         }
+        self.late += u64::from(late);
+    }
+
+    /// Trades left out of some bar since the last call because they came
+    /// after their interval's bar had closed (see the module docs).
+    pub fn take_late(&mut self) -> u64 {
+        std::mem::take(&mut self.late)
     }
 
     /// Closes every open bar whose interval ended at or before `now_ns` on
@@ -112,7 +139,7 @@ impl Bars {
             }
             let width = INTERVALS[k].bar_ns().expect("a bars channel");
             let mut next_end: Option<u64> = None;
-            let open = &mut self.open;
+            let (open, closed_end) = (&mut self.open, &mut self.closed_end);
             self.pending[k].retain(|&sym| {
                 let slot = &mut open[sym.index()][k];
                 let Some(o) = slot else { return false };
@@ -123,6 +150,7 @@ impl Bars {
                 }
                 o.bar.closed = true;
                 out.push(tick(sym, o));
+                closed_end[sym.index()][k] = end;
                 *slot = None;
                 false
             });
@@ -208,6 +236,36 @@ mod tests {
             (m[0].open, m[0].high, m[0].volume, m[0].trades),
             (Price(100), Price(130), 105, 4)
         );
+    }
+
+    #[test]
+    fn a_closed_interval_never_opens_again() {
+        let mut b = Bars::default();
+        let mut out = Vec::new();
+        b.on_trade(&trade(1, 5.2, 100, 1), &mut out);
+        b.close_due(6_000_000_000, &mut out);
+        out.clear();
+        // A trade of the closed second arrives late: no second bar for it
+        // (the minute bar, still open, counts it).
+        b.on_trade(&trade(1, 5.9, 120, 2), &mut out);
+        assert!(bars(&out, Channel::Bars1s).is_empty(), "{out:?}");
+        let m = bars(&out, Channel::Bars1m);
+        assert_eq!((m[0].volume, m[0].trades, m[0].high), (3, 2, Price(120)));
+        assert_eq!(b.take_late(), 1);
+        assert_eq!(b.take_late(), 0);
+        // The next second opens as usual; a late trade for the closed second
+        // now counts in that open bar, like any out-of-order record.
+        out.clear();
+        b.on_trade(&trade(1, 6.1, 90, 1), &mut out);
+        b.on_trade(&trade(1, 5.5, 95, 1), &mut out);
+        let s = bars(&out, Channel::Bars1s);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            out.iter().rfind(|t| t.channel() == Channel::Bars1s).unwrap().src_ns,
+            6_000_000_000
+        );
+        assert_eq!((s[1].volume, s[1].low, s[1].trades), (2, Price(90), 2));
+        assert_eq!(b.take_late(), 0);
     }
 
     #[test]

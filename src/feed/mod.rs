@@ -123,16 +123,26 @@ pub trait FeedSource: Send + 'static {
     }
 
     /// The source clock at wall time `now` (nanoseconds since the Unix
-    /// epoch), which closes bars whose interval has passed: the wall clock
-    /// for a live source (the default), the schedule's clock for a paced
-    /// replay. `None` when time moves only with the records (a replay at
-    /// `--speed max`): bars then close when a later trade or the end of
-    /// the source passes them.
+    /// epoch) up to which the source has handed over every record, which
+    /// closes bars whose interval has passed. A source that knows its
+    /// schedule (a paced replay, the synthetic feed) answers its clock, but
+    /// never past the next record it has not handed over yet: a bar must
+    /// not close while one of its trades is due and unread. A live source
+    /// (the default) answers the wall clock less [`LIVE_BAR_GRACE`], for
+    /// trades stamped upstream and still on their way. `None` when time
+    /// moves only with the records (a replay at `--speed max`): bars then
+    /// close when a later trade or the end of the source passes them.
     fn source_time(&self, now: Instant) -> Option<u64> {
         let _ = now;
-        Some(now_ns())
+        Some(now_ns().saturating_sub(LIVE_BAR_GRACE.as_nanos() as u64))
     }
 }
+
+/// How far behind the wall clock a live source's bars close: the time a
+/// trade stamped upstream may take to reach the feed thread and still be
+/// counted in its bar. With [`BAR_CLOCK`] it keeps closes within the
+/// 100 ms the protocol allows.
+pub const LIVE_BAR_GRACE: Duration = Duration::from_millis(50);
 
 /// Counters of the feed thread.
 #[derive(Default)]
@@ -141,6 +151,9 @@ pub struct FeedMetrics {
     pub ticks_in: AtomicU64,
     /// Bar updates built from the trades and published on the ring.
     pub bars_built: AtomicU64,
+    /// Trades left out of a bar because their interval's bar had closed
+    /// (see [`bars`]).
+    pub bars_late_trades: AtomicU64,
     /// Records a source produced that could not be used (unknown symbol id,
     /// garbage); skipped, never fatal.
     pub bad_records: AtomicU64,
@@ -428,6 +441,10 @@ pub fn spawn_ingest(
                             batch.iter().for_each(|t| bars.on_trade(t, &mut bar_ticks));
                             publish_as(&mut bar_ticks, &mut seqs, &mut ring, &market, false, true);
                             bar_ticks.clear();
+                            let late = bars.take_late();
+                            if late > 0 {
+                                market.metrics.bars_late_trades.fetch_add(late, Ordering::Relaxed);
+                            }
                         }
                         wakers.wake_all();
                         since_urgent += batch.len();

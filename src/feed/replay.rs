@@ -488,7 +488,11 @@ impl FeedSource for Replay {
         let Speed::Factor(speed) = self.speed else { return None };
         let ((start, _), t0, shift) = (self.start?, self.t0?, self.pass_shift?);
         let elapsed = now.saturating_duration_since(start).as_nanos() as f64 * speed;
-        Some(shifted(t0 + elapsed as u64, shift))
+        // Every record before `pending` has been handed over; the ones after
+        // it may be due already but are unread: the clock stops at it.
+        // Without one (a full batch was handed over) nothing is known.
+        let next = self.pending.as_ref()?.src_ns;
+        Some(shifted((t0 + elapsed as u64).min(next), shift))
     }
 }
 
@@ -628,6 +632,28 @@ mod tests {
         // Pacing leaves the recorded times as they are.
         let times: Vec<u64> = out.iter().map(|t| t.src_ns).collect();
         assert_eq!(times, [10_000_000_000, 11_000_000_000, 12_000_000_000]);
+    }
+
+    #[test]
+    fn the_clock_stops_at_the_first_record_not_handed_over() {
+        // Records 1 s apart at speed 1: the first poll hands over one and
+        // keeps the next, due in a second.
+        let ticks = vec![trade(10_000_000_000), trade(11_000_000_000), trade(12_000_000_000)];
+        let mut r =
+            Replay::new(Box::new(Vec_ { ticks, at: 0 }), Speed::Factor(1.0), false).unwrap();
+        assert_eq!(r.source_time(Instant::now()), None, "nothing read yet");
+        let mut out = Vec::new();
+        assert_eq!(r.poll(&mut out), Poll::Ready);
+        assert_eq!(out.len(), 1);
+        let (start, _) = r.start.unwrap();
+        // Half a second in, the clock reads the schedule.
+        let half = r.source_time(start + Duration::from_millis(500)).unwrap();
+        assert_eq!(half, 10_500_000_000);
+        // Five seconds in (a feed thread woken late), two records are due but
+        // only the first was handed over: the clock waits at the next one,
+        // so no bar that the 11 s record belongs to can close before it.
+        let late = r.source_time(start + Duration::from_secs(5)).unwrap();
+        assert_eq!(late, 11_000_000_000);
     }
 
     /// The source times of every tick of one pass at `--speed max`.

@@ -211,6 +211,19 @@ impl Synthetic {
 }
 
 impl FeedSource for Synthetic {
+    /// The wall clock (as the ticks read it: the start's, plus the time
+    /// since), but never past the next tick not generated yet: due ticks
+    /// are stamped with their schedule, which may be behind it.
+    fn source_time(&self, now: Instant) -> Option<u64> {
+        // The clock the ticks are stamped on (`due_ns`).
+        let wall = self.start_ns + now.saturating_duration_since(self.start).as_nanos() as u64;
+        if self.burst.is_some() {
+            // Ticks are stamped with the poll's time: none is behind it.
+            return Some(wall);
+        }
+        Some(wall.min(self.due_ns(self.emitted, now)))
+    }
+
     fn poll(&mut self, out: &mut Vec<Tick>) -> Poll {
         let now = Instant::now();
         let due = self.due_by(now.duration_since(self.start));
@@ -250,6 +263,25 @@ mod tests {
         out.truncate(1000);
         // Source times are the schedule, not the clock: drop them for comparison.
         out.iter().map(|t| Tick { src_ns: 0, ..*t }).collect()
+    }
+
+    #[test]
+    fn the_clock_never_passes_a_tick_not_generated_yet() {
+        // 1,000 ticks/s: a feed thread polling late finds ticks due that it
+        // has not generated; the clock stays at the first of them.
+        let table = Arc::new(SymbolTable::new(1024));
+        let config = SyntheticConfig { symbols: 5, rate: 1000.0, seed: 1, burst: None };
+        let mut feed = Synthetic::new(config, &table).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(feed.poll(&mut out), Poll::Ready);
+        let later = Instant::now() + Duration::from_secs(2);
+        let clock = feed.source_time(later).unwrap();
+        assert_eq!(clock, feed.due_ns(feed.emitted, later));
+        assert!(out.iter().all(|t| t.src_ns < clock));
+        // Generating what is due moves it on: every later tick is at or past it.
+        let mut rest = Vec::new();
+        feed.poll(&mut rest);
+        assert!(rest.iter().all(|t| t.src_ns >= clock));
     }
 
     #[test]
