@@ -1,8 +1,8 @@
 //! The dashboard (`src/dashboard/`): its protocol client `tickwire.js` under
-//! Node's test runner (against fake sockets, and in `resume.test.mjs`
-//! against `tickwire serve`), and the page itself in Debian's chromium driven
-//! by `playwright-core` (`tests/browser/dashboard.e2e.mjs`). Whatever runs a
-//! server runs this crate's binary, passed as `TICKWIRE_BIN`.
+//! Node's test runner (against fake sockets, and in `resume.test.mjs` and
+//! `bars.test.mjs` against `tickwire serve`), and the page itself in Debian's
+//! chromium driven by `playwright-core` (`tests/browser/dashboard.e2e.mjs`).
+//! Whatever runs a server runs this crate's binary, passed as `TICKWIRE_BIN`.
 //!
 //! Both need Node.js; the browser test also needs `playwright-core` and
 //! Debian's chromium, which it provisions itself (`crate::provision`: `npm ci`

@@ -5,9 +5,15 @@
 // arrived. The table is virtualized: only the rows in view (and a few more)
 // are in the DOM, because any text change in a table lays out the whole
 // table, and 500 laid-out rows cost tens of milliseconds per frame.
+//
+// The chart shows the selected symbol's mid line (from its quotes and
+// trades), or its candles: then the page subscribes to that one symbol's
+// bars channel (bars_1s or bars_1m) in mode "all", so that every bar's final
+// values arrive, and moves that one subscription when the symbol or the
+// view changes.
 
 import { State, TickwireClient } from "./tickwire.js";
-import { History, PriceChart } from "./pricechart.js";
+import { Candles, History, PriceChart } from "./pricechart.js";
 
 // The synthetic feed's ten busiest names.
 const DEFAULT_WATCHLIST = ["SPY", "QQQ", "NVDA", "TSLA", "AAPL", "AMZN", "MSFT", "META", "GOOGL", "AMD"];
@@ -36,6 +42,11 @@ const el = {
   tbody: $("rows"),
   wrap: $("table-wrap"),
   chartSym: $("chart-sym"),
+  chartKind: $("chart-kind"),
+  chartView: $("chart-view"),
+  chartNote: $("chart-note"),
+  legendMid: $("legend-mid"),
+  legendCandles: $("legend-candles"),
   chartLast: $("chart-last"),
   chartChg: $("chart-chg"),
   canvas: $("chart"),
@@ -78,7 +89,7 @@ function persistWatchlist() {
   history.replaceState(null, "", url);
 }
 
-const settings = { mode: "latest", max_hz: 10, ...load(STORE.settings, {}) };
+const settings = { mode: "latest", max_hz: 10, chart: "mid", ...load(STORE.settings, {}) };
 const subOptions = () => (settings.mode === "all" ? { mode: "all" } : { mode: "latest", max_hz: settings.max_hz });
 
 // --- formatting ----------------------------------------------------------------
@@ -110,6 +121,9 @@ let order = [];
 const dirty = new Set();
 let selected = null;
 let sort = { key: null, dir: 1 };
+
+/** Empty bar histories of both bars channels, by channel. */
+const newCandles = () => ({ bars_1s: new Candles(1_000), bars_1m: new Candles(60_000) });
 
 function makeRow(sym) {
   const tr = document.createElement("tr");
@@ -147,6 +161,8 @@ function makeRow(sym) {
     rate: 0,
     attached: false, // in the DOM (in view) right now
     history: new History(),
+    // Bars of the chart's candle views, kept while the symbol is on the list.
+    candles: newCandles(),
   };
 }
 
@@ -198,6 +214,16 @@ function onTrade(t) {
   const mid = r.bid !== undefined && r.ask !== undefined ? (r.bid + r.ask) / 2 : undefined;
   r.history.addTrade(t.receivedAt, t.p, t.s, mid);
   update(r, t);
+}
+
+/** A bar of the charted stream: only the chart shows bars. */
+function onBar(b) {
+  const r = rows.get(b.sym);
+  if (!r || !r.candles[b.ch]?.add(b)) return;
+  if (r.sym === selected && settings.chart === b.ch) {
+    chartDirty = true;
+    schedule();
+  }
 }
 
 function update(r, m) {
@@ -399,7 +425,16 @@ function drawChart() {
   const r = rows.get(selected);
   if (!r) return;
   const d = decimalsFor(r.bid ?? r.last);
-  chart.draw(r.history, Date.now(), d);
+  if (settings.chart === "mid") {
+    chart.draw(r.history, Date.now(), d);
+  } else {
+    const candles = r.candles[settings.chart];
+    const drawn = chart.drawCandles(candles, d);
+    // What the chart shows, for tests and tools that read the page.
+    el.canvas.dataset.candles = String(drawn.candles);
+    el.canvas.dataset.closed = String(drawn.closed);
+    el.canvas.dataset.newest = String(candles.bars.at(-1)?.t ?? "");
+  }
   const p = price(r);
   el.chartLast.textContent = p === undefined ? dash : fmt(p, d);
   if (p !== undefined && r.base !== undefined) {
@@ -414,7 +449,9 @@ function select(sym) {
   selected = sym;
   const r = sym && rows.get(sym);
   el.chartSym.textContent = sym ?? dash;
-  el.canvas.setAttribute("aria-label", sym ? `${sym}: mid price and trades, last 2 minutes` : "Price chart");
+  const view = CHART_VIEWS[settings.chart];
+  el.canvas.setAttribute("aria-label", sym ? `${sym}: ${view.label}, ${view.span}` : "Price chart");
+  syncBars();
   if (r) {
     r.symBtn.setAttribute("aria-pressed", "true");
     drawChart();
@@ -424,6 +461,55 @@ function select(sym) {
     el.chartChg.textContent = "";
     chart.draw({ quotes: [], trades: [] }, Date.now(), 2);
   }
+}
+
+/** The chart's views: what the title, the note and the canvas's label say. */
+const CHART_VIEWS = {
+  mid: { label: "mid price and trades", title: "mid & trades", span: "last 2 minutes", note: "Last 2 minutes." },
+  bars_1s: {
+    label: "1 s candles",
+    title: "1 s candles",
+    span: "up to 2 minutes of bars",
+    note: "Up to 2 minutes of 1 s bars on the feed's clock, volume below.",
+  },
+  bars_1m: {
+    label: "1 min candles",
+    title: "1 min candles",
+    span: "up to an hour of bars",
+    note: "Up to an hour of 1 min bars on the feed's clock, volume below.",
+  },
+};
+
+/** The bars stream the page holds for the chart: {sym, ch}, or null. */
+let barsSub = null;
+
+/**
+ * Moves the page's one bars subscription to the selected symbol and view:
+ * unsubscribes the old stream (that channel only: the watchlist keeps the
+ * symbol's quotes and trades), subscribes the new one. Its snapshot starts
+ * the candles' history; bars already held for the symbol stay.
+ */
+function syncBars() {
+  const ch = settings.chart === "mid" ? null : settings.chart;
+  const want = ch && selected && rows.has(selected) ? { sym: selected, ch } : null;
+  if (want?.sym === barsSub?.sym && want?.ch === barsSub?.ch) return;
+  if (barsSub) client.unsubscribe([barsSub.sym], { channels: [barsSub.ch] });
+  barsSub = want;
+  if (want) client.subscribe([want.sym], { channels: [want.ch], mode: "all" });
+}
+
+/** Shows the chart as `view` ("mid", "bars_1s" or "bars_1m"). */
+function setChartView(view) {
+  settings.chart = view;
+  el.chartView.value = view;
+  const v = CHART_VIEWS[view];
+  el.chartKind.textContent = v.title;
+  el.legendMid.hidden = view !== "mid";
+  el.legendCandles.hidden = view === "mid";
+  el.chartNote.textContent = `${v.note} Click a symbol in the watchlist to chart it.`;
+  el.canvas.dataset.view = view;
+  for (const key of ["candles", "closed", "newest"]) delete el.canvas.dataset[key];
+  select(selected);
 }
 
 function applySort() {
@@ -477,6 +563,8 @@ function removeSymbol(sym) {
 }
 
 function dropRow(r) {
+  // The row's unsubscribe (or its rejection) ended its bars stream too.
+  if (barsSub?.sym === r.sym) barsSub = null;
   rows.delete(r.sym);
   dirty.delete(r);
   order = order.filter((x) => x !== r);
@@ -623,6 +711,10 @@ el.mode.addEventListener("change", () => {
   el.maxHz.disabled = settings.mode === "all";
   applySettings();
 });
+el.chartView.addEventListener("change", () => {
+  setChartView(el.chartView.value);
+  save(STORE.settings, settings);
+});
 el.maxHz.addEventListener("change", () => {
   settings.max_hz = el.maxHz.value === "" ? null : Number(el.maxHz.value);
   applySettings();
@@ -690,8 +782,16 @@ function updateBanner() {
   }
 }
 
+let epoch = null;
+
 client.on("welcome", (w) => {
   maxSymbols = w.limits?.symbols ?? maxSymbols;
+  if (epoch !== null && w.epoch !== epoch) {
+    // A new numbering run (a restart, or a looping replay starting over,
+    // whose source times begin again): the bars held are of another run.
+    for (const r of rows.values()) r.candles = newCandles();
+  }
+  epoch = w.epoch;
   el.serverInfo.textContent = `${w.server} · epoch ${w.epoch} · session ${w.session}`;
   client.list("").then(
     (symbols) => {
@@ -704,7 +804,17 @@ client.on("welcome", (w) => {
 });
 client.on("quote", onQuote);
 client.on("trade", onTrade);
+client.on("bar", onBar);
 client.on("rejected", (r) => {
+  if (r.channels.every((ch) => ch.startsWith("bars_"))) {
+    // The symbol stays on the list; only its candles are not available (a
+    // key without the bars channels, say).
+    if (barsSub?.sym === r.sym) barsSub = null;
+    setChartView("mid");
+    el.chartNote.textContent = `Candles of ${r.sym} are not available: ${r.msg} (${r.code}).`;
+    say(el.chartNote.textContent);
+    return;
+  }
   const row = rows.get(r.sym);
   if (row) dropRow(row);
   say(`${r.sym} was not added: ${r.msg} (${r.code})`);
@@ -778,5 +888,6 @@ setTheme(load(STORE.theme, null));
 addSymbols(initialWatchlist(), { subscribe: false });
 client.subscribe([...rows.keys()], subOptions());
 el.count.textContent = `(${rows.size})`;
-select(order[0]?.sym ?? null);
+selected = order[0]?.sym ?? null;
+setChartView(CHART_VIEWS[settings.chart] ? settings.chart : "mid");
 client.connect();

@@ -8,13 +8,20 @@
 //   import { TickwireClient } from "./tickwire.js";
 //   const tw = new TickwireClient("ws://127.0.0.1:8080/ws?stamps=1");
 //   tw.on("quote", (q) => console.log(q.sym, q.bp, q.ap));
+//   tw.on("bar", (b) => console.log(b.sym, b.ch, b.t, b.o, b.h, b.l, b.c, b.x ? "closed" : "open"));
 //   tw.on("state", ({ state }) => console.log("now", state));
-//   tw.subscribe(["AAPL", "MSFT"], { max_hz: 4 });
+//   tw.subscribe(["AAPL", "MSFT"], { max_hz: 4 }); // quotes and trades
+//   tw.subscribe(["AAPL"], { channels: ["bars_1s"], mode: "all" }); // 1 s bars too
 //   tw.connect();
 //
 // With `{ binary: true }` the client offers `tickwire.v1.bin` and decodes
 // its binary market-data frames (see docs/PROTOCOL.md) into the same message
 // objects as the JSON protocol, so everything below works the same.
+//
+// Subscriptions are kept per (channel, symbol), as the server keeps them:
+// subscribing a symbol on one channel leaves its other channels as they
+// were, and unsubscribe() without `channels` removes every channel this
+// client holds for the symbols.
 //
 // What it does for you:
 // - checks `cseq` on every message; a gap means the transport lost data, so
@@ -41,6 +48,13 @@
 //   welcome  the welcome message (epoch, hb_ms, limits, ...)
 //   quote    {...q fields, ch:"quotes", snapshot, receivedAt}
 //   trade    {...t fields, ch:"trades", snapshot, receivedAt}
+//   bar      {...b fields, snapshot, receivedAt}: ch ("bars_1s" or "bars_1m"),
+//            sym, seq, t (the bar's start), o, h, l, c, v, n, vw, x (closed),
+//            optional cf, ti, to. Every update of the open bar comes as it
+//            stands; x: true once it is closed and final. In mode "latest"
+//            the close of a bar can be conflated into the next bar's first
+//            update (a bar with a later t): subscribe bars in mode "all" to
+//            see every bar's final values.
 //   frame    {messages, receivedAt} after each frame was handled
 //   gap      {expected, got}            cseq gap (followed by a reconnect)
 //   seqgap   {ch, sym, expected, got}   a stream jumped without explanation
@@ -55,7 +69,8 @@
 //            the server no longer held (reported once the re-subscribe
 //            was answered).
 //   overflow, status, slow, shutdown, unsubscribed, error: the messages
-//   rejected {sym, code, msg}           a subscription the server refused
+//   rejected {sym, code, msg, channels} a subscription the server refused
+//                                       (channels: those of the request)
 //   retry    {attempt, delayMs}         a reconnect is scheduled
 //   close    {code, reason}             the socket closed
 
@@ -69,13 +84,17 @@ export const State = Object.freeze({
   CLOSED: "closed",
 });
 
+/** The channel of an update type that does not name it (`b` does: `ch`). */
 const CHANNEL_OF = { q: "quotes", t: "trades" };
+/** The event that carries a channel's snapshots and updates. */
+const EVENT_OF = { quotes: "quote", trades: "trade", bars_1s: "bar", bars_1m: "bar" };
 
 /** Subprotocol names. */
 export const JSON_PROTOCOL = "tickwire.v1.json";
 export const BINARY_PROTOCOL = "tickwire.v1.bin";
 
-const CHANNELS = ["quotes", "trades"];
+/** Every channel, by its number in binary records (and in this order in requests). */
+export const CHANNELS = Object.freeze(["quotes", "trades", "bars_1s", "bars_1m"]);
 /** The channels of a `subscribe` without `channels`. */
 const DEFAULT_CHANNELS = ["quotes", "trades"];
 /** `limits.max_message_bytes` of a server that does not announce it. */
@@ -86,12 +105,17 @@ const jsonBytes = (value) => encoder.encode(JSON.stringify(value)).length;
 const u64 = (dv, o) => dv.getUint32(o, true) + dv.getUint32(o + 4, true) * 2 ** 32;
 const i64 = (dv, o) => dv.getUint32(o, true) + dv.getInt32(o + 4, true) * 2 ** 32;
 
+/** Bytes a bars record adds after the stamps (`o`, `h`, `l`, `vw`). */
+const BAR_EXTRA = 32;
+
 /**
  * Decodes one `tickwire.v1.bin` frame (an ArrayBuffer or a typed array /
  * Node Buffer) into the messages a JSON session would get, in order.
  * `names` maps the symbol ids announced in `subscribed` to names. Exact
  * below 2^53 (so not for `time_unit=ns`). Throws on a malformed frame.
- * Records of an unknown kind come out as `{type: "unknown", cseq}`.
+ * Records are `record_len` bytes apart (longer on a session that takes
+ * bars); records of an unknown kind, and bar records too short to hold a
+ * bar, come out as `{type: "unknown", cseq}`.
  */
 export function decodeBinary(data, names) {
   const dv = ArrayBuffer.isView(data)
@@ -103,6 +127,9 @@ export function decodeBinary(data, names) {
   const count = dv.getUint32(4, true);
   if (len < 56 || dv.byteLength !== 16 + count * len) throw new Error("binary frame length mismatch");
   const first = u64(dv, 8);
+  // Where a bar's o, h, l, vw start: right after the stamps, if any.
+  const barAt = stamps ? 72 : 56;
+  const bars = len >= barAt + BAR_EXTRA;
   const out = new Array(count);
   for (let i = 0, o = 16; i < count; i++, o += len) {
     const kind = dv.getUint8(o);
@@ -110,9 +137,12 @@ export function decodeBinary(data, names) {
     const cseq = first + i;
     const sym = names.get(dv.getUint32(o + 4, true));
     let m;
-    if (kind === 1 || kind === 2) {
-      const snapshot = (dv.getUint8(o + 1) & 1) !== 0;
-      m = snapshot ? { type: "snapshot", ch, cseq } : { type: kind === 1 ? "q" : "t", cseq };
+    if (kind === 1 || kind === 2 || (kind === 5 && bars)) {
+      const flags = dv.getUint8(o + 1);
+      const snapshot = (flags & 1) !== 0;
+      if (snapshot) m = { type: "snapshot", ch, cseq };
+      else if (kind === 5) m = { type: "b", ch, cseq };
+      else m = { type: kind === 1 ? "q" : "t", cseq };
       const cf = u64(dv, o + 48);
       if (!snapshot && cf > 1) m.cf = cf;
       m.sym = sym;
@@ -122,9 +152,18 @@ export function decodeBinary(data, names) {
         m.bs = dv.getUint32(o + 40, true);
         m.ap = i64(dv, o + 32) / 1e4;
         m.as = dv.getUint32(o + 44, true);
-      } else {
+      } else if (kind === 2) {
         m.p = i64(dv, o + 24) / 1e4;
         m.s = dv.getUint32(o + 40, true);
+      } else {
+        m.o = i64(dv, o + barAt) / 1e4;
+        m.h = i64(dv, o + barAt + 8) / 1e4;
+        m.l = i64(dv, o + barAt + 16) / 1e4;
+        m.c = i64(dv, o + 24) / 1e4;
+        m.v = u64(dv, o + 32);
+        m.n = dv.getUint32(o + 40, true);
+        m.vw = i64(dv, o + barAt + 24) / 1e4;
+        m.x = (flags & 2) !== 0;
       }
       m.t = u64(dv, o + 16);
       if (stamps) {
@@ -183,7 +222,11 @@ export class TickwireClient {
     /** Symbol names by the ids `subscribed` announced (binary protocol). */
     this.names = new Map();
     this.listeners = new Map();
-    /** Wanted subscriptions, kept across reconnects: symbol -> options. */
+    /**
+     * Wanted subscriptions, kept across reconnects: symbol -> (channel ->
+     * options {mode, max_hz}), one entry per (channel, symbol) as the server
+     * keeps them.
+     */
     this.subs = new Map();
     /** Last applied `seq` per "channel:symbol", kept across reconnects within one epoch. */
     this.lastSeq = new Map();
@@ -231,23 +274,41 @@ export class TickwireClient {
   }
 
   /**
-   * Subscribes `symbols` with `options` ({channels, mode, max_hz}); they are
-   * resubscribed after every reconnect. Resolves with the `subscribed`
-   * reply, or null when offline (the subscription is sent on connect).
+   * Subscribes `symbols` on `options.channels` (default quotes and trades;
+   * "bars_1s", "bars_1m" too) with `options` {mode, max_hz}, replacing the
+   * options of those (channel, symbol) streams only; they are resubscribed
+   * after every reconnect. Resolves with the `subscribed` reply, or null
+   * when offline (the subscription is sent on connect).
    */
   subscribe(symbols, options = {}) {
     const opts = {};
-    for (const k of ["channels", "mode", "max_hz"]) if (options[k] != null) opts[k] = options[k];
-    for (const s of symbols) this.subs.set(s, opts);
+    for (const k of ["mode", "max_hz"]) if (options[k] != null) opts[k] = options[k];
+    for (const s of symbols) {
+      if (!this.subs.has(s)) this.subs.set(s, new Map());
+      for (const ch of options.channels ?? DEFAULT_CHANNELS) this.subs.get(s).set(ch, opts);
+    }
     if (!this.welcomed || symbols.length === 0) return Promise.resolve(null);
-    return this._request({ type: "subscribe", symbols: [...symbols], ...opts });
+    const channels = options.channels != null ? { channels: options.channels } : {};
+    return this._request({ type: "subscribe", symbols: [...symbols], ...channels, ...opts });
   }
 
-  /** Removes subscriptions. Resolves with `unsubscribed`, or null when offline. */
-  unsubscribe(symbols) {
-    for (const s of symbols) this.subs.delete(s);
+  /**
+   * Removes subscriptions on `options.channels`; by default on every
+   * channel this client holds for `symbols` (`"*"`: for any symbol, as the
+   * server removes named subscriptions too). Resolves with `unsubscribed`,
+   * or null when offline.
+   */
+  unsubscribe(symbols, options = {}) {
+    const names = new Set(symbols);
+    const mine = [...this.subs].filter(([sym]) => names.has("*") || names.has(sym));
+    const held = new Set(mine.flatMap(([, byCh]) => [...byCh.keys()]));
+    const channels = options.channels ?? (held.size > 0 ? CHANNELS.filter((ch) => held.has(ch)) : DEFAULT_CHANNELS);
+    for (const [sym, byCh] of mine) {
+      for (const ch of channels) byCh.delete(ch);
+      if (byCh.size === 0) this.subs.delete(sym);
+    }
     if (!this.welcomed || symbols.length === 0) return Promise.resolve(null);
-    return this._request({ type: "unsubscribe", symbols: [...symbols] });
+    return this._request({ type: "unsubscribe", symbols: [...symbols], channels: [...channels] });
   }
 
   /** Known symbols starting with `prefix` (sorted). Rejects when offline. */
@@ -372,7 +433,7 @@ export class TickwireClient {
         this.pending.delete(id);
         reject(new Error(`no reply to ${msg.type} within ${this.opt.requestTimeoutMs} ms`));
       }, this.opt.requestTimeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, msg });
       this.ws.send(JSON.stringify({ ...msg, id }));
     });
   }
@@ -388,18 +449,29 @@ export class TickwireClient {
   }
 
   /**
-   * The wanted subscriptions as groups of one option set each (in the order
-   * they were first asked for), with the streams of each group whose last
-   * `seq` is known: `streams` maps a name of `symbols` to the [channel,
-   * symbol, seq] it covers. A stream is listed once: under its own name,
-   * else under a `"*"`.
+   * The wanted subscriptions as groups of one option set and one channel
+   * list each (in the order they were first asked for), with the streams
+   * of each group whose last `seq` is known: `streams` maps a name of
+   * `symbols` to the [channel, symbol, seq] it covers. A stream is listed
+   * once: under its own name, else under a `"*"`.
    */
   _plan() {
     const groups = new Map();
-    for (const [sym, opts] of this.subs) {
-      const key = JSON.stringify(opts);
-      if (!groups.has(key)) groups.set(key, { opts, symbols: [], streams: new Map() });
-      groups.get(key).symbols.push(sym);
+    for (const [sym, byCh] of this.subs) {
+      // This symbol's channels, by the options they share.
+      const sets = new Map();
+      for (const ch of CHANNELS) {
+        const opts = byCh.get(ch);
+        if (opts === undefined) continue;
+        const key = JSON.stringify(opts);
+        if (!sets.has(key)) sets.set(key, { opts, channels: [] });
+        sets.get(key).channels.push(ch);
+      }
+      for (const { opts, channels } of sets.values()) {
+        const key = JSON.stringify([opts, channels]);
+        if (!groups.has(key)) groups.set(key, { opts, channels, symbols: [], streams: new Map() });
+        groups.get(key).symbols.push(sym);
+      }
     }
     const listed = new Set();
     const add = (g, name, ch, sym) => {
@@ -410,13 +482,12 @@ export class TickwireClient {
       if (!g.streams.has(name)) g.streams.set(name, []);
       g.streams.get(name).push([ch, sym, seq]);
     };
-    const channels = (g) => g.opts.channels ?? DEFAULT_CHANNELS;
     for (const g of groups.values()) {
-      for (const sym of g.symbols) if (sym !== "*") for (const ch of channels(g)) add(g, sym, ch, sym);
+      for (const sym of g.symbols) if (sym !== "*") for (const ch of g.channels) add(g, sym, ch, sym);
     }
     for (const g of groups.values()) {
       if (!g.symbols.includes("*")) continue;
-      const wild = new Set(channels(g));
+      const wild = new Set(g.channels);
       for (const key of this.lastSeq.keys()) {
         const [ch, sym] = key.split(/:(.*)/s);
         if (wild.has(ch)) add(g, "*", ch, sym);
@@ -432,9 +503,9 @@ export class TickwireClient {
    * streams as fit (the others start again from a snapshot).
    */
   _pack(group, epoch, limit) {
-    const base = { type: "subscribe", ...group.opts };
+    const base = { type: "subscribe", channels: group.channels, ...group.opts };
     const empty = {};
-    for (const ch of group.opts.channels ?? DEFAULT_CHANNELS) empty[ch] = {};
+    for (const ch of group.channels) empty[ch] = {};
     // Everything but the symbols and the streams, with the longest id.
     const overhead = jsonBytes({
       ...base,
@@ -590,7 +661,9 @@ export class TickwireClient {
         this._emit("status", m);
         this._setState();
         break;
-      case "subscribed":
+      case "subscribed": {
+        // The channels this reply's rejections are about: its request's.
+        const asked = (m.id != null && this.pending.get(m.id)?.msg.channels) || DEFAULT_CHANNELS;
         for (const s of m.subs) {
           if (s.id !== undefined) this.names.set(s.id, s.sym);
           const key = `${s.ch}:${s.sym}`;
@@ -606,15 +679,19 @@ export class TickwireClient {
           this.active.add(key);
         }
         for (const r of m.rejected) {
-          // A refused name would be refused again on every reconnect.
-          this.subs.delete(r.sym);
-          this._emit("rejected", r);
+          // A refused (channel, symbol) would be refused again on every reconnect.
+          const byCh = this.subs.get(r.sym);
+          for (const ch of asked) byCh?.delete(ch);
+          if (byCh?.size === 0) this.subs.delete(r.sym);
+          this._emit("rejected", { ...r, channels: asked });
         }
         this._settle(m, true);
         break;
+      }
       case "snapshot":
       case "q":
       case "t":
+      case "b":
         this._data(m, receivedAt);
         break;
       case "overflow": {
@@ -661,10 +738,10 @@ export class TickwireClient {
     }
   }
 
-  /** A snapshot, quote or trade: ordered per stream, checked, then emitted. */
+  /** A snapshot, quote, trade or bar: ordered per stream, checked, then emitted. */
   _data(m, receivedAt) {
     const snapshot = m.type === "snapshot";
-    const ch = snapshot ? m.ch : CHANNEL_OF[m.type];
+    const ch = m.ch ?? CHANNEL_OF[m.type];
     const key = `${ch}:${m.sym}`;
     const last = this.lastSeq.get(key);
     if (last !== undefined) {
@@ -683,7 +760,8 @@ export class TickwireClient {
     m.ch = ch;
     m.snapshot = snapshot;
     m.receivedAt = receivedAt;
-    this._emit(ch === "quotes" ? "quote" : "trade", m);
+    // A channel added to v1 later is numbered like the others but not emitted.
+    if (EVENT_OF[ch]) this._emit(EVENT_OF[ch], m);
   }
 
   // --- state ---------------------------------------------------------------

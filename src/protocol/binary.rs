@@ -427,4 +427,79 @@ mod tests {
         // A change here is a wire-format change: update the docs and the JS test.
         assert_eq!(hex, GOLDEN);
     }
+
+    /// Frames of a session that takes bars, pinned like [`GOLDEN`] (and
+    /// decoded from the same hex by tests/browser/binary.test.mjs), without
+    /// and with stamps: a bars_1s update (cf 3), a closed bars_1m snapshot,
+    /// a quote and a bars_1s overflow, every record 32 bytes longer.
+    const GOLDEN_BARS: [&str; 2] = [
+        "54005800040000001500000000000000050002000700000005000000000000000023f0be9a010000e4581d0000000000b004000000000000040000000000000003000000000000001c581d0000000000ac591d000000000054571d000000000090581d00000000000503030003000000280000000000000080eaeebe9a010000422700000000000088130000000000000c00000000000000000000000000000015270000000000007427000000000000ac260000000000002427000000000000010000000700000017040000000000005e24f0be9a0100001c581d0000000000e4581d00000000002c010000640000000100000000000000000000000000000000000000000000000000000000000000000000000000000003000200070000000900000000000000000000000000000006000000000000000400000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "54016800040000001500000000000000050002000700000005000000000000000023f0be9a010000e4581d0000000000b004000000000000040000000000000003000000000000005f24f0be9a0100006024f0be9a0100001c581d0000000000ac591d000000000054571d000000000090581d00000000000503030003000000280000000000000080eaeebe9a010000422700000000000088130000000000000c0000000000000000000000000000005f24f0be9a0100006024f0be9a01000015270000000000007427000000000000ac260000000000002427000000000000010000000700000017040000000000005e24f0be9a0100001c581d0000000000e4581d00000000002c0100006400000001000000000000005f24f0be9a0100006024f0be9a01000000000000000000000000000000000000000000000000000000000000000000000300020007000000090000000000000000000000000000000600000000000000040000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    ];
+
+    #[test]
+    fn golden_bars_frames_are_stable() {
+        let (ingest, to) = (1_764_140_000_351_000_000, 1_764_140_000_352_000_000);
+        // Prices o, h, l, c, vw in fixed point.
+        let bar = |interval, [o, h, l, c, vw]: [i64; 5], volume, trades, closed| {
+            let [open, high, low, close, vwap] = [o, h, l, c, vw].map(Price);
+            Body::Bar(crate::tick::Bar {
+                interval,
+                open,
+                high,
+                low,
+                close,
+                volume,
+                trades,
+                vwap,
+                closed,
+            })
+        };
+        // The open 1 s bar of 06:53:20 UTC, and the closed minute 06:52-06:53.
+        let prices = [1_923_100, 1_923_500, 1_922_900, 1_923_300, 1_923_216];
+        let second = Tick {
+            sym: SymbolId(7),
+            seq: 5,
+            src_ns: 1_764_140_000_000_000_000,
+            ingest_ns: ingest,
+            body: bar(Channel::Bars1s, prices, 1200, 4, false),
+        };
+        let minute = Tick {
+            sym: SymbolId(3),
+            seq: 40,
+            src_ns: 1_764_139_920_000_000_000,
+            ingest_ns: ingest,
+            body: bar(Channel::Bars1m, [10_005, 10_100, 9_900, 10_050, 10_020], 5000, 12, true),
+        };
+        let (src, bid, ask) = (1_764_140_000_350_000_000, Price(1_923_100), Price(1_923_300));
+        let quote = Tick {
+            seq: 1047,
+            ingest_ns: ingest,
+            ..Tick::quote(SymbolId(7), src, bid, 300, ask, 100)
+        };
+        for (stamps, golden) in [false, true].into_iter().zip(GOLDEN_BARS) {
+            let f = Format { time_unit: TimeUnit::Ms, stamps, binary: true, bars: true };
+            let len = record_len(f);
+            assert_eq!(len, if stamps { 104 } else { 88 });
+            let mut buf = Vec::new();
+            begin_frame(&mut buf, f, 21);
+            write_record(&mut buf, &second, f, to);
+            set_cf(&mut buf, len, 3);
+            write_record(&mut buf, &minute, f, to);
+            set_snapshot(&mut buf, len);
+            write_record(&mut buf, &quote, f, to);
+            set_cf(&mut buf, len, 1);
+            write_overflow(&mut buf, Channel::Bars1s, SymbolId(7), 6, 9, 4, f);
+            finish_frame(&mut buf);
+            // The reference decoder reads the bar's fields back.
+            let h = decode_header(&buf).unwrap();
+            let r = decode_record(&buf, &h, 1);
+            assert_eq!((r.kind, r.flags, r.ch), (5, RECORD_SNAPSHOT | RECORD_CLOSED, 3));
+            assert_eq!((r.p1, r.p2, r.s1), (10_050, 5000, 12));
+            assert_eq!(r.bar, Some([10_005, 10_100, 9_900, 10_020]));
+            let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+            // A change here is a wire-format change: update the docs and the JS test.
+            assert_eq!(hex, golden, "stamps: {stamps}");
+        }
+    }
 }

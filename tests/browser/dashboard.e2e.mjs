@@ -8,7 +8,10 @@
 // restarts it on the same port with `--history 1` (a new epoch, which the
 // page reports), and cuts the connection again for longer than that history
 // covers: the page must say which streams were not recovered, and the notice
-// must go when dismissed. Saves a screenshot to $SCREENSHOT (default
+// must go when dismissed. Then the chart's candles: 1 s and 1 min bars of the
+// charted symbol, subscribed on that one bars channel, drawn from the bars
+// the server sent, and moved with the symbol and the view. Saves a
+// screenshot (1 s candles) to $SCREENSHOT (default
 // target/dashboard.png). Fails on any page error or console error. Every
 // wait is bounded; the whole run is capped at 100 s; servers, the proxy and
 // the browser are closed on every exit path.
@@ -197,16 +200,44 @@ async function main() {
   page.on("response", (r) => {
     if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
   });
-  // The page's requests, and the server's welcomes and subscribed replies.
+  // The page's requests, the server's welcomes and subscribed replies, and
+  // the bars it sent (updates and snapshots).
   const requests = [];
   const replies = [];
+  const bars = [];
   page.on("websocket", (ws) => {
     ws.on("framesent", ({ payload }) => requests.push(JSON.parse(payload)));
     ws.on("framereceived", ({ payload }) => {
       if (typeof payload !== "string") return;
-      for (const m of JSON.parse(payload)) if (m.type === "welcome" || m.type === "subscribed") replies.push(m);
+      for (const m of JSON.parse(payload)) {
+        if (m.type === "welcome" || m.type === "subscribed") replies.push(m);
+        if (m.ch?.startsWith("bars_")) bars.push(m);
+      }
     });
   });
+  /** Waits for the page's next request of `type` on `ch` for `sym` (after index `after`). */
+  const nextRequest = (after, type, ch, sym) =>
+    until(`${type} ${ch} ${sym}`, () =>
+      requests.slice(after).find((r) => r.type === type && r.channels?.length === 1 && r.channels[0] === ch && r.symbols.join() === sym));
+  /** Waits until the chart shows `view` with at least `candles` candles, `closed` of them closed; returns its data. */
+  const chartShows = async (view, candles, closed = 0) => {
+    await page.waitForFunction(
+      ([v, n, k]) => {
+        const d = document.getElementById("chart").dataset;
+        return d.view === v && Number(d.candles) >= n && Number(d.closed) >= k;
+      },
+      [view, candles, closed],
+      { timeout: STEP_MS },
+    );
+    return page.$eval("#chart", (c) => ({ ...c.dataset }));
+  };
+  /** Checks that the chart's newest candle is a bar of (ch, sym) that the server sent. */
+  const drawnFromServer = (data, ch, sym) => {
+    const sent = bars.filter((m) => m.ch === ch && m.sym === sym);
+    if (!sent.some((m) => m.t === Number(data.newest))) {
+      throw new Error(`the chart's newest ${ch} candle (t ${data.newest}) is not among the ${sent.length} ${sym} bars the server sent`);
+    }
+  };
   /** Waits for the page's next `subscribe` with `resume` and the server's reply to it. */
   const nextResume = async (after) => {
     const req = await until("a subscribe with resume", () => requests.slice(after).find((r) => r.type === "subscribe" && r.resume));
@@ -328,6 +359,46 @@ async function main() {
   await page.waitForSelector("#resume-notice", { state: "hidden" });
   await pricesChange(page, await column(page, "bid"));
   log("notice dismissed; prices change");
+
+  // Candles of the charted symbol: its bars_1s stream alone (the watchlist
+  // keeps its quotes and trades), in mode all, drawn from the snapshot and
+  // every update; open bars redraw, closed ones stay.
+  const chartView = page.getByRole("combobox", { name: "Chart" });
+  mark = requests.length;
+  await chartView.selectOption("bars_1s");
+  const barsReq = await nextRequest(mark, "subscribe", "bars_1s", "NVDA");
+  if (barsReq.mode !== "all") throw new Error(`bars subscription: ${JSON.stringify(barsReq)}`);
+  const seconds = await chartShows("bars_1s", 3, 2);
+  drawnFromServer(seconds, "bars_1s", "NVDA");
+  log(`1 s candles of NVDA: ${seconds.candles} drawn, ${seconds.closed} closed`);
+
+  // The minute view moves the subscription to bars_1m.
+  mark = requests.length;
+  await chartView.selectOption("bars_1m");
+  await nextRequest(mark, "unsubscribe", "bars_1s", "NVDA");
+  await nextRequest(mark, "subscribe", "bars_1m", "NVDA");
+  drawnFromServer(await chartShows("bars_1m", 1), "bars_1m", "NVDA");
+  // Another symbol: the bars stream follows it; NVDA's quotes keep coming.
+  mark = requests.length;
+  await page.getByRole("button", { name: "SPY: show chart" }).click();
+  await nextRequest(mark, "unsubscribe", "bars_1m", "NVDA");
+  await nextRequest(mark, "subscribe", "bars_1m", "SPY");
+  const spyBar = await until("a bars_1m bar of SPY", () => bars.find((m) => m.ch === "bars_1m" && m.sym === "SPY"));
+  await page.waitForFunction((t) => Number(document.getElementById("chart").dataset.newest) >= t, spyBar.t, { timeout: STEP_MS });
+  drawnFromServer(await chartShows("bars_1m", 1), "bars_1m", "SPY");
+  const nvdaBid = (await column(page, "bid")).NVDA;
+  await page.waitForFunction((prev) => document.querySelector('#rows tr[data-sym="NVDA"] td[data-col="bid"]').textContent !== prev, nvdaBid, { timeout: STEP_MS });
+  // Back to the mid line: no bars stream left.
+  mark = requests.length;
+  await chartView.selectOption("mid");
+  await nextRequest(mark, "unsubscribe", "bars_1m", "SPY");
+  await page.waitForSelector('#chart[data-view="mid"]');
+  log("1 min candles of NVDA, then of SPY, then the mid line: the bars subscription followed");
+
+  // The screenshot shows NVDA's 1 s candles.
+  await page.getByRole("button", { name: "NVDA: show chart" }).click();
+  await chartView.selectOption("bars_1s");
+  await chartShows("bars_1s", 1);
 
   // Let the chart and the header statistics fill in for the screenshot.
   await page.waitForFunction(() => /\d/.test(document.getElementById("stat-feed").textContent));

@@ -11,6 +11,7 @@ import { test } from "node:test";
 
 import { TickwireClient } from "../../src/dashboard/tickwire.js";
 import { startServer } from "./server.mjs";
+import { until } from "./until.mjs";
 
 /** Each test's bound; a run takes about a second. */
 const TEST_MS = 30_000;
@@ -20,19 +21,6 @@ const WAIT_MS = 10_000;
 const PER_CONNECTION = 20;
 /** The reconnect delay (the outage): updates pile up meanwhile. */
 const OUTAGE_MS = 200;
-
-/** Resolves once `cond()` holds (checked every 10 ms); rejects after `ms`. */
-function until(what, cond, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (cond()) resolve();
-      else if (Date.now() > deadline) reject(new Error(`waited ${ms} ms for ${what}`));
-      else setTimeout(check, 10);
-    };
-    check();
-  });
-}
 
 /**
  * Streams every quote and trade of a 5-symbol feed at 1,000 updates/s in
@@ -76,10 +64,10 @@ async function dropAndResume(history) {
 
     client.subscribe(["*"], { mode: "all" });
     client.connect();
-    await until("10 streams with updates", () => seen.size === 10 && Math.min(...updates(1)) >= PER_CONNECTION);
+    await until("10 streams with updates", () => seen.size === 10 && Math.min(...updates(1)) >= PER_CONNECTION, WAIT_MS);
     sockets[0].close(); // the connection goes away under the client
-    await until("a resume report", () => reports.length > 0);
-    await until("updates on the new connection", () => Math.min(...updates(2)) >= PER_CONNECTION);
+    await until("a resume report", () => reports.length > 0, WAIT_MS);
+    await until("updates on the new connection", () => Math.min(...updates(2)) >= PER_CONNECTION, WAIT_MS);
     client.close();
     assert.equal(sockets.length, 2, "one reconnect");
     assert.deepEqual(problems, []);

@@ -572,3 +572,123 @@ test("a resume the server refuses (400) is sent again without it; its streams ar
   assert.deepEqual(of("resume").map((r) => r.lost.map((s) => s.sym)), [["AAPL", "MSFT"]]);
   assert.deepEqual(of("error"), []);
 });
+
+// --- bars (docs/PROTOCOL.md, "Bars") -------------------------------------------
+
+/** A `b` message of (ch, AAPL) at `seq`: the bar of time `t` as it stands. */
+const b = (ch, seq, t, c, extra = {}) =>
+  ({ type: "b", ch, sym: "AAPL", seq, o: 190, h: Math.max(190, c), l: Math.min(190, c), c, v: 100 * seq, n: seq, vw: 190.05, x: false, t, ...extra });
+
+test("bars: snapshots and b messages become bar events, each bars stream numbered on its own", () => {
+  const { client, events, of, socket } = setup();
+  client.on("bar", (e) => events.push(["bar", e]));
+  client.subscribe(["AAPL"], { channels: ["bars_1s", "bars_1m"], mode: "all" });
+  client.connect();
+  const ws = socket();
+  ws.welcome();
+  const req = ws.sent.find((r) => r.type === "subscribe");
+  assert.deepEqual([req.symbols, req.channels, req.mode], [["AAPL"], ["bars_1s", "bars_1m"], "all"]);
+  ws.reply("subscribe", { type: "subscribed", subs: [sub("bars_1s", "AAPL", 7), sub("bars_1m", "AAPL", 30)], rejected: [] });
+  ws.frame(
+    { ...b("bars_1s", 7, 5000, 190.1), type: "snapshot" },
+    { ...b("bars_1m", 30, 0, 190.2), type: "snapshot" },
+  );
+  ws.frame(
+    b("bars_1s", 7, 5000, 190.9), // repeats the snapshot's position: dropped
+    b("bars_1s", 8, 5000, 190.3),
+    b("bars_1m", 31, 0, 190.3),
+    b("bars_1s", 9, 5000, 190.3, { x: true }), // the close: one more update
+    b("bars_1s", 10, 6000, 190.4),
+  );
+  assert.deepEqual(of("bar").map((m) => [m.ch, m.seq, m.snapshot, m.t, m.c, m.x]), [
+    ["bars_1s", 7, true, 5000, 190.1, false],
+    ["bars_1m", 30, true, 0, 190.2, false],
+    ["bars_1s", 8, false, 5000, 190.3, false],
+    ["bars_1m", 31, false, 0, 190.3, false],
+    ["bars_1s", 9, false, 5000, 190.3, true],
+    ["bars_1s", 10, false, 6000, 190.4, false],
+  ]);
+  // Every field of the message is on the event, with its channel and when it came.
+  const last = of("bar").at(-1);
+  assert.deepEqual([last.o, last.h, last.l, last.v, last.n, last.vw, typeof last.receivedAt], [190, 190.4, 190, 1000, 10, 190.05, "number"]);
+  assert.deepEqual([of("quote"), of("trade"), of("seqgap")], [[], [], []]);
+  // An overflow of a bars stream accounts for its gap; a jump without one is reported.
+  ws.frame({ type: "overflow", ch: "bars_1s", sym: "AAPL", lost: 3, from_seq: 11, to_seq: 13 }, b("bars_1s", 14, 7000, 190));
+  ws.frame(b("bars_1m", 33, 0, 190));
+  assert.deepEqual(of("seqgap"), [{ ch: "bars_1m", sym: "AAPL", expected: 32, got: 33 }]);
+  assert.deepEqual([client.lastSeq.get("bars_1s:AAPL"), client.lastSeq.get("bars_1m:AAPL")], [14, 33]);
+});
+
+test("bars in mode latest: cf counts the updates a bar message stands for, a close included", () => {
+  const { client, events, of, socket } = setup();
+  client.on("bar", (e) => events.push(["bar", e]));
+  client.subscribe(["AAPL"], { channels: ["bars_1s"], max_hz: 2 });
+  client.connect();
+  socket().welcome();
+  socket().reply("subscribe", { type: "subscribed", subs: [sub("bars_1s", "AAPL", 3)], rejected: [] });
+  // seq 4..6 (two trades and the close) in one; then seq 7..8 (the next bar's
+  // close conflated into the one after it: a later t stands for that close).
+  socket().frame(b("bars_1s", 6, 1000, 190.2, { cf: 3, x: true }), b("bars_1s", 8, 3000, 190.1, { cf: 2 }));
+  assert.deepEqual(of("bar").map((m) => [m.seq, m.cf, m.t, m.x]), [[6, 3, 1000, true], [8, 2, 3000, false]]);
+  assert.deepEqual(of("seqgap"), []);
+});
+
+test("subscriptions are kept per (channel, symbol): bars beside quotes and trades, both resumed", async () => {
+  const { clock, client, of, socket } = setup();
+  client.subscribe(["AAPL", "MSFT"], { max_hz: 4 });
+  client.subscribe(["AAPL"], { channels: ["bars_1m"], mode: "all" });
+  client.connect();
+  socket().welcome("e-1", 1000, limits(256));
+  const first = socket().sent.filter((r) => r.type === "subscribe");
+  // One request per option set and channel list; AAPL's quotes and trades keep max_hz 4.
+  assert.deepEqual(first.map((r) => [r.symbols, r.channels, r.mode, r.max_hz]), [
+    [["AAPL", "MSFT"], ["quotes", "trades"], undefined, 4],
+    [["AAPL"], ["bars_1m"], "all", undefined],
+  ]);
+  socket().frame({ type: "subscribed", id: first[0].id, rejected: [],
+    subs: [sub("quotes", "AAPL", 40), sub("trades", "AAPL", 4), sub("quotes", "MSFT", 9), sub("trades", "MSFT", 2)] });
+  socket().frame({ type: "subscribed", id: first[1].id, rejected: [], subs: [sub("bars_1m", "AAPL", 4)] });
+  socket().frame(b("bars_1m", 5, 0, 190.3), q("AAPL", 41));
+
+  socket().serverClose(1006);
+  clock.advance(250);
+  const ws = socket();
+  ws.welcome("e-1", 1000, limits(256));
+  const again = ws.sent.filter((r) => r.type === "subscribe");
+  assert.deepEqual(again.map((r) => [r.symbols, r.channels, r.resume.from]), [
+    [["AAPL", "MSFT"], ["quotes", "trades"], { quotes: { AAPL: 41, MSFT: 9 }, trades: { AAPL: 4, MSFT: 2 } }],
+    [["AAPL"], ["bars_1m"], { bars_1m: { AAPL: 5 } }],
+  ]);
+  for (const r of again) {
+    ws.frame({ type: "subscribed", id: r.id, rejected: [],
+      subs: Object.entries(r.resume.from).flatMap(([ch, s]) => Object.entries(s).map(([sym, seq]) => ({ ...sub(ch, sym, seq), recovered: true }))) });
+  }
+  await settle();
+  assert.equal(of("resume")[0].recovered.length, 5);
+
+  // Unsubscribing one channel leaves the others; without channels, every one held goes.
+  client.unsubscribe(["AAPL"], { channels: ["bars_1m"] });
+  assert.deepEqual(ws.sent.at(-1).channels, ["bars_1m"]);
+  assert.deepEqual([...client.subs.get("AAPL").keys()], ["quotes", "trades"]);
+  client.subscribe(["MSFT"], { channels: ["bars_1s"] });
+  client.unsubscribe(["MSFT"]);
+  assert.deepEqual(ws.sent.at(-1), { type: "unsubscribe", symbols: ["MSFT"], channels: ["quotes", "trades", "bars_1s"], id: ws.sent.at(-1).id });
+  assert.deepEqual([...client.subs.keys()], ["AAPL"]);
+});
+
+test("a refused bars subscription drops that channel only, and says which", () => {
+  const { clock, client, of, socket } = setup();
+  client.subscribe(["AAPL"]);
+  client.connect();
+  socket().welcome();
+  socket().reply("subscribe", { type: "subscribed", subs: [sub("quotes", "AAPL", 1), sub("trades", "AAPL", 1)], rejected: [] });
+  // A key entitled to quotes and trades only: the bars request is refused.
+  client.subscribe(["AAPL"], { channels: ["bars_1s"] });
+  socket().reply("subscribe", { type: "subscribed", subs: [], rejected: [{ sym: "AAPL", code: 403, msg: "not entitled to these channels" }] });
+  assert.deepEqual(of("rejected"), [{ sym: "AAPL", code: 403, msg: "not entitled to these channels", channels: ["bars_1s"] }]);
+  assert.deepEqual([...client.subs.get("AAPL").keys()], ["quotes", "trades"]);
+  socket().serverClose(1006);
+  clock.advance(250);
+  socket().welcome();
+  assert.deepEqual(socket().sent.filter((r) => r.type === "subscribe").map((r) => r.channels), [["quotes", "trades"]]);
+});
