@@ -159,7 +159,11 @@ impl Collector for Sources {
                 "Messages sent, control included.",
                 self.sum(|c| &c.messages_out),
             ),
-            ("tickwire_updates_out", "Quote and trade updates sent.", self.sum(|c| &c.updates_out)),
+            (
+                "tickwire_updates_out",
+                "Quote, trade and bar updates sent.",
+                self.sum(|c| &c.updates_out),
+            ),
             ("tickwire_frames_out", "WebSocket frames sent.", self.sum(|c| &c.frames_out)),
             (
                 "tickwire_frames_direct",
