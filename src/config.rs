@@ -868,6 +868,46 @@ mod tests {
     }
 
     #[test]
+    fn bus_flags() {
+        use clap::Parser;
+        let command = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.command).ok();
+        // An edge: the bus is its source, named after --node-name.
+        let Some(Command::Serve(a)) =
+            command(&["t", "serve", "--nats", "nats://h:4222", "--node-name", "e1"])
+        else {
+            panic!("serve parses")
+        };
+        let c = Config::from_args(&a).unwrap();
+        let Some(BusRole::Edge(bus)) = &c.bus else { panic!("{:?}", c.bus) };
+        assert_eq!(bus.url, "nats://h:4222");
+        assert_eq!(c.node_name.as_deref(), Some("e1"));
+        // An edge takes no other source; a URL must be one.
+        let Some(Command::Serve(a)) = command(&["t", "serve", "--nats", "n:1", "--replay", "f"])
+        else {
+            panic!("serve parses")
+        };
+        assert_eq!(Config::from_args(&a).unwrap_err().flag, "nats");
+        let Some(Command::Serve(a)) = command(&["t", "serve", "--nats", "nats://h/x"]) else {
+            panic!("serve parses")
+        };
+        assert_eq!(Config::from_args(&a).unwrap_err().flag, "nats");
+        // --node-name needs --nats.
+        assert!(command(&["t", "serve", "--node-name", "x"]).is_none());
+        // An ingest: any source, --nats required, the latest-value interval.
+        let Some(Command::Ingest(a)) =
+            command(&["t", "ingest", "--nats", "nats://h:1", "--replay", "f", "--lvc-ms", "100"])
+        else {
+            panic!("ingest parses")
+        };
+        let c = Config::from_ingest_args(&a).unwrap();
+        assert!(matches!(c.source, SourceChoice::Replay(_)));
+        let Some(BusRole::Ingest(bus)) = &c.bus else { panic!("{:?}", c.bus) };
+        assert_eq!(bus.lvc_every, Duration::from_millis(100));
+        let Some(Command::Ingest(a)) = command(&["t", "ingest"]) else { panic!("ingest parses") };
+        assert_eq!(Config::from_ingest_args(&a).unwrap_err().flag, "nats");
+    }
+
+    #[test]
     fn time_shifts_parse() {
         assert_eq!(parse_time_shift("now"), Ok(TimeShift::Now));
         assert_eq!(parse_time_shift("1.5s"), Ok(TimeShift::By(1_500_000_000)));
