@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
 use super::codec::{self, Kind};
@@ -103,8 +103,8 @@ enum Ask {
 
 /// What an edge needs to start its source.
 pub struct EdgeSetup {
-    /// The bus (its `hb` bounds the wait for a first message; its
-    /// `lvc_every` is how long after a gap the latest values are read).
+    /// The bus (its `hb` bounds the wait for a first heartbeat; its
+    /// `lvc_every` is the latest values' lag until a heartbeat tells).
     pub bus: BusConfig,
     /// Where names are interned.
     pub table: Arc<SymbolTable>,
@@ -505,7 +505,7 @@ async fn run(
             },
             a = asks.recv() => match a {
                 Some(Ask::ReadLvc) => {
-                    lvc_due.get_or_insert(tokio::time::Instant::now() + 2 * bus.lvc_every);
+                    lvc_due.get_or_insert(tokio::time::Instant::now() + 2 * lvc_lag);
                     lvc_tries = LVC_TRIES;
                 }
                 // The source is gone.
@@ -514,7 +514,7 @@ async fn run(
             Some(link) = events.recv() => {
                 if link == Link::Up && was_down {
                     // The ingest republishes its table when it is back too.
-                    lvc_due = Some(tokio::time::Instant::now() + 2 * bus.lvc_every);
+                    lvc_due = Some(tokio::time::Instant::now() + 2 * lvc_lag);
                     lvc_tries = LVC_TRIES;
                 }
                 match link {
@@ -528,6 +528,13 @@ async fn run(
                 lvc_due = None;
                 match read_lvc(&js).await {
                     Ok(values) => {
+                        // A live batch reaches this connection before any
+                        // latest value taken from it: hand over those that
+                        // arrived during the read first, or a latest value
+                        // would jump ahead of them (a gap that is none).
+                        while let Some(Some(m)) = sub.next().now_or_never() {
+                            send.live(m.payload);
+                        }
                         for b in values {
                             send.must(Inbound::Lvc(b));
                         }
