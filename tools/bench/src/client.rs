@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use simd_json::prelude::*;
-use tickwire::writer::binary;
+use tickwire::protocol::binary;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
