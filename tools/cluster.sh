@@ -35,6 +35,7 @@ stop() {
     kill -TERM "${pids[$i]}" 2>/dev/null || true
     wait "${pids[$i]}" 2>/dev/null || true
   done
+  exit 0
 }
 trap stop INT TERM EXIT
 
