@@ -347,10 +347,13 @@ impl State {
                 self.up = true;
                 tracing::info!(url = %self.bus.url, "NATS connected");
                 // A restarted server has lost the memory stream: create it
-                // and send the whole table.
+                // and send the whole table. A stream that survived holds
+                // what this process last sent, or an earlier ingest's
+                // epoch: emptied first, so it never serves that.
                 self.stream_ok = false;
                 self.ensure_stream().await;
                 if self.stream_ok {
+                    self.purge_lvc().await;
                     self.mark_all_dirty();
                     BusMetrics::add(&self.metrics.lvc_republished, 1);
                     self.publish_lvc().await;
@@ -386,16 +389,21 @@ impl State {
         self.is_dirty.iter_mut().for_each(|d| *d = false);
         self.dirty.clear();
         if self.up && self.stream_ok {
-            let purge = async {
-                let stream = self.js.get_stream(super::LVC_STREAM).await.ok()?;
-                stream.purge().await.ok()
-            };
-            if tokio::time::timeout(Duration::from_secs(2), purge).await.ok().flatten().is_none() {
-                tracing::warn!("JetStream: could not purge the latest values of the old epoch");
-            }
+            self.purge_lvc().await;
         }
         self.market.ack_epoch(epoch);
         self.heartbeat().await;
+    }
+
+    /// Empties the latest-value stream.
+    async fn purge_lvc(&mut self) {
+        let purge = async {
+            let stream = self.js.get_stream(super::LVC_STREAM).await.ok()?;
+            stream.purge().await.ok()
+        };
+        if tokio::time::timeout(Duration::from_secs(2), purge).await.ok().flatten().is_none() {
+            tracing::warn!("JetStream: could not empty the latest-value stream");
+        }
     }
 
     /// Sends a heartbeat.
