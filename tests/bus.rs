@@ -3,7 +3,8 @@
 //! on a free loopback port. Edges give every update the same `seq` and
 //! fields; a client killed off one edge resumes on another; a NATS restart
 //! is `stale` then `live` with every gap reported; a late edge has the
-//! snapshots from its first subscription; garbage on the bus is counted.
+//! snapshots from its first subscription; garbage on the bus is counted;
+//! a new ingest is a new epoch on every edge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -431,4 +432,45 @@ async fn garbage_on_the_bus_is_skipped_and_counted() {
     read_for(&mut c, &mut streams, Duration::from_millis(400)).await;
     assert!(streams.updates > 0);
     assert!(counter(a.addr, "tickwire_bus_updates_in_total").await > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_restart_is_a_new_epoch_on_every_edge() {
+    let nats = Nats::start();
+    let mut first = ingest(&nats, 500, 20, &[]);
+    let e1 = Client::connect(first.addr, "").await.welcome["epoch"].clone();
+    let a = edge(&nats, "edge-a", &[]);
+    let mut c = Client::connect(a.addr, "").await;
+    assert_eq!(c.welcome["epoch"], e1);
+    c.subscribe(json!({"symbols": ["*"], "mode": "all"})).await;
+    // Streams well into their numbering (about 50 updates each).
+    wait_counter(first.addr, "tickwire_ticks_in_total", |v| v >= 2000).await;
+    // The ingest stops: the edge's feed is stale, its numbering unchanged.
+    first.proc.signal("TERM");
+    first.proc.wait_exit(TIMEOUT).expect("the ingest exits after SIGTERM");
+    c.until(|m| m["type"] == "status" && m["feed"] == "stale").await;
+    // A new ingest numbers from 1 under its own epoch: the edge follows,
+    // and its sessions of the old epoch are told to reconnect.
+    let second = ingest(&nats, 500, 20, &[]);
+    let e2 = Client::connect(second.addr, "").await.welcome["epoch"].clone();
+    assert_ne!(e1, e2);
+    c.until_type("shutdown").await;
+    assert_eq!(c.closed().await, Some(1012));
+    let mut again = Client::connect(a.addr, "").await;
+    assert_eq!(again.welcome["epoch"], e2);
+    // Its snapshots are the new epoch's, never the old one's (the latest
+    // values in JetStream were emptied by the new ingest).
+    let late = edge(&nats, "edge-late", &[]);
+    let mut cl = Client::connect(late.addr, "").await;
+    assert_eq!(cl.welcome["epoch"], e2);
+    let (now_a, now_late) = tokio::join!(snapshots(&mut again), snapshots(&mut cl));
+    let mut ci = Client::connect(second.addr, "").await;
+    let truth = snapshots(&mut ci).await;
+    for (k, m) in now_a.iter().chain(now_late.iter()) {
+        let newest = truth.get(k).map(|t| t["seq"].as_u64().unwrap());
+        assert!(
+            newest.is_some_and(|n| m["seq"].as_u64().unwrap() <= n),
+            "a snapshot of the old epoch: {m}, the ingest has {newest:?}"
+        );
+    }
 }

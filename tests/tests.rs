@@ -40,7 +40,7 @@
 //! - `bus`: scale-out on NATS (a real `nats-server` per test): two edges
 //!   agree on every update, clients of a killed edge resume on another, a
 //!   NATS restart is stale then live with every gap reported, a late edge's
-//!   snapshots, garbage on the bus.
+//!   snapshots, garbage on the bus, an ingest restart (a new epoch).
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 
