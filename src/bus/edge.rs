@@ -164,26 +164,7 @@ impl BusSource {
                 _ = s.notified() => {}
             }
         })?;
-        let mut source = BusSource {
-            rx,
-            ask,
-            stop,
-            thread: Some(thread),
-            table,
-            metrics,
-            first_epoch: None,
-            epoch: None,
-            last_batch: 0,
-            last_seq: Vec::new(),
-            held: None,
-            last_alive: None,
-            up: false,
-            stale_after: hb + hb / 2,
-            ingest_state: FeedState::Live,
-            reported: FeedState::Live,
-            lvc_asked: None,
-            skipped: 0,
-        };
+        let mut source = BusSource::new(rx, ask, stop, Some(thread), table, metrics, hb);
         // The probe, the first heartbeat, the wait for the latest values
         // (the ingest's interval, up to a few seconds) and the read are each
         // bounded.
@@ -207,6 +188,39 @@ impl BusSource {
             None => tracing::warn!("bus: no ingest heard yet; the feed is stale until one is"),
         }
         Ok(source)
+    }
+
+    /// A source fed by `rx` (the bus thread's end), stale after one and a
+    /// half `hb` until a heartbeat says otherwise.
+    fn new(
+        rx: Receiver<Inbound>,
+        ask: mpsc::UnboundedSender<Ask>,
+        stop: Arc<Notify>,
+        thread: Option<JoinHandle<()>>,
+        table: Arc<SymbolTable>,
+        metrics: Arc<BusMetrics>,
+        hb: Duration,
+    ) -> BusSource {
+        BusSource {
+            rx,
+            ask,
+            stop,
+            thread,
+            table,
+            metrics,
+            first_epoch: None,
+            epoch: None,
+            last_batch: 0,
+            last_seq: Vec::new(),
+            held: None,
+            last_alive: None,
+            up: false,
+            stale_after: hb + hb / 2,
+            ingest_state: FeedState::Live,
+            reported: FeedState::Live,
+            lvc_asked: None,
+            skipped: 0,
+        }
     }
 
     /// What the feed should be: stale while the bus or the ingest is
@@ -355,14 +369,15 @@ impl BusSource {
 
 impl FeedSource for BusSource {
     fn poll(&mut self, out: &mut Vec<Tick>) -> Poll {
-        let mut waited = false;
+        // Whether a message came: then answer as soon as the queue is
+        // empty; else wait (once, briefly) for one.
+        let mut came = false;
         while out.len() < MAX_TICKS {
             let msg = match self.held.take() {
                 Some(m) => m,
                 None => match self.rx.try_recv() {
                     Ok(m) => m,
-                    Err(TryRecvError::Empty) if out.is_empty() && !waited => {
-                        waited = true;
+                    Err(TryRecvError::Empty) if out.is_empty() && !came => {
                         match self.rx.recv_timeout(READ_WAIT) {
                             Ok(m) => m,
                             Err(RecvTimeoutError::Timeout) => break,
@@ -389,6 +404,7 @@ impl FeedSource for BusSource {
                 }
                 return answer;
             }
+            came = true;
         }
         if !out.is_empty() {
             // The feed thread marks the feed live when it publishes.
@@ -451,7 +467,8 @@ async fn run(
             return;
         }
     };
-    if !nats::subscriptions_live(&client).await {
+    let reachable = nats::subscriptions_live(&client).await;
+    if !reachable {
         tracing::warn!(url = %bus.url, "NATS did not confirm the subscription in time");
     }
     let live_at = tokio::time::Instant::now();
@@ -477,8 +494,14 @@ async fn run(
     // JetStream within the ingest's latest-value interval: read after
     // that (and some slack for the stream's capture), so that the latest
     // values and the live stream meet without a hole.
-    tokio::time::sleep_until(live_at + lvc_lag + lvc_lag / 2 + LVC_SLACK).await;
-    let lvc = read_lvc(&js).await.unwrap_or_default();
+    // (Nothing to read while NATS is not there: the read after it comes
+    // back fills the table.)
+    let lvc = if reachable {
+        tokio::time::sleep_until(live_at + lvc_lag + lvc_lag / 2 + LVC_SLACK).await;
+        read_lvc(&js).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let epoch =
         epoch.or_else(|| lvc.iter().filter_map(|b| codec::header(b).ok()).map(|h| h.epoch).max());
     let mut send = Forward { tx: &tx, metrics: &metrics };
@@ -617,4 +640,143 @@ async fn read_lvc(js: &async_nats::jetstream::Context) -> Result<Vec<Bytes>, Str
         .map_err(|_| "no answer reading the latest values".to_string())??;
     tracing::debug!(values = values.len(), "bus: read the latest values");
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::FeedState;
+    use crate::tick::{Price, SymbolId};
+    use codec::{BatchWriter, Heartbeat};
+
+    /// A source whose bus thread is the test: returns the queue's sending end.
+    fn source(epoch: u64) -> (BusSource, Sender<Inbound>, Arc<BusMetrics>) {
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let (ask, _) = mpsc::unbounded_channel();
+        let metrics = Arc::new(BusMetrics::default());
+        let table = Arc::new(SymbolTable::new(16));
+        let hb = Duration::from_secs(60);
+        let mut s =
+            BusSource::new(rx, ask, Arc::new(Notify::new()), None, table, metrics.clone(), hb);
+        s.epoch = Some(epoch);
+        s.up = true;
+        s.last_alive = Some(Instant::now());
+        (s, tx, metrics)
+    }
+
+    /// A batch of trades (`name`, `seq`) in `epoch`, numbered `batch`.
+    fn batch(epoch: u64, batch: u64, trades: &[(&str, u64)]) -> Inbound {
+        let mut w = BatchWriter::default();
+        w.begin(epoch, batch);
+        for &(name, seq) in trades {
+            let t = Tick { seq, ingest_ns: 5, ..Tick::trade(SymbolId(0), 1, Price(10_000), 1) };
+            w.push(&t, name);
+        }
+        Inbound::Live(Bytes::copy_from_slice(w.finish()))
+    }
+
+    fn heartbeat(epoch: u64, last_batch: u64, state: FeedState, interval_ms: u32) -> Inbound {
+        let hb = Heartbeat { epoch, last_batch, state, interval_ms, lvc_ms: 1, sent_ns: 0 };
+        Inbound::Live(Bytes::copy_from_slice(&codec::encode_heartbeat(&hb)))
+    }
+
+    fn seqs(out: &[Tick]) -> Vec<u64> {
+        out.iter().map(|t| t.seq).collect()
+    }
+
+    #[test]
+    fn batches_become_ticks_that_keep_the_ingests_numbering() {
+        let (mut s, tx, m) = source(7);
+        tx.send(batch(7, 1, &[("AAPL", 1), ("MSFT", 1), ("AAPL", 2)])).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(s.poll(&mut out), Poll::Ready);
+        // The ingest's seq and ingest time, the names interned here.
+        assert_eq!(seqs(&out), [1, 1, 2]);
+        assert!(out.iter().all(|t| t.ingest_ns == 5));
+        assert_eq!(s.table.name(out[1].sym).as_deref(), Some("MSFT"));
+        // A repeat is skipped and counted, the rest kept.
+        tx.send(batch(7, 2, &[("AAPL", 2), ("AAPL", 3)])).unwrap();
+        out.clear();
+        assert_eq!(s.poll(&mut out), Poll::Ready);
+        assert_eq!(seqs(&out), [3]);
+        assert_eq!(m.repeats.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(m.batches_lost.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn garbage_is_skipped_and_counted_without_touching_the_epoch() {
+        let (mut s, tx, m) = source(7);
+        let Inbound::Live(good) = batch(9, 1, &[("AAPL", 1)]) else { unreachable!() };
+        // Truncated (a header from another epoch), not ours, a newer version.
+        tx.send(Inbound::Live(good.slice(..good.len() - 1))).unwrap();
+        tx.send(Inbound::Live(Bytes::from_static(b"{\"x\":1}"))).unwrap();
+        let mut newer = good.to_vec();
+        newer[2] = 2;
+        tx.send(Inbound::Live(newer.into())).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(s.poll(&mut out), Poll::Ready);
+        assert!(out.is_empty());
+        assert_eq!(m.garbage.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(s.epoch, Some(7));
+    }
+
+    #[test]
+    fn a_new_epoch_is_answered_before_its_ticks() {
+        let (mut s, tx, _) = source(7);
+        tx.send(batch(7, 1, &[("AAPL", 5)])).unwrap();
+        tx.send(batch(8, 1, &[("AAPL", 1)])).unwrap();
+        let mut out = Vec::new();
+        // The old epoch's ticks first, then the restart, then the new ticks
+        // (seq 1 again: the numbering started over).
+        assert_eq!(s.poll(&mut out), Poll::Ready);
+        assert_eq!(seqs(&out), [5]);
+        out.clear();
+        assert_eq!(s.poll(&mut out), Poll::Epoch(8));
+        assert!(out.is_empty());
+        assert_eq!(s.poll(&mut out), Poll::Ready);
+        assert_eq!(seqs(&out), [1]);
+    }
+
+    #[test]
+    fn numbering_gaps_are_counted_and_ask_for_the_latest_values() {
+        let (mut s, tx, m) = source(7);
+        let (ask, mut asks) = mpsc::unbounded_channel();
+        s.ask = ask;
+        tx.send(batch(7, 10, &[("AAPL", 1)])).unwrap();
+        tx.send(batch(7, 13, &[("AAPL", 2)])).unwrap();
+        // A heartbeat naming a batch never seen: lost too.
+        tx.send(heartbeat(7, 15, FeedState::Live, 60_000)).unwrap();
+        let mut out = Vec::new();
+        while s.poll(&mut out) == Poll::Ready && !s.rx.is_empty() {}
+        assert_eq!(m.batches_lost.load(std::sync::atomic::Ordering::Relaxed), 2 + 2);
+        // One read of the latest values asked for (at most one a second).
+        assert!(matches!(asks.try_recv(), Ok(Ask::ReadLvc)));
+        assert!(asks.try_recv().is_err());
+    }
+
+    #[test]
+    fn silence_or_a_lost_connection_is_stale_and_a_heartbeat_is_live_again() {
+        let (mut s, tx, _) = source(7);
+        let mut out = Vec::new();
+        // The connection drops: stale at once.
+        tx.send(Inbound::Link(Link::Down)).unwrap();
+        assert_eq!(s.poll(&mut out), Poll::State(FeedState::Stale));
+        // Back, and the ingest heard: live (its heartbeats come every 50 ms).
+        tx.send(Inbound::Link(Link::Up)).unwrap();
+        tx.send(heartbeat(7, 0, FeedState::Live, 50)).unwrap();
+        assert_eq!(s.poll(&mut out), Poll::State(FeedState::Live));
+        // Then nothing for longer than 75 ms (an idle poll waits 20 ms): stale.
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            answers.push(s.poll(&mut out));
+            if answers.last() != Some(&Poll::Ready) {
+                break;
+            }
+        }
+        assert!(answers.contains(&Poll::State(FeedState::Stale)), "{answers:?}");
+        // The ingest's own state travels in its heartbeats.
+        tx.send(heartbeat(7, 0, FeedState::ReplayDone, 60_000)).unwrap();
+        assert_eq!(s.poll(&mut out), Poll::State(FeedState::ReplayDone));
+        assert!(out.is_empty());
+    }
 }
