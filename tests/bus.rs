@@ -221,6 +221,13 @@ async fn two_edges_deliver_the_same_seq_with_the_same_fields() {
         // included.
         assert_eq!(got_a[k], got_b[k], "{k:?}");
     }
+    // The NATS client's own count covers every batch and heartbeat the
+    // edge handled (more would be messages the client dropped).
+    let m = http_get(a.addr, "/metrics").await.1;
+    let handled = metric(&m, "tickwire_bus_batches_in_total")
+        + metric(&m, "tickwire_bus_heartbeats_in_total");
+    assert!(handled > 0);
+    assert!(metric(&m, "tickwire_bus_nats_in_messages_total") >= handled, "{m}");
 }
 
 /// Reads every client for `window` at once.

@@ -4,8 +4,8 @@
 //! add, and read at scrape time by [`BusMetrics`]' [`Collector`].
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -56,6 +56,9 @@ pub struct BusMetrics {
     /// Edge: updates already held (their `seq` at or below the stream's):
     /// latest values older than the live stream, skipped.
     pub repeats: AtomicU64,
+    /// The NATS client's own counts (messages and bytes in and out, every
+    /// subject and JetStream included), once it exists.
+    pub client: OnceLock<Arc<async_nats::Statistics>>,
 }
 
 impl BusMetrics {
@@ -150,6 +153,37 @@ impl Collector for Scrape {
         for (name, help, c) in counters {
             let mut d = e.encode_descriptor(name, help, None, MetricType::Counter)?;
             d.encode_counter::<NoLabelSet, _, u64>(&v(c), None)?;
+        }
+        if let Some(st) = m.client.get() {
+            // What the client itself saw on its connection: on an edge,
+            // messages in well above batches + heartbeats + latest values
+            // read mean messages the client dropped before we saw them.
+            let client: [(&str, &str, u64); 4] = [
+                (
+                    "tickwire_bus_nats_in_messages",
+                    "Messages the NATS client received.",
+                    st.in_messages.load(Ordering::Relaxed),
+                ),
+                (
+                    "tickwire_bus_nats_in_bytes",
+                    "Payload bytes the NATS client received.",
+                    st.in_bytes.load(Ordering::Relaxed),
+                ),
+                (
+                    "tickwire_bus_nats_out_messages",
+                    "Messages the NATS client sent.",
+                    st.out_messages.load(Ordering::Relaxed),
+                ),
+                (
+                    "tickwire_bus_nats_out_bytes",
+                    "Payload bytes the NATS client sent.",
+                    st.out_bytes.load(Ordering::Relaxed),
+                ),
+            ];
+            for (name, help, n) in client {
+                let mut d = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+                d.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
         }
         Ok(())
     }

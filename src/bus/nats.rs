@@ -43,6 +43,7 @@ pub(super) async fn connect(
     events: mpsc::UnboundedSender<Link>,
     metrics: Arc<BusMetrics>,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let stats = metrics.clone();
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -80,6 +81,9 @@ pub(super) async fn connect(
         })
         .connect(url)
         .await
+        .inspect(|client| {
+            let _ = stats.client.set(client.statistics());
+        })
 }
 
 /// The latest-value stream: in memory (it is rebuilt from the ingest's
