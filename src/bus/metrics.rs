@@ -98,67 +98,63 @@ impl Collector for Scrape {
             )?;
             g.encode_gauge(&v(&m.connected))?;
         }
-        let counters: [(&str, &str, &AtomicU64); 18] = [
-            ("tickwire_bus_connects", "Connections made to NATS.", &m.connects),
-            ("tickwire_bus_batches_out", "Batches published (ingest).", &m.batches_out),
-            ("tickwire_bus_updates_out", "Updates published (ingest).", &m.updates_out),
-            ("tickwire_bus_bytes_out", "Batch payload bytes published (ingest).", &m.bytes_out),
-            ("tickwire_bus_heartbeats_out", "Heartbeats published (ingest).", &m.heartbeats_out),
+        let mut counters: Vec<(&str, &str, u64)> = vec![
+            ("tickwire_bus_connects", "Connections made to NATS.", v(&m.connects)),
+            ("tickwire_bus_batches_out", "Batches published (ingest).", v(&m.batches_out)),
+            ("tickwire_bus_updates_out", "Updates published (ingest).", v(&m.updates_out)),
+            ("tickwire_bus_bytes_out", "Batch payload bytes published (ingest).", v(&m.bytes_out)),
+            ("tickwire_bus_heartbeats_out", "Heartbeats published (ingest).", v(&m.heartbeats_out)),
             (
                 "tickwire_bus_lvc_out",
                 "Latest values published into JetStream (ingest).",
-                &m.lvc_out,
+                v(&m.lvc_out),
             ),
             (
                 "tickwire_bus_lvc_republished",
                 "Whole latest-value tables republished after NATS came back (ingest).",
-                &m.lvc_republished,
+                v(&m.lvc_republished),
             ),
             (
                 "tickwire_bus_ring_lost",
                 "Updates the publisher lost to a ring overrun (ingest).",
-                &m.ring_lost,
+                v(&m.ring_lost),
             ),
             (
                 "tickwire_bus_batches_unsent",
                 "Batches not published while NATS was down (ingest).",
-                &m.batches_unsent,
+                v(&m.batches_unsent),
             ),
-            ("tickwire_bus_batches_in", "Batches received (edge).", &m.batches_in),
-            ("tickwire_bus_updates_in", "Updates received in batches (edge).", &m.updates_in),
-            ("tickwire_bus_heartbeats_in", "Heartbeats received (edge).", &m.heartbeats_in),
+            ("tickwire_bus_batches_in", "Batches received (edge).", v(&m.batches_in)),
+            ("tickwire_bus_updates_in", "Updates received in batches (edge).", v(&m.updates_in)),
+            ("tickwire_bus_heartbeats_in", "Heartbeats received (edge).", v(&m.heartbeats_in)),
             (
                 "tickwire_bus_batches_lost",
                 "Batches missed: gaps in the batch numbers (edge).",
-                &m.batches_lost,
+                v(&m.batches_lost),
             ),
             (
                 "tickwire_bus_queue_dropped",
                 "Messages dropped because the feed thread was behind (edge).",
-                &m.queue_dropped,
+                v(&m.queue_dropped),
             ),
             (
                 "tickwire_bus_slow_consumer_events",
                 "Slow-consumer events of the NATS client (edge).",
-                &m.slow_consumer_events,
+                v(&m.slow_consumer_events),
             ),
             (
                 "tickwire_bus_garbage",
                 "Messages on the bus that were not ours, truncated or of an unknown version (edge).",
-                &m.garbage,
+                v(&m.garbage),
             ),
-            ("tickwire_bus_lvc_in", "Latest values read from JetStream (edge).", &m.lvc_in),
-            ("tickwire_bus_repeats", "Updates skipped as already held (edge).", &m.repeats),
+            ("tickwire_bus_lvc_in", "Latest values read from JetStream (edge).", v(&m.lvc_in)),
+            ("tickwire_bus_repeats", "Updates skipped as already held (edge).", v(&m.repeats)),
         ];
-        for (name, help, c) in counters {
-            let mut d = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-            d.encode_counter::<NoLabelSet, _, u64>(&v(c), None)?;
-        }
         if let Some(st) = m.client.get() {
             // What the client itself saw on its connection: on an edge,
             // messages in well above batches + heartbeats + latest values
             // read mean messages the client dropped before we saw them.
-            let client: [(&str, &str, u64); 4] = [
+            counters.extend([
                 (
                     "tickwire_bus_nats_in_messages",
                     "Messages the NATS client received.",
@@ -179,11 +175,11 @@ impl Collector for Scrape {
                     "Payload bytes the NATS client sent.",
                     st.out_bytes.load(Ordering::Relaxed),
                 ),
-            ];
-            for (name, help, n) in client {
-                let mut d = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-                d.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
-            }
+            ]);
+        }
+        for (name, help, n) in counters {
+            let mut d = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            d.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
         Ok(())
     }
