@@ -186,7 +186,7 @@ async fn run(setup: PublisherSetup, stop: Arc<AtomicBool>, stop_wake: Arc<Notify
             _ = lvc.tick() => s.publish_lvc().await,
             Some(link) = events.recv() => s.link(link).await,
         }
-        s.drain().await;
+        s.drain(&mut events).await;
         let (_, gen_) = s.market.state();
         if gen_ != s.state_gen {
             s.heartbeat().await;
@@ -196,9 +196,14 @@ async fn run(setup: PublisherSetup, stop: Arc<AtomicBool>, stop_wake: Arc<Notify
 }
 
 impl State {
-    /// Publishes everything the ring holds, epoch by epoch.
-    async fn drain(&mut self) {
+    /// Publishes everything the ring holds, epoch by epoch, taking
+    /// connection events as they come (a drain that meets an outage does
+    /// not wait for it to end to learn of it).
+    async fn drain(&mut self, events: &mut mpsc::UnboundedReceiver<Link>) {
         loop {
+            while let Ok(link) = events.try_recv() {
+                self.link(link).await;
+            }
             let (epoch, start) = self.market.epoch();
             if epoch != self.epoch {
                 // Whatever lies before `start` is the old epoch's (the feed
