@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::jwt::JwtAlg;
 use crate::auth::{AuthConfig, JwtConfig, normalize_origin};
+use crate::bus::BusConfig;
 use crate::feed::itch::clock::parse_date;
 use crate::feed::replay::{ReplayConfig, Speed, TimeShift, Window, parse_time_of_day};
 use crate::feed::synthetic::SyntheticConfig;
@@ -29,8 +30,12 @@ pub struct Args {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve market data over WebSocket (and HTTP on the same port).
+    /// Serve market data over WebSocket (and HTTP on the same port); with
+    /// `--nats`, as an edge whose feed is the bus.
     Serve(ServeArgs),
+    /// Read one feed, number it and publish it on NATS for edges
+    /// (`serve --nats`), serving it here too.
+    Ingest(IngestArgs),
     /// Record a feed (synthetic, replayed or live) into a file.
     Record(RecordArgs),
     /// Convert a feed file to another format (ITCH, capture or JSON lines
@@ -231,6 +236,28 @@ pub struct ServeArgs {
     /// zlib memory level of the compressor, 1 to 9 (its literal buffers; not its hash table).
     #[arg(long, default_value_t = 1)]
     pub compression_mem_level: u8,
+    /// Scale-out: the NATS server of the bus (`nats://HOST:PORT`). On
+    /// `serve` the bus is the feed source (an edge node); on `ingest` it is
+    /// where the feed is published.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// The node's name in `welcome.node` (with --nats); default: the host
+    /// name and the listening port.
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    pub node_name: Option<String>,
+}
+
+/// Flags of `tickwire ingest`, as typed: those of `serve` (the source, and
+/// what its own `/ws` serves) with a required `--nats`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// The server's flags (`--nats` is required here).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Shortest time (ms) between two updates of one stream's latest value
+    /// in JetStream.
+    #[arg(long, default_value_t = 250)]
+    pub lvc_ms: u64,
 }
 
 impl Default for ServeArgs {
@@ -478,6 +505,20 @@ pub struct Config {
     /// and saves nothing more, level 1 is about ten times faster than 6 on
     /// small frames, and memory level 1 costs no ratio on them.
     pub compression: Option<crate::socket::deflate::Settings>,
+    /// Scale-out: this node's part on the bus (`None`: a single server).
+    pub bus: Option<BusRole>,
+    /// The name in `welcome.node` (`--node-name`; with a bus and no name,
+    /// [`crate::server::start`] names it after the host and the port).
+    pub node_name: Option<String>,
+}
+
+/// A server's part on the NATS bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusRole {
+    /// `tickwire ingest`: publishes its feed.
+    Ingest(BusConfig),
+    /// `tickwire serve --nats`: an edge, the bus is its feed source.
+    Edge(BusConfig),
 }
 
 impl Default for Config {
@@ -627,8 +668,48 @@ impl Config {
                 level: a.compression_level,
                 mem_level: a.compression_mem_level,
             }),
+            bus: match &a.nats {
+                None => None,
+                Some(url) => {
+                    if a.source.replay.is_some() || a.source.tcp_feed.is_some() {
+                        return Err(invalid(
+                            "nats",
+                            "an edge's feed is the bus: drop --replay and --tcp-feed (or run `tickwire ingest`)",
+                        ));
+                    }
+                    Some(BusRole::Edge(bus_config(url, a.hb_ms, 250)?))
+                }
+            },
+            node_name: a.node_name.clone(),
         })
     }
+
+    /// Checks the flags of `tickwire ingest`.
+    pub fn from_ingest_args(a: &IngestArgs) -> Result<Config, ConfigError> {
+        let Some(url) = &a.serve.nats else {
+            return Err(invalid("nats", "ingest needs --nats nats://HOST:PORT"));
+        };
+        if a.lvc_ms == 0 {
+            return Err(invalid("lvc-ms", "must be > 0"));
+        }
+        let serve = ServeArgs { nats: None, ..a.serve.clone() };
+        let mut config = Config::from_args(&serve)?;
+        config.bus = Some(BusRole::Ingest(bus_config(url, a.serve.hb_ms, a.lvc_ms)?));
+        Ok(config)
+    }
+}
+
+/// The bus settings from `--nats`, `--hb-ms` and `--lvc-ms`.
+fn bus_config(url: &str, hb_ms: u64, lvc_ms: u64) -> Result<BusConfig, ConfigError> {
+    let rest = url.strip_prefix("nats://").unwrap_or(url);
+    if rest.is_empty() || rest.contains('/') || rest.contains(' ') {
+        return Err(invalid("nats", format!("{url:?} is not nats://HOST:PORT")));
+    }
+    Ok(BusConfig {
+        url: url.to_string(),
+        hb: Duration::from_millis(hb_ms),
+        lvc_every: Duration::from_millis(lvc_ms),
+    })
 }
 
 #[cfg(test)]
@@ -784,6 +865,46 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn bus_flags() {
+        use clap::Parser;
+        let command = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.command).ok();
+        // An edge: the bus is its source, named after --node-name.
+        let Some(Command::Serve(a)) =
+            command(&["t", "serve", "--nats", "nats://h:4222", "--node-name", "e1"])
+        else {
+            panic!("serve parses")
+        };
+        let c = Config::from_args(&a).unwrap();
+        let Some(BusRole::Edge(bus)) = &c.bus else { panic!("{:?}", c.bus) };
+        assert_eq!(bus.url, "nats://h:4222");
+        assert_eq!(c.node_name.as_deref(), Some("e1"));
+        // An edge takes no other source; a URL must be one.
+        let Some(Command::Serve(a)) = command(&["t", "serve", "--nats", "n:1", "--replay", "f"])
+        else {
+            panic!("serve parses")
+        };
+        assert_eq!(Config::from_args(&a).unwrap_err().flag, "nats");
+        let Some(Command::Serve(a)) = command(&["t", "serve", "--nats", "nats://h/x"]) else {
+            panic!("serve parses")
+        };
+        assert_eq!(Config::from_args(&a).unwrap_err().flag, "nats");
+        // --node-name needs --nats.
+        assert!(command(&["t", "serve", "--node-name", "x"]).is_none());
+        // An ingest: any source, --nats required, the latest-value interval.
+        let Some(Command::Ingest(a)) =
+            command(&["t", "ingest", "--nats", "nats://h:1", "--replay", "f", "--lvc-ms", "100"])
+        else {
+            panic!("ingest parses")
+        };
+        let c = Config::from_ingest_args(&a).unwrap();
+        assert!(matches!(c.source, SourceChoice::Replay(_)));
+        let Some(BusRole::Ingest(bus)) = &c.bus else { panic!("{:?}", c.bus) };
+        assert_eq!(bus.lvc_every, Duration::from_millis(100));
+        let Some(Command::Ingest(a)) = command(&["t", "ingest"]) else { panic!("ingest parses") };
+        assert_eq!(Config::from_ingest_args(&a).unwrap_err().flag, "nats");
     }
 
     #[test]

@@ -33,22 +33,24 @@
 //!    ([`feed::synthetic`], [`feed::manual`], [`feed::tcp`] for live JSON
 //!    lines, [`feed::replay`] of recorded files: [`feed::jsonl`],
 //!    [`feed::itch`] for NASDAQ ITCH 5.0, and captures).
-//! 7. [`protocol`]: the wire protocol: client requests in, JSON and binary
+//! 7. [`bus`]: scale-out on NATS: the ingest's publisher (a ring reader)
+//!    and an edge's feed source (the bus), their wire format and counters.
+//! 8. [`protocol`]: the wire protocol: client requests in, JSON and binary
 //!    market data and typed control messages out.
-//! 8. [`socket`]: the transport: HTTP heads and answers, WebSocket framing,
+//! 9. [`socket`]: the transport: HTTP heads and answers, WebSocket framing,
 //!    TLS, connection limits, and a connection's write side
 //!    ([`socket::outbound`]).
-//! 9. [`writer`]: STAGE 3 (the ring is stage 2), one shard per core:
-//!    dispatch, conflation, batching, frames ([`writer::shard`],
-//!    [`writer::subscriber`]).
-//! 10. [`metrics`]: `/metrics`, read from every stage's own counters.
-//! 11. [`dashboard`]: the page at `/`, embedded in the binary.
-//! 12. [`connection`]: STAGE 4, one accepted connection: routing, the
+//! 10. [`writer`]: STAGE 3 (the ring is stage 2), one shard per core:
+//!     dispatch, conflation, batching, frames ([`writer::shard`],
+//!     [`writer::subscriber`]).
+//! 11. [`metrics`]: `/metrics`, read from every stage's own counters.
+//! 12. [`dashboard`]: the page at `/`, embedded in the binary.
+//! 13. [`connection`]: STAGE 4, one accepted connection: routing, the
 //!     upgrade, a market-data session's tasks, the conformance echo.
-//! 13. [`config`]: flags (`Args`) and validated settings (`Config`).
-//! 14. [`server`]: setup, run and drain of the whole pipeline, and the
+//! 14. [`config`]: flags (`Args`) and validated settings (`Config`).
+//! 15. [`server`]: setup, run and drain of the whole pipeline, and the
 //!     shard threads.
-//! 15. [`files`]: `tickwire record`, `convert` and `inspect`.
+//! 16. [`files`]: `tickwire record`, `convert` and `inspect`.
 //!
 //! # Lifecycle
 //!
@@ -57,6 +59,7 @@
 //! (server restarting), and joins the threads.
 
 pub mod auth;
+pub mod bus;
 pub mod capture;
 pub mod config;
 pub mod connection;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use tickwire::config::{Args, Command, Config, ConvertArgs, InspectArgs, RecordArgs, ServeArgs};
+use tickwire::config::{
+    Args, BusRole, Command, Config, ConvertArgs, IngestArgs, InspectArgs, RecordArgs, ServeArgs,
+};
 use tickwire::files::{self, OutFormat, RecordOptions};
 use tickwire::tick::SymbolTable;
 
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match Args::parse().command {
         Command::Serve(a) => serve(&a),
+        Command::Ingest(a) => ingest(&a),
         Command::Record(a) => record(&a),
         Command::Convert(a) => convert(&a),
         Command::Inspect(a) => inspect(&a),
@@ -48,11 +51,23 @@ fn failed(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn serve(a: &ServeArgs) -> ExitCode {
-    let config = match Config::from_args(a) {
-        Ok(c) => c,
-        Err(e) => return usage(e),
-    };
-    let server = match tickwire::start(&config) {
+    match Config::from_args(a) {
+        Ok(c) => run_server(&c),
+        Err(e) => usage(e),
+    }
+}
+
+/// `tickwire ingest`: a server that also publishes its feed on the bus.
+fn ingest(a: &IngestArgs) -> ExitCode {
+    match Config::from_ingest_args(a) {
+        Ok(c) => run_server(&c),
+        Err(e) => usage(e),
+    }
+}
+
+/// Runs a server until SIGINT or SIGTERM (SIGHUP reloads the keys).
+fn run_server(config: &Config) -> ExitCode {
+    let server = match tickwire::start(config) {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
@@ -62,6 +77,11 @@ fn serve(a: &ServeArgs) -> ExitCode {
     println!("tickwire listening on {http}://{addr}/ (WebSocket: {ws}://{addr}/ws)");
     if config.echo_endpoint {
         println!("conformance echo (--echo-endpoint): {ws}://{addr}/echo");
+    }
+    match &config.bus {
+        Some(BusRole::Ingest(bus)) => println!("ingest: publishing the feed on {}", bus.url),
+        Some(BusRole::Edge(bus)) => println!("edge: the feed comes from the bus at {}", bus.url),
+        None => {}
     }
     // The reload logs its outcome and counts it in /metrics.
     signals.wait(|| {

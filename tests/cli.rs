@@ -174,8 +174,14 @@ pub(crate) struct ServerProc {
 /// Starts `tickwire serve --listen 127.0.0.1:0 <extra>` and reads the bound
 /// address from the `http://127.0.0.1:PORT/` it prints on stdout.
 pub(crate) fn start_server(extra: &[&str]) -> ServerProc {
+    start_tickwire("serve", extra)
+}
+
+/// Starts `tickwire <command> --listen 127.0.0.1:0 <extra>` (`serve` or
+/// `ingest`) and reads the bound address it prints.
+pub(crate) fn start_tickwire(command: &str, extra: &[&str]) -> ServerProc {
     let proc =
-        Proc::spawn(Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0"]).args(extra));
+        Proc::spawn(Command::new(BIN).args([command, "--listen", "127.0.0.1:0"]).args(extra));
     let deadline = Instant::now() + TIMEOUT;
     let mut seen = Vec::new();
     loop {

@@ -16,15 +16,15 @@ use crate::util::{Client, TIMEOUT, manual_server};
 /// last `seq` handled per (channel, symbol), each update checked to follow
 /// the one before (or an `overflow` to account for the gap exactly).
 #[derive(Default)]
-struct Streams {
-    last: BTreeMap<(String, String), u64>,
-    updates: u64,
-    lost: u64,
+pub(crate) struct Streams {
+    pub(crate) last: BTreeMap<(String, String), u64>,
+    pub(crate) updates: u64,
+    pub(crate) lost: u64,
 }
 
 impl Streams {
     /// Takes one message; panics on a duplicate or an unaccounted gap.
-    fn take(&mut self, m: &Value) {
+    pub(crate) fn take(&mut self, m: &Value) {
         let kind = m["type"].as_str().unwrap();
         let ch = match kind {
             "q" => "quotes".to_string(),
@@ -58,7 +58,7 @@ impl Streams {
     }
 
     /// `resume.from` for the streams seen so far.
-    fn from(&self) -> Value {
+    pub(crate) fn from(&self) -> Value {
         let mut from = json!({});
         for ((ch, sym), seq) in &self.last {
             from[ch][sym] = json!(seq);
@@ -68,7 +68,7 @@ impl Streams {
 }
 
 /// Reads for `window`, feeding every message to `streams`.
-async fn read_for(c: &mut Client, streams: &mut Streams, window: Duration) {
+pub(crate) async fn read_for(c: &mut Client, streams: &mut Streams, window: Duration) {
     let end = tokio::time::Instant::now() + window;
     while let Ok(Some(m)) = tokio::time::timeout_at(end, c.try_next()).await {
         streams.take(&m);
@@ -76,10 +76,23 @@ async fn read_for(c: &mut Client, streams: &mut Streams, window: Duration) {
 }
 
 /// Subscribes with `resume` from what `streams` has seen in `epoch`.
-async fn resume(c: &mut Client, req: Value, epoch: &Value, streams: &Streams) -> Value {
+pub(crate) async fn resume(c: &mut Client, req: Value, epoch: &Value, streams: &Streams) -> Value {
     let mut req = req;
     req["resume"] = json!({"epoch": epoch, "from": streams.from()});
     c.subscribe(req).await
+}
+
+/// Every stream of `streams` that `reply` (a `subscribed`) names was
+/// recovered, from the seq the client gave.
+pub(crate) fn assert_recovered(reply: &Value, streams: &Streams) {
+    for sub in reply["subs"].as_array().unwrap() {
+        let key =
+            (sub["ch"].as_str().unwrap().to_string(), sub["sym"].as_str().unwrap().to_string());
+        if let Some(&seq) = streams.last.get(&key) {
+            assert_eq!(sub["recovered"], true, "{sub}");
+            assert_eq!(sub["seq"].as_u64(), Some(seq), "{sub}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -119,15 +132,7 @@ async fn mode_all_is_contiguous_across_a_reset_in_the_middle_of_a_burst() {
     assert_eq!(b.welcome["limits"]["history"], 4096);
     let before = streams.updates;
     let reply = resume(&mut b, req, &epoch, &streams).await;
-    // Every stream named was recovered, from the seq the client gave.
-    for sub in reply["subs"].as_array().unwrap() {
-        let key =
-            (sub["ch"].as_str().unwrap().to_string(), sub["sym"].as_str().unwrap().to_string());
-        if let Some(&seq) = streams.last.get(&key) {
-            assert_eq!(sub["recovered"], true, "{sub}");
-            assert_eq!(sub["seq"].as_u64(), Some(seq), "{sub}");
-        }
-    }
+    assert_recovered(&reply, &streams);
     read_for(&mut b, &mut streams, Duration::from_millis(500)).await;
     // The missed second came back, each update once: any duplicate or gap
     // failed `take`, and nothing was lost.

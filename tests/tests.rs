@@ -42,6 +42,10 @@
 //! - `tls`: `--tls-cert`/`--tls-key` (rcgen certificates made per test):
 //!   wss and https, plain-TCP and bad ClientHellos, the handshake timeout,
 //!   bad certificate and key files.
+//! - `bus`: scale-out on NATS (a real `nats-server` per test): two edges
+//!   agree on every update, clients of a killed edge resume on another, a
+//!   NATS restart is stale then live with every gap reported, a late edge's
+//!   snapshots, garbage on the bus, an ingest restart (a new epoch).
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
 //! - `autobahn`: the Autobahn WebSocket conformance cases (`tools/autobahn.sh`).
@@ -56,6 +60,7 @@ mod autobahn;
 mod bars;
 mod binary;
 mod browser;
+mod bus;
 mod cli;
 mod closes;
 mod external;

@@ -115,7 +115,8 @@ pub trait FeedSource: Send + 'static {
 
     /// Whether the source's ticks already carry their `seq` (a feed
     /// numbered upstream, such as an edge node's bus): the feed thread then
-    /// keeps it instead of numbering, and skips a tick at or below the
+    /// keeps it (and a nonzero `ingest_ns`, the upstream's stamp) instead
+    /// of numbering, and skips a tick at or below the
     /// stream's last `seq` (counted as a bad record). A jump is kept: the
     /// writer shards report the missed positions (`overflow`, `cf`).
     fn numbered(&self) -> bool {
@@ -135,6 +136,14 @@ pub trait FeedSource: Send + 'static {
     fn source_time(&self, now: Instant) -> Option<u64> {
         let _ = now;
         Some(now_ns().saturating_sub(LIVE_BAR_GRACE.as_nanos() as u64))
+    }
+
+    /// The epoch number a numbered source's ticks start in, when it knows
+    /// it before the first poll (an edge that has heard its ingest): the
+    /// market starts in it, so the first `welcome` names it. `None`: the
+    /// market numbers its own epoch from the clock.
+    fn first_epoch(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -189,6 +198,9 @@ pub struct Market {
     /// Set by a writer shard once it has handled a `subscribe`: releases a
     /// source held by [`FeedSource::hold_for_subscriber`].
     pub subscribed: AtomicBool,
+    /// Set by the feed thread once its first poll's ticks are published
+    /// (see [`Market::has_polled`]).
+    polled: AtomicBool,
 }
 
 impl Market {
@@ -211,7 +223,16 @@ impl Market {
             epoch_acks: AtomicUsize::new(0),
             metrics: FeedMetrics::default(),
             subscribed: AtomicBool::new(false),
+            polled: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the feed thread has published what its source's first poll
+    /// gave (an edge's latest values, read before it serves): a server
+    /// waits for it before it accepts sessions, so their first snapshots
+    /// have them.
+    pub fn has_polled(&self) -> bool {
+        self.polled.load(Ordering::Acquire)
     }
 
     /// The feed's current state and the generation of that state.
@@ -254,6 +275,12 @@ impl Market {
     pub fn epoch(&self) -> (u64, u64) {
         let n = self.epoch.load(Ordering::Acquire);
         (n, self.epoch_start.load(Ordering::Relaxed))
+    }
+
+    /// Starts the market in epoch number `n` (before the feed thread is
+    /// started: see [`FeedSource::first_epoch`]).
+    pub fn start_in_epoch(&self, n: u64) {
+        self.begin_epoch(0, Some(n));
     }
 
     /// A writer shard has left epoch `n` behind (see [`Market::epoch`]).
@@ -398,6 +425,8 @@ pub fn spawn_ingest(
         // A numbered source carries the bars its upstream built.
         let mut bars = (!numbered).then(Bars::default);
         let mut bar_ticks: Vec<Tick> = Vec::new();
+        // Whether the first poll is done (see `Market::has_polled`).
+        let mut first_poll_done = false;
         if source.hold_for_subscriber() {
             while !stop.load(Ordering::Acquire) && !market.subscribed.load(Ordering::Acquire) {
                 std::thread::park_timeout(HOLD_POLL);
@@ -490,6 +519,8 @@ pub fn spawn_ingest(
                         bars.close_all(&mut bar_ticks);
                         publish_bars(&mut bar_ticks, &mut seqs, &mut ring, &market, &wakers);
                     }
+                    // Waits below until the end: the first poll is done.
+                    market.polled.store(true, Ordering::Release);
                     if market.set_state(FeedState::ReplayDone) {
                         wakers.wake_all();
                     }
@@ -497,6 +528,10 @@ pub fn spawn_ingest(
                         std::thread::park_timeout(MAX_SLEEP);
                     }
                 }
+            }
+            if !first_poll_done {
+                first_poll_done = true;
+                market.polled.store(true, Ordering::Release);
             }
         }
     })
@@ -590,11 +625,17 @@ fn publish_as(
                 continue;
             }
             *seq = tick.seq;
+            // A numbered tick keeps the ingest time stamped upstream (an
+            // edge's `ti` is the ingest's, the same on every node, and its
+            // latency counts the bus).
+            if tick.ingest_ns == 0 {
+                tick.ingest_ns = ingest_ns;
+            }
         } else {
             *seq += 1;
             tick.seq = *seq;
+            tick.ingest_ns = ingest_ns;
         }
-        tick.ingest_ns = ingest_ns;
         // History and table first, ring second: see the module docs.
         market.history.store(stream, tick.seq, *tick);
         market.latest.store(stream, *tick);

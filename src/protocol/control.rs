@@ -39,6 +39,9 @@ pub enum Control<'a> {
         /// `"required"` or `"ok"` when authentication is on.
         #[serde(skip_serializing_if = "Option::is_none")]
         auth: Option<&'static str>,
+        /// The node's name, when several nodes serve one feed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<&'a str>,
     },
     /// The feed's state: after `welcome`, and whenever it changes.
     Status {

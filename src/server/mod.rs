@@ -19,13 +19,16 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::auth::{Access, AuthSetupError, Reloaded};
-use crate::config::{Config, SourceChoice};
+use crate::bus::edge::{BusSource, EdgeSetup};
+use crate::bus::metrics::BusMetrics;
+use crate::bus::publisher::{Publisher, PublisherSetup};
+use crate::config::{BusRole, Config, SourceChoice};
 use crate::connection::HttpContext;
 use crate::feed::manual::{ManualFeedHandle, manual};
 use crate::feed::replay::Replay;
 use crate::feed::synthetic::{Synthetic, SyntheticConfig};
 use crate::feed::tcp::{self, TcpConfig, TcpFeed};
-use crate::feed::{FeedSource, Market, Wakers, spawn_ingest};
+use crate::feed::{FeedSource, Market, ShardWake, Wakers, spawn_ingest};
 use crate::ring::ring;
 use crate::socket::limits::{ConnLimits, Permit, Refusal};
 use crate::socket::tls::{self, TlsError};
@@ -59,6 +62,10 @@ pub enum StartError {
     Auth(#[from] crate::auth::AuthSetupError),
 }
 
+/// Longest [`start`] waits for the feed thread to publish an edge's
+/// latest values before it accepts sessions.
+const FIRST_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
@@ -72,15 +79,32 @@ pub struct Server {
     feed: Option<JoinHandle<()>>,
     acceptor: Option<JoinHandle<()>>,
     shards: Vec<ShardHandle>,
+    /// `tickwire ingest`: the thread that publishes the ring on the bus.
+    publisher: Option<Publisher>,
 }
 
 /// Starts a server fed by the source of `config`: the synthetic feed, or a
 /// replay of a recorded file (an unreadable file or an unknown format is a
 /// [`StartError::Source`] that names the file).
+///
+/// With a bus (`config.bus`), an edge's source is the bus
+/// ([`crate::bus::edge`]: this returns once it has heard the ingest, or
+/// after a bounded wait), and an ingest also publishes its ring there
+/// ([`crate::bus::publisher`]).
 pub fn start(config: &Config) -> Result<Server, StartError> {
-    start_with(config, |table| {
-        build_source(&config.source, config.synthetic, config.shard.hb, table)
-    })
+    let bus_metrics = config.bus.as_ref().map(|_| Arc::new(BusMetrics::default()));
+    match (&config.bus, &bus_metrics) {
+        (Some(BusRole::Edge(bus)), Some(metrics)) => {
+            start_inner(config, bus_metrics.clone(), |table| {
+                let setup =
+                    EdgeSetup { bus: bus.clone(), table: table.clone(), metrics: metrics.clone() };
+                Ok(Box::new(BusSource::start(setup)?) as Box<dyn FeedSource>)
+            })
+        }
+        _ => start_inner(config, bus_metrics.clone(), |table| {
+            build_source(&config.source, config.synthetic, config.shard.hb, table)
+        }),
+    }
 }
 
 /// Builds the feed source `choice` over `table`: the synthetic feed (with
@@ -126,6 +150,15 @@ pub fn start_with(
     config: &Config,
     make_source: impl FnOnce(&Arc<SymbolTable>) -> Result<Box<dyn FeedSource>, StartError>,
 ) -> Result<Server, StartError> {
+    start_inner(config, None, make_source)
+}
+
+/// [`start_with`], counting the bus in `bus_metrics` (with `config.bus`).
+fn start_inner(
+    config: &Config,
+    bus_metrics: Option<Arc<BusMetrics>>,
+    make_source: impl FnOnce(&Arc<SymbolTable>) -> Result<Box<dyn FeedSource>, StartError>,
+) -> Result<Server, StartError> {
     // Certificate and key first: a bad file fails before the port is taken.
     let tls = match &config.tls {
         Some(files) => Some(tls::load(&files.cert, &files.key)?),
@@ -140,20 +173,34 @@ pub fn start_with(
     let table = Arc::new(SymbolTable::new(config.max_symbols));
     let source = make_source(&table)?;
     let market = Arc::new(Market::with_history(table, config.history));
+    if let Some(n) = source.first_epoch() {
+        market.start_in_epoch(n);
+    }
     let (producer, readers) = ring::<Tick>(config.ring_capacity);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let limits = ConnLimits::new(config.max_connections, config.max_connections_per_ip);
     let metrics: Vec<Arc<ShardMetrics>> =
         (0..config.shards).map(|_| Arc::new(ShardMetrics::default())).collect();
+    let mut registry = crate::metrics::registry(crate::metrics::Sources {
+        market: market.clone(),
+        shards: metrics.clone(),
+        limits: limits.clone(),
+        access: access.clone(),
+    });
+    if let Some(m) = &bus_metrics {
+        registry.register_collector(m.collector());
+    }
+    let mut shard_config = config.shard.clone();
+    if config.bus.is_some() || config.node_name.is_some() {
+        shard_config.node = Some(match &config.node_name {
+            Some(name) => name.clone(),
+            None => format!("{}:{}", host_name(), addr.port()),
+        });
+    }
     let http = Arc::new(HttpContext {
         market: market.clone(),
-        metrics: crate::metrics::registry(crate::metrics::Sources {
-            market: market.clone(),
-            shards: metrics.clone(),
-            limits: limits.clone(),
-            access: access.clone(),
-        }),
+        metrics: registry,
         started: Instant::now(),
         handshake_timeout: config.handshake_timeout,
         tls: tls.clone(),
@@ -169,16 +216,39 @@ pub fn start_with(
         shards.push(spawn_shard(ShardSetup {
             index,
             reader: readers.reader(),
-            config: config.shard.clone(),
+            config: shard_config.clone(),
             metrics: m,
             http: http.clone(),
             shutdown: shutdown_rx.clone(),
             drain: config.drain,
         })?);
     }
-    let wakers = Wakers::new(shards.iter().map(|s| s.wake.clone()).collect());
+    let mut wakes: Vec<ShardWake> = shards.iter().map(|s| s.wake.clone()).collect();
+    let publisher = match (&config.bus, bus_metrics) {
+        (Some(BusRole::Ingest(bus)), Some(metrics)) => {
+            // Woken like a shard, and acknowledges new epochs like one.
+            let wake = ShardWake::default();
+            wakes.push(wake.clone());
+            Some(Publisher::spawn(PublisherSetup {
+                bus: bus.clone(),
+                reader: readers.reader(),
+                market: market.clone(),
+                wake,
+                metrics,
+            })?)
+        }
+        _ => None,
+    };
+    let wakers = Wakers::new(wakes);
     let stop_feed = Arc::new(AtomicBool::new(false));
+    // A source that starts from what it knows (an edge's latest values)
+    // has it published before the first session is accepted.
+    let wait_first_poll = source.first_epoch().is_some();
     let feed = spawn_ingest(source, producer, market.clone(), wakers, stop_feed.clone())?;
+    let deadline = Instant::now() + FIRST_POLL_WAIT;
+    while wait_first_poll && !market.has_polled() && Instant::now() < deadline {
+        std::thread::park_timeout(std::time::Duration::from_millis(1));
+    }
     let conns: Vec<_> = shards.iter().map(|s| s.conns.clone()).collect();
     let (stop_accept, accept_rx) = watch::channel(false);
     let acceptor = spawn_acceptor(listener, conns, limits, tls, accept_rx)?;
@@ -192,7 +262,18 @@ pub fn start_with(
         feed: Some(feed),
         acceptor: Some(acceptor),
         shards,
+        publisher,
     })
+}
+
+/// This machine's host name (for a node's default name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 impl Server {
@@ -235,6 +316,9 @@ impl Server {
         self.stop_feed.store(true, Ordering::Release);
         if let Some(f) = self.feed.take() {
             let _ = f.join();
+        }
+        if let Some(p) = self.publisher.take() {
+            p.stop();
         }
     }
 }

@@ -112,6 +112,9 @@ pub struct ShardConfig {
     /// Per-session share of the time between two flushes of a busy shard
     /// (see `writer::flush_gap`).
     pub flush_share: Duration,
+    /// This server's name in `welcome.node` when several nodes serve one
+    /// feed (`None`: a single server, and `node` is left out).
+    pub node: Option<String>,
 }
 
 impl Default for ShardConfig {
@@ -127,6 +130,7 @@ impl Default for ShardConfig {
             max_queued_bytes: 4 << 20,
             allow_wildcard: true,
             flush_share: Duration::from_micros(48),
+            node: None,
         }
     }
 }

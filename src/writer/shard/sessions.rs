@@ -49,6 +49,7 @@ impl Shard {
                 history: self.market.history.depth() as u64,
             },
             auth: auth_label,
+            node: c.node.as_deref(),
         });
         let status = self.market.state().0;
         push_status(&mut session, status);
