@@ -164,7 +164,7 @@ fn start_inner(
         Some(files) => Some(tls::load(&files.cert, &files.key)?),
         None => None,
     };
-    let listener = std::net::TcpListener::bind(config.listen)
+    let listener = bind_listener(config.listen)
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
@@ -351,6 +351,25 @@ async fn refuse(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
 }
 
+/// Connections the kernel may hold completed for the acceptor: as many as
+/// it allows (`net.core.somaxconn`, 4096 on current Linux; a larger
+/// request is cut to it). `std`'s listener asks for 128: a connect storm
+/// (every dashboard of a desk reconnecting after a restart) then overflows
+/// the queue, the kernel drops the SYNs past it, and those clients wait
+/// for their SYN retransmits, 1 s, then 3 s, then 7 s.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+/// Binds the listening socket (`SO_REUSEADDR`, as `std` sets it, and the
+/// deep accept queue of [`LISTEN_BACKLOG`]).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// The acceptor thread: accepts sockets, applies the connection limits and
 /// deals the admitted ones to the shards in turn.
 fn spawn_acceptor(
@@ -395,4 +414,26 @@ fn spawn_acceptor(
             }
         });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_accept_queue_holds_a_connect_storm() {
+        // Nobody accepts: every connect must still complete, held in the
+        // kernel's queue. With std's backlog of 128 the 130th would not (its
+        // SYN dropped, retried after 1 s, 3 s...), and this would time out.
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held: Vec<_> = (0..1000)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("connect {i} of 1000: {e}"))
+            })
+            .collect();
+        assert_eq!(held.len(), 1000);
+    }
 }
