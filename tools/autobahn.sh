@@ -46,6 +46,10 @@ fi
 out="${AUTOBAHN_OUT:-target/autobahn}"
 rm -rf "$out"
 mkdir -p "$out"
+# Created here, not by the background job's redirections: the loop below may
+# read server.out before the shell that starts the server has opened it.
+: >"$out/server.out"
+: >"$out/server.err"
 
 # A small synthetic feed: the echo does not use it, and it should cost nothing.
 "$bin" serve --listen 127.0.0.1:0 --echo-endpoint --compression on --shards 1 --symbols 10 --rate 10 \
