@@ -219,18 +219,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub echo_endpoint: bool,
     /// permessage-deflate (RFC 7692) with clients that offer it: `on` or
-    /// `off` (each compressing connection holds about 175 KiB more).
+    /// `off` (each compressing connection holds about 16 KiB more).
     #[arg(long, default_value = "off", value_parser = ["on", "off"])]
     pub compression: String,
     /// The server's compression window in bits (9 to 15); a client may ask for less.
     #[arg(long, default_value_t = 12)]
     pub compression_window_bits: u8,
-    /// zlib compression level, 1 (fastest) to 9.
-    #[arg(long, default_value_t = 1)]
-    pub compression_level: u8,
-    /// zlib memory level of the compressor, 1 to 9 (its literal buffers; not its hash table).
-    #[arg(long, default_value_t = 1)]
-    pub compression_mem_level: u8,
 }
 
 impl Default for ServeArgs {
@@ -582,12 +576,6 @@ impl Config {
         if !(9..=15).contains(&a.compression_window_bits) {
             return Err(invalid("compression-window-bits", "must be 9..=15"));
         }
-        if !(1..=9).contains(&a.compression_level) {
-            return Err(invalid("compression-level", "must be 1..=9"));
-        }
-        if !(1..=9).contains(&a.compression_mem_level) {
-            return Err(invalid("compression-mem-level", "must be 1..=9"));
-        }
         let (source, synthetic) = a.source.choice(a.wait_for_subscriber, a.max_symbols)?;
         Ok(Config {
             listen,
@@ -624,8 +612,6 @@ impl Config {
             echo_endpoint: a.echo_endpoint,
             compression: (a.compression == "on").then_some(crate::socket::deflate::Settings {
                 window_bits: a.compression_window_bits,
-                level: a.compression_level,
-                mem_level: a.compression_mem_level,
             }),
         })
     }
@@ -823,22 +809,15 @@ mod tests {
             }
             _ => Err("clap"),
         };
-        let defaults = crate::socket::deflate::Settings { window_bits: 12, level: 1, mem_level: 1 };
+        let defaults = crate::socket::deflate::Settings { window_bits: 12 };
         // Off by default; on, with the measured defaults.
         assert_eq!(parse(&["tickwire", "serve"]), Ok(None));
         assert_eq!(parse(&["tickwire", "serve", "--compression", "on"]), Ok(Some(defaults)));
         assert_eq!(
-            parse(&[
-                "tickwire",
-                "serve",
-                "--compression",
-                "on",
-                "--compression-window-bits",
-                "15",
-                "--compression-level",
-                "6"
-            ]),
-            Ok(Some(crate::socket::deflate::Settings { window_bits: 15, level: 6, ..defaults }))
+            parse(
+                &["tickwire", "serve", "--compression", "on", "--compression-window-bits", "15",]
+            ),
+            Ok(Some(crate::socket::deflate::Settings { window_bits: 15 }))
         );
         assert_eq!(parse(&["tickwire", "serve", "--compression", "maybe"]), Err("clap"));
         // zlib cannot raw-deflate with a window of 8.
@@ -847,12 +826,8 @@ mod tests {
             Err("compression-window-bits")
         );
         assert_eq!(
-            parse(&["tickwire", "serve", "--compression-level", "0"]),
-            Err("compression-level")
-        );
-        assert_eq!(
-            parse(&["tickwire", "serve", "--compression-mem-level", "10"]),
-            Err("compression-mem-level")
+            parse(&["tickwire", "serve", "--compression-window-bits", "16"]),
+            Err("compression-window-bits")
         );
     }
 

@@ -192,7 +192,7 @@ async fn upgrade_offering(
 async fn echo_negotiates_permessage_deflate() {
     use tickwire::socket::{deflate, ws};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let on = Some(deflate::Settings { window_bits: 12, level: 1, mem_level: 1 });
+    let on = Some(deflate::Settings { window_bits: 12 });
     let ts = manual_server(|c| {
         c.echo_endpoint = true;
         c.compression = on;
@@ -206,7 +206,7 @@ async fn echo_negotiates_permessage_deflate() {
     assert!(head.to_ascii_lowercase().contains(agreed), "{head}");
     // A compressed text message, masked as a client sends it...
     let text = r#"{"type":"subscribe","symbols":["AAPL","MSFT"]}"#.repeat(3);
-    let settings = deflate::Settings { window_bits: 15, level: 1, mem_level: 8 };
+    let settings = deflate::Settings { window_bits: 15 };
     let agreement = deflate::negotiate(&["permessage-deflate"], &settings).unwrap();
     let mut payload = Vec::new();
     deflate::Deflater::new(&agreement).compress(text.as_bytes(), &mut payload);
