@@ -39,6 +39,9 @@
 //!   bad certificate and key files.
 //! - `browser`: the dashboard's protocol client under `node --test`, and the
 //!   page itself in headless chromium (playwright-core).
+//! - `compression`: permessage-deflate on `/ws` (a raw client inflating with
+//!   zlib-rs): JSON and binary market data, `server_no_context_takeover`, a
+//!   compressed `subscribe`, a decompression bomb.
 
 mod util;
 
@@ -47,6 +50,7 @@ mod binary;
 mod browser;
 mod cli;
 mod closes;
+mod compression;
 mod external;
 mod files;
 mod hardening;

@@ -27,6 +27,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use super::ConnContext;
 use crate::auth::SessionAuth;
 use crate::protocol::json::Format;
+use crate::socket::deflate::{Agreement, Deflater};
 use crate::socket::outbound::{CloseRequest, DirectWrite, Frame, Next, Signals};
 use crate::socket::shared::SessionStream;
 use crate::socket::ws::{self, Incoming, ReadError};
@@ -38,13 +39,15 @@ const BINARY_FROM_CLIENT: &str = "binary frames are not accepted; send requests 
 
 /// Runs a session on an upgraded socket (plain TCP or TLS). `auth` is where
 /// it stands with authentication after the upgrade; `peer` is for the audit
-/// log.
+/// log; `deflate` the permessage-deflate agreement, if any (the reader then
+/// inflates compressed messages, and the session's write side compresses).
 pub async fn run<S>(
     stream: S,
     rest: Vec<u8>,
     format: Format,
     auth: SessionAuth,
     peer: Option<SocketAddr>,
+    deflate: Option<Agreement>,
     ctx: ConnContext,
 ) where
     S: SessionStream,
@@ -52,11 +55,13 @@ pub async fn run<S>(
     let max = ctx.shard.borrow().config().max_message_bytes;
     let (rd, wr, socket) = stream.halves();
     let limits = ws::Limits { max_message: max, max_frame: max };
-    let reader = ws::Reader::new(rd, &rest, limits);
+    let reader = ws::Reader::new(rd, &rest, limits).inflating(deflate.is_some());
     drop(rest);
     let uid = ctx.http.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let direct = socket.direct().map(|s| s as Rc<dyn DirectWrite>);
-    let (slot, signals) = ctx.shard.borrow_mut().open_session_as(format, uid, auth, peer, direct);
+    let deflater = deflate.as_ref().map(Deflater::new);
+    let (slot, signals) =
+        ctx.shard.borrow_mut().open_session_as(format, uid, auth, peer, direct, deflater);
     let shard = ctx.shard.clone();
     let hb = shard.borrow().config().hb;
     // The reader is a task of its own, so that waking the writer for every
@@ -261,7 +266,7 @@ where
         frames.clear();
         let next = shard.borrow_mut().take_outgoing(slot, &mut frames, now);
         let wrote = match next {
-            Next::Rest(rest) => writer.send_raw(&rest).await,
+            Next::Framed(bytes) => writer.send_raw(&bytes).await,
             Next::Frames => writer.send_each(&frames, |f: &Frame| f.op).await,
             Next::Close(close) => {
                 let Some((code, reason)) = close.frame else { return Ended::Dropped };
