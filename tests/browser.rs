@@ -1,11 +1,13 @@
 //! The dashboard (`src/dashboard/`): its protocol client `tickwire.js` under
 //! Node's test runner, and the page itself in Debian's chromium driven by
 //! `playwright-core` (`tests/browser/dashboard.e2e.mjs`, which starts its own
-//! `tickwire serve` processes from this crate's binary).
+//! `tickwire serve` processes from this crate's binary, with compression on,
+//! and checks that chromium negotiated permessage-deflate). Beside them, the
+//! Node `ws` client with permessage-deflate (`tests/browser/node_ws.e2e.mjs`).
 //!
-//! Both need Node.js, and the browser test needs `/usr/bin/chromium`; when
+//! All need Node.js, and the browser test needs `/usr/bin/chromium`; when
 //! either is missing they fail (never skip) and say what to install.
-//! `npm ci` runs first when `tests/browser/node_modules` is missing.
+//! `npm ci` runs first when a package of `tests/browser` is missing.
 
 use std::path::Path;
 use std::process::Command;
@@ -38,6 +40,23 @@ fn run(what: &str, cmd: &mut Command, timeout: Duration) -> String {
     assert!(status.success(), "{what} failed ({status}):\nstdout:\n{stdout}\nstderr:\n{stderr}");
     eprintln!("{what}: ok in {:?}", started.elapsed());
     stdout
+}
+
+/// Runs `npm ci` in `tests/browser` unless `package` is installed there.
+fn npm_ci_unless_installed(package: &str) {
+    if !Path::new(DIR).join("node_modules").join(package).exists() {
+        run(
+            "npm ci --prefix tests/browser",
+            Command::new("npm").args([
+                "ci",
+                "--prefix",
+                "tests/browser",
+                "--no-audit",
+                "--no-fund",
+            ]),
+            NPM_TIMEOUT,
+        );
+    }
 }
 
 /// Fails (never skips) when `node` cannot run.
@@ -77,19 +96,7 @@ fn dashboard_in_chromium() {
         "the browser test needs Debian's chromium at {CHROMIUM}: run `apt-get install -y chromium` \
          (never a Playwright browser download)"
     );
-    if !Path::new(DIR).join("node_modules/playwright-core").exists() {
-        run(
-            "npm ci --prefix tests/browser",
-            Command::new("npm").args([
-                "ci",
-                "--prefix",
-                "tests/browser",
-                "--no-audit",
-                "--no-fund",
-            ]),
-            NPM_TIMEOUT,
-        );
-    }
+    npm_ci_unless_installed("playwright-core");
     let shot = Path::new(ROOT).join("target/dashboard.png");
     let out = run(
         "node tests/browser/dashboard.e2e.mjs",
@@ -101,4 +108,16 @@ fn dashboard_in_chromium() {
     );
     eprintln!("{out}");
     assert!(shot.exists(), "no screenshot at {}", shot.display());
+}
+
+#[test]
+fn node_ws_client_with_permessage_deflate() {
+    require_node();
+    npm_ci_unless_installed("ws");
+    let out = run(
+        "node tests/browser/node_ws.e2e.mjs",
+        Command::new("node").arg("tests/browser/node_ws.e2e.mjs").env("TICKWIRE_BIN", BIN),
+        UNIT_TIMEOUT,
+    );
+    eprintln!("{out}");
 }

@@ -1,7 +1,8 @@
 // The dashboard in a real browser: Debian's chromium driven by playwright-core.
 //
-// Starts `tickwire serve` (binary from $TICKWIRE_BIN), opens `/`, waits for
-// live prices, adds a symbol through the search box, removes one, reloads
+// Starts `tickwire serve --compression on` (binary from $TICKWIRE_BIN), opens
+// `/`, checks that chromium negotiated permessage-deflate, waits for live
+// prices, adds a symbol through the search box, removes one, reloads
 // (the watchlist must survive), switches mode and max_hz, kills the server and restarts it on the same
 // port, and waits for the page to reconnect and stream again. Saves a
 // screenshot to $SCREENSHOT (default target/dashboard.png). Fails on any page
@@ -57,7 +58,7 @@ process.on("SIGTERM", () => fail(new Error("terminated")));
 /** Starts `tickwire serve --listen <listen>` and resolves with its port once it printed its URL. */
 function startServer(listen) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ["serve", "--listen", listen], { stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(BIN, ["serve", "--listen", listen, "--compression", "on"], { stdio: ["ignore", "pipe", "pipe"] });
     servers.add(proc);
     let stderr = "";
     proc.stderr.on("data", (d) => {
@@ -147,9 +148,21 @@ async function main() {
     if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
   });
 
+  // What the server answered to each WebSocket upgrade (chromium's own
+  // view, through the DevTools protocol).
+  const upgrades = [];
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  cdp.on("Network.webSocketHandshakeResponseReceived", ({ response }) => upgrades.push(response));
+
   await page.goto(url);
   await page.waitForSelector('#conn[data-state="live"]');
-  log("page live");
+  const extensions = (r) =>
+    Object.entries(r.headers).find(([k]) => k.toLowerCase() === "sec-websocket-extensions")?.[1] ?? "";
+  if (upgrades.length === 0 || !extensions(upgrades[0]).startsWith("permessage-deflate")) {
+    throw new Error(`chromium did not negotiate permessage-deflate: ${JSON.stringify(upgrades.map((r) => r.headers))}`);
+  }
+  log(`page live, over ${extensions(upgrades[0])}`);
   const rows = await page.$$eval("#rows tr[data-sym]", (trs) => trs.map((tr) => tr.dataset.sym));
   if (rows.length !== 10 || !rows.includes("SPY")) throw new Error(`default watchlist: ${rows}`);
   await page.waitForFunction(() => /\d/.test(document.querySelector('#rows tr[data-sym] td[data-col="bid"]').textContent));
