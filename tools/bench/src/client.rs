@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use simd_json::prelude::*;
-use tickwire::writer::binary;
+use tickwire::protocol::binary;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -44,7 +44,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-type Ws = WebSocketStream<TcpStream>;
+use crate::inflating::Inflating;
+
+type Ws = WebSocketStream<Inflating<TcpStream>>;
 
 /// Largest latency the histograms hold (larger values saturate): 100 s.
 pub const HIST_MAX_NS: u64 = 100_000_000_000;
@@ -70,6 +72,8 @@ pub struct LoadPlan {
     pub url: String,
     /// Offer `tickwire.v1.bin`.
     pub binary: bool,
+    /// Offer permessage-deflate (and inflate what comes compressed).
+    pub compressed: bool,
     /// One `subscribe` request per session; its length is C.
     pub subscribes: Vec<String>,
     /// OS threads (each a current-thread runtime).
@@ -430,7 +434,7 @@ fn thread_main(
     let mine: Vec<String> = plan.subscribes.iter().skip(t).step_by(plan.threads).cloned().collect();
     local.block_on(&rt, async move {
         let conns = futures_util::future::join_all(
-            mine.iter().map(|_| connect(plan.url.clone(), plan.binary, None)),
+            mine.iter().map(|_| connect(plan.url.clone(), plan.binary, plan.compressed, None)),
         )
         .await;
         let mut socks = Vec::new();
@@ -530,7 +534,13 @@ pub struct Stalled {
 
 impl Stalled {
     /// Starts a thread that connects `n` sessions to `url` right away.
-    pub fn start(url: String, binary: bool, subscribe: String, n: usize) -> Stalled {
+    pub fn start(
+        url: String,
+        binary: bool,
+        compressed: bool,
+        subscribe: String,
+        n: usize,
+    ) -> Stalled {
         let (ctx, crx) = std::sync::mpsc::channel();
         let (go, go_rx) = tokio::sync::oneshot::channel::<Instant>();
         let (drain, drain_rx) = tokio::sync::oneshot::channel::<Duration>();
@@ -538,10 +548,11 @@ impl Stalled {
             .name("bench-stalled".into())
             .spawn(move || {
                 block_on_local(async move {
-                    let conns = futures_util::future::join_all(
-                        (0..n).map(|_| connect(url.clone(), binary, Some(STALLED_RCVBUF))),
-                    )
-                    .await;
+                    let conns =
+                        futures_util::future::join_all((0..n).map(|_| {
+                            connect(url.clone(), binary, compressed, Some(STALLED_RCVBUF))
+                        }))
+                        .await;
                     let mut socks = Vec::new();
                     let mut errors = Vec::new();
                     for c in conns {
@@ -631,16 +642,26 @@ fn block_on_local<F: std::future::Future>(f: F) -> F::Output {
 /// per read at 50,000/s.
 const READ_BUFFER: usize = 16 * 1024;
 
-/// Connects (offering `tickwire.v1.bin` when `binary`, with `rcvbuf` as the
-/// socket's `SO_RCVBUF` when given) and reads the welcome, which must come
-/// first; if it names a `time_unit`, it must be ns.
-async fn connect(url: String, binary: bool, rcvbuf: Option<u32>) -> Result<Ws, String> {
+/// Connects (offering `tickwire.v1.bin` when `binary`, permessage-deflate
+/// when `compressed`, with `rcvbuf` as the socket's `SO_RCVBUF` when given)
+/// and reads the welcome, which must come first; if it names a
+/// `time_unit`, it must be ns.
+async fn connect(
+    url: String,
+    binary: bool,
+    compressed: bool,
+    rcvbuf: Option<u32>,
+) -> Result<Ws, String> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let fut = async {
         let mut req = url.into_client_request().map_err(|e| format!("url: {e}"))?;
         if binary {
             let v = BIN_PROTOCOL.parse().expect("header value");
             req.headers_mut().insert("Sec-WebSocket-Protocol", v);
+        }
+        if compressed {
+            let v = "permessage-deflate".parse().expect("header value");
+            req.headers_mut().insert("Sec-WebSocket-Extensions", v);
         }
         let host = req.uri().host().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
         let port = req.uri().port_u16().unwrap_or(80);
@@ -660,6 +681,7 @@ async fn connect(url: String, binary: bool, rcvbuf: Option<u32>) -> Result<Ws, S
         }
         let tcp = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let tcp = Inflating::new(tcp, compressed);
         let (mut ws, resp) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -1194,7 +1216,7 @@ fn on_text(
 /// session subscribes to `symbols` (or `["*"]`) without snapshots, and the
 /// `subscribed` reply names each stream's `seq`. Also used to list symbols.
 pub async fn probe(url: &str, symbols: Option<&[String]>) -> Result<Targets, String> {
-    let mut ws = connect(url.to_string(), false, None).await?;
+    let mut ws = connect(url.to_string(), false, false, None).await?;
     let syms = match symbols {
         None => "[\"*\"]".to_string(),
         Some(s) => serde_json::to_string(s).expect("strings"),

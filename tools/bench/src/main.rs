@@ -19,6 +19,7 @@
 
 mod client;
 mod compare;
+mod inflating;
 mod report;
 mod results;
 mod run;
@@ -349,6 +350,7 @@ fn apply_overrides(sc: &mut Scenario, a: &Args) -> Result<(), String> {
             protocol,
             modes: vec![scenario::Mode::All, scenario::Mode::Latest],
             peer: false,
+            compression: false,
         }];
     }
     if !a.targets.is_empty() {

@@ -176,12 +176,14 @@ fn measure(
     let binary = target.protocol == Protocol::Binary;
     // Stalled sessions subscribe like client 0, then never read.
     let mut stalled = (case.stalled_clients > 0).then(|| {
-        Stalled::start(url.to_string(), binary, subscribes[0].clone(), case.stalled_clients)
+        let n = case.stalled_clients;
+        Stalled::start(url.to_string(), binary, target.compression, subscribes[0].clone(), n)
     });
     // 3. connect, then subscribe; warm-up, window
     let plan = LoadPlan {
         url: url.to_string(),
         binary: target.protocol == Protocol::Binary,
+        compressed: target.compression,
         subscribes,
         threads: sc.threads.min(case.clients),
     };

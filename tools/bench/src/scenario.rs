@@ -99,6 +99,10 @@ pub struct Target {
     /// best peer of each row.
     #[serde(default)]
     pub peer: bool,
+    /// Sessions offer permessage-deflate (and inflate what comes
+    /// compressed, see `inflating.rs`).
+    #[serde(default)]
+    pub compression: bool,
 }
 
 fn all_modes() -> Vec<Mode> {
