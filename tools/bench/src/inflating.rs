@@ -67,26 +67,36 @@ impl<S> Inflating<S> {
                 continue;
             }
             let z = self.z.as_mut().ok_or_else(|| bad("RSV1 without permessage-deflate"))?;
-            let input = [&frame[head..], &TAIL[..]].concat();
-            let mut inflated = vec![0u8; 64 * 1024];
-            let mut rest = &input[..];
-            let mut n = 0;
-            loop {
-                let before = (z.total_in(), z.total_out());
-                let status = z.decompress(rest, &mut inflated[n..], InflateFlush::SyncFlush);
-                if !matches!(status, Ok(Status::Ok | Status::BufError)) {
-                    return Err(bad("a frame that does not inflate"));
+            // Inflated straight into `out`, behind room for the longest
+            // header, which is written (and the gap closed) once the
+            // length is known.
+            let start = self.out.len();
+            self.out.resize(start + 10, 0);
+            for input in [&frame[head..], &TAIL[..]] {
+                let mut rest = input;
+                loop {
+                    let at = self.out.len();
+                    self.out.resize(at + (4 * rest.len()).max(4096), 0);
+                    let before = (z.total_in(), z.total_out());
+                    let status = z.decompress(rest, &mut self.out[at..], InflateFlush::SyncFlush);
+                    if !matches!(status, Ok(Status::Ok | Status::BufError)) {
+                        return Err(bad("a frame that does not inflate"));
+                    }
+                    rest = &rest[(z.total_in() - before.0) as usize..];
+                    let wrote = (z.total_out() - before.1) as usize;
+                    let room = self.out.len() - at;
+                    self.out.truncate(at + wrote);
+                    if rest.is_empty() && wrote < room {
+                        break;
+                    }
                 }
-                rest = &rest[(z.total_in() - before.0) as usize..];
-                n += (z.total_out() - before.1) as usize;
-                if rest.is_empty() && n < inflated.len() {
-                    break;
-                }
-                inflated.resize(inflated.len() * 2, 0);
             }
-            inflated.truncate(n);
-            write_head(&mut self.out, frame[0] & !0x40, n);
-            self.out.extend_from_slice(&inflated);
+            let n = self.out.len() - start - 10;
+            let mut h = Vec::with_capacity(10);
+            write_head(&mut h, frame[0] & !0x40, n);
+            self.out.copy_within(start + 10.., start + h.len());
+            self.out.truncate(start + h.len() + n);
+            self.out[start..start + h.len()].copy_from_slice(&h);
         }
         self.raw.drain(..at);
         Ok(())
