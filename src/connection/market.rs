@@ -346,6 +346,11 @@ mod tests {
 
         /// The messages written so far: (opcode, payload), frames unmasked.
         fn frames(&self) -> Vec<(u8, Vec<u8>)> {
+            self.frames_rsv1().into_iter().map(|(op, _, p)| (op, p)).collect()
+        }
+
+        /// [`Wire::frames`], with whether each came compressed (RSV1).
+        fn frames_rsv1(&self) -> Vec<(u8, bool, Vec<u8>)> {
             let bytes = self.taken.borrow();
             let (mut out, mut at) = (Vec::new(), 0);
             while at + 2 <= bytes.len() {
@@ -361,7 +366,8 @@ mod tests {
                 if at + head + len > bytes.len() {
                     break;
                 }
-                out.push((op, bytes[at + head..at + head + len].to_vec()));
+                let rsv1 = bytes[at] & 0x40 != 0;
+                out.push((op, rsv1, bytes[at + head..at + head + len].to_vec()));
                 at += head + len;
             }
             out
@@ -568,6 +574,73 @@ mod tests {
                 assert_eq!((*op, &payload[..2]), (0x8, &1012u16.to_be_bytes()[..]));
                 let last = wire.messages().pop().unwrap();
                 assert_eq!(last["type"], "shutdown");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_compressing_session_sends_every_message_compressed_in_cseq_order() {
+        LocalSet::new()
+            .run_until(async {
+                let mut shard =
+                    Shard::for_tests(4, ShardConfig { hb: HB, ..ShardConfig::default() });
+                let settings = crate::socket::deflate::Settings { window_bits: 12 };
+                let agreement =
+                    crate::socket::deflate::negotiate(&["permessage-deflate"], &settings).unwrap();
+                let deflater = Some(Deflater::new(&agreement));
+                let (slot, signals) = shard.open_session_as(
+                    Format::default(),
+                    1,
+                    SessionAuth::Off,
+                    None,
+                    None,
+                    deflater,
+                );
+                let shard = Rc::new(RefCell::new(shard));
+                subscribe(&shard, slot, None);
+                let wire = Wire::open(usize::MAX);
+                let feed = {
+                    let shard = shard.clone();
+                    tokio::task::spawn_local(async move {
+                        for seq in 1..=50 {
+                            quote(&shard, seq);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        tokio::time::sleep(2 * HB).await;
+                        shard.borrow_mut().shutdown_session(slot);
+                    })
+                };
+                let (ended, _) = drive(shard, slot, signals, wire.clone()).await;
+                feed.await.unwrap();
+                assert_eq!(ended, Ended::Closed);
+                // The peer's one decompressor reads every data frame, in
+                // order; pings and the close come uncompressed.
+                let mut rx = crate::socket::deflate::testing::Receiver::new(12);
+                let mut msgs: Vec<serde_json::Value> = Vec::new();
+                for (op, rsv1, payload) in wire.frames_rsv1() {
+                    match op {
+                        0x1 => {
+                            assert!(rsv1, "text frames are compressed");
+                            let text = rx.receive(&payload);
+                            let serde_json::Value::Array(v) =
+                                serde_json::from_slice(&text).unwrap()
+                            else {
+                                panic!("a JSON array")
+                            };
+                            msgs.extend(v);
+                        }
+                        _ => assert!(!rsv1, "control frame {op:#x} compressed"),
+                    }
+                }
+                let kinds = |k: &str| msgs.iter().filter(|m| m["type"] == k).count();
+                assert_eq!((kinds("welcome"), kinds("status"), kinds("shutdown")), (1, 1, 1));
+                assert!(kinds("q") > 0 && kinds("heartbeat") > 0, "{msgs:?}");
+                // cseq rises by one per message after the welcome.
+                for (i, m) in msgs.iter().enumerate().skip(1) {
+                    assert_eq!(m["cseq"], i as u64, "{m}");
+                }
+                let frames = wire.frames();
+                assert_eq!(frames.last().unwrap().0, 0x8, "ends with the close frame");
             })
             .await;
     }

@@ -35,8 +35,9 @@ pub struct Encoder {
     /// Bytes of `buf` in use.
     len: usize,
     /// For each hash of four bytes, the last position in `buf` where they
-    /// started (a hint: checked before use).
-    head: Box<[u16]>,
+    /// started (a hint: checked before use). An array, so that a hash
+    /// needs no bounds check.
+    head: Box<[u16; 1 << HASH_BITS]>,
     /// The LZ77 window: the farthest a match may reach back.
     window: usize,
 }
@@ -50,7 +51,7 @@ impl Encoder {
         Encoder {
             buf: vec![0; 2 * window].into_boxed_slice(),
             len: 0,
-            head: vec![0; 1 << HASH_BITS].into_boxed_slice(),
+            head: Box::new([0; 1 << HASH_BITS]),
             window,
         }
     }
