@@ -57,8 +57,9 @@ impl Encoder {
     }
 
     /// Forgets every message compressed so far: the next one refers to
-    /// none of them (`server_no_context_takeover`). Stale table entries
-    /// stay; they fail their check.
+    /// none of them (`server_no_context_takeover`). Table entries stay: a
+    /// match is only taken from before the current position, where every
+    /// byte is then the new message's, and is checked against those bytes.
     pub fn reset(&mut self) {
         self.len = 0;
     }
