@@ -202,6 +202,12 @@ impl Deflater {
         }
     }
 
+    /// The most bytes [`Deflater::compress`] appends for `len` bytes: room
+    /// to reserve so that compressing costs one allocation.
+    pub fn bound(len: usize) -> usize {
+        encoder::bound(len)
+    }
+
     /// Appends the compressed form of one message to `out`, without the
     /// `00 00 ff ff` every flushed message ends with (RFC 7692 7.2.1).
     pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {

@@ -376,7 +376,7 @@ impl Outbound {
             && self.queue.is_empty()
         {
             if let Some(deflater) = &mut self.deflater {
-                let mut framed = Vec::with_capacity(payload.len() / 2 + 64);
+                let mut framed = Vec::with_capacity(10 + Deflater::bound(payload.len()));
                 ws::compressed_frame(deflater, op, &payload, &mut framed);
                 let (n, counted) = match socket.try_write_vectored(&[IoSlice::new(&framed)]) {
                     Ok(n) if n >= framed.len() => {
@@ -458,7 +458,7 @@ impl Outbound {
                 data: taken.iter().any(|f| f.data),
             };
             if let Some(deflater) = &mut self.deflater {
-                let len = taken.iter().map(|f| f.payload.len() / 2 + 16).sum();
+                let len = taken.iter().map(|f| 10 + Deflater::bound(f.payload.len())).sum();
                 let mut framed = Vec::with_capacity(len);
                 ws::append_frames(&mut framed, Some(deflater), taken, |f| f.op);
                 frames.truncate(start);
