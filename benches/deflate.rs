@@ -20,41 +20,107 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tickwire::config::Config;
-use tickwire::socket::deflate::{Deflater, Settings, negotiate};
+use tickwire::socket::deflate::encoder::Encoder;
+use tickwire::socket::deflate::{Settings, negotiate};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Status};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// One row of the table: an offer (what the client asks) and the server's
-/// settings.
+/// Which compressor a row measures.
+#[derive(Clone, Copy)]
+enum Engine {
+    /// zlib-rs at this level and memory level.
+    Zlib { level: u8, mem: u8 },
+    /// tickwire's own encoder (`src/socket/deflate/encoder.rs`).
+    Own,
+}
+
+/// One row of the table: an offer (what the client asks), the server's
+/// window and the compressor.
 struct Scheme {
     name: &'static str,
     offer: &'static str,
-    settings: Settings,
+    window_bits: u8,
+    engine: Engine,
 }
 
-const fn scheme(name: &'static str, offer: &'static str, w: u8, level: u8, mem: u8) -> Scheme {
-    Scheme { name, offer, settings: Settings { window_bits: w, level, mem_level: mem } }
+const fn zlib(name: &'static str, offer: &'static str, w: u8, level: u8, mem: u8) -> Scheme {
+    Scheme { name, offer, window_bits: w, engine: Engine::Zlib { level, mem } }
+}
+
+const fn own(name: &'static str, offer: &'static str, w: u8) -> Scheme {
+    Scheme { name, offer, window_bits: w, engine: Engine::Own }
 }
 
 const TAKEOVER: &str = "permessage-deflate";
 const NO_CONTEXT: &str = "permessage-deflate; server_no_context_takeover";
 
 const SCHEMES: &[Scheme] = &[
-    scheme("no context, window 15, mem 8, level 1", NO_CONTEXT, 15, 1, 8),
-    scheme("no context, window 15, mem 8, level 6", NO_CONTEXT, 15, 6, 8),
-    scheme("takeover, window 15, mem 8, level 1", TAKEOVER, 15, 1, 8),
-    scheme("takeover, window 15, mem 1, level 1", TAKEOVER, 15, 1, 1),
-    scheme("takeover, window 15, mem 8, level 6", TAKEOVER, 15, 6, 8),
-    scheme("takeover, window 12, mem 8, level 1", TAKEOVER, 12, 1, 8),
-    scheme("takeover, window 12, mem 4, level 1", TAKEOVER, 12, 1, 4),
-    scheme("takeover, window 12, mem 1, level 1", TAKEOVER, 12, 1, 1),
-    scheme("takeover, window 12, mem 1, level 6", TAKEOVER, 12, 6, 1),
-    scheme("takeover, window 9, mem 8, level 1", TAKEOVER, 9, 1, 8),
-    scheme("takeover, window 9, mem 1, level 1", TAKEOVER, 9, 1, 1),
+    own("own, no context, window 15", NO_CONTEXT, 15),
+    own("own, takeover, window 15", TAKEOVER, 15),
+    own("own, takeover, window 12", TAKEOVER, 12),
+    own("own, takeover, window 9", TAKEOVER, 9),
+    zlib("zlib-rs, no context, window 15, mem 8, level 1", NO_CONTEXT, 15, 1, 8),
+    zlib("zlib-rs, takeover, window 15, mem 8, level 1", TAKEOVER, 15, 1, 8),
+    zlib("zlib-rs, takeover, window 15, mem 8, level 6", TAKEOVER, 15, 6, 8),
+    zlib("zlib-rs, takeover, window 12, mem 1, level 1", TAKEOVER, 12, 1, 1),
+    zlib("zlib-rs, takeover, window 12, mem 1, level 6", TAKEOVER, 12, 6, 1),
+    zlib("zlib-rs, takeover, window 9, mem 1, level 1", TAKEOVER, 9, 1, 1),
 ];
+
+/// A compressor of one connection, as the scheme makes it.
+enum Compressor {
+    Zlib { z: Box<Deflate>, reset_each: bool },
+    Own { e: Box<Encoder>, reset_each: bool },
+}
+
+impl Compressor {
+    fn new(s: &Scheme) -> Compressor {
+        let settings = Settings { window_bits: s.window_bits };
+        let agreement = negotiate(&[s.offer], &settings).expect("accepted");
+        let reset_each = agreement.server_no_context_takeover;
+        let window = agreement.server_max_window_bits;
+        match s.engine {
+            Engine::Own => Compressor::Own { e: Box::new(Encoder::new(window)), reset_each },
+            Engine::Zlib { level, mem } => {
+                let config = DeflateConfig {
+                    level: i32::from(level),
+                    window_bits: -i32::from(window),
+                    mem_level: i32::from(mem),
+                    ..DeflateConfig::default()
+                };
+                Compressor::Zlib { z: Box::new(Deflate::new_with_config(config)), reset_each }
+            }
+        }
+    }
+
+    /// Appends one message compressed and flushed, without its
+    /// `00 00 ff ff`.
+    fn compress(&mut self, msg: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Compressor::Own { e, reset_each } => {
+                e.compress(msg, out);
+                if *reset_each {
+                    e.reset();
+                }
+            }
+            Compressor::Zlib { z, reset_each } => {
+                let at = out.len();
+                out.resize(at + zlib_rs::compress_bound(msg.len()) + 16, 0);
+                let before = z.total_out();
+                let status = z.compress(msg, &mut out[at..], DeflateFlush::SyncFlush);
+                assert!(matches!(status, Ok(Status::Ok)), "{status:?}");
+                out.truncate(at + (z.total_out() - before) as usize - 4);
+                if *reset_each {
+                    z.reset();
+                }
+            }
+        }
+    }
+}
 
 /// Records what a `["*"]` subscriber on `protocol` receives for `secs`.
 async fn record(addr: std::net::SocketAddr, protocol: &str, secs: f64) -> Vec<Vec<u8>> {
@@ -89,13 +155,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// (compressed / original, µs per frame) of `frames` through one
 /// compressor made for `s`.
 fn run(s: &Scheme, frames: &[Vec<u8>]) -> (f64, f64) {
-    let agreement = negotiate(&[s.offer], &s.settings).expect("accepted");
     let original: usize = frames.iter().map(Vec::len).sum();
     let mut out = Vec::with_capacity(64 * 1024);
     let mut packed = 0;
     let mut times = Vec::new();
     for _ in 0..5 {
-        let mut d = Deflater::new(&agreement);
+        let mut d = Compressor::new(s);
         packed = 0;
         let t = Instant::now();
         for f in frames {
@@ -111,10 +176,9 @@ fn run(s: &Scheme, frames: &[Vec<u8>]) -> (f64, f64) {
 /// RSS per compressor for `s`, after each has compressed `frames`.
 fn memory(s: &Scheme, frames: &[Vec<u8>]) -> usize {
     const N: usize = 200;
-    let agreement = negotiate(&[s.offer], &s.settings).expect("accepted");
     let mut out = Vec::with_capacity(64 * 1024);
     let before = rss();
-    let mut all: Vec<Deflater> = (0..N).map(|_| Deflater::new(&agreement)).collect();
+    let mut all: Vec<Compressor> = (0..N).map(|_| Compressor::new(s)).collect();
     for f in frames {
         for d in &mut all {
             out.clear();

@@ -224,18 +224,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub echo_endpoint: bool,
     /// permessage-deflate (RFC 7692) with clients that offer it: `on` or
-    /// `off` (each compressing connection holds about 175 KiB more).
+    /// `off` (each compressing connection holds about 16 KiB more).
     #[arg(long, default_value = "off", value_parser = ["on", "off"])]
     pub compression: String,
     /// The server's compression window in bits (9 to 15); a client may ask for less.
     #[arg(long, default_value_t = 12)]
     pub compression_window_bits: u8,
-    /// zlib compression level, 1 (fastest) to 9.
-    #[arg(long, default_value_t = 1)]
-    pub compression_level: u8,
-    /// zlib memory level of the compressor, 1 to 9 (its literal buffers; not its hash table).
-    #[arg(long, default_value_t = 1)]
-    pub compression_mem_level: u8,
     /// Scale-out: the NATS server of the bus (`nats://HOST:PORT`). On
     /// `serve` the bus is the feed source (an edge node); on `ingest` it is
     /// where the feed is published.
@@ -495,15 +489,15 @@ pub struct Config {
     /// bandwidth reflector.
     pub echo_endpoint: bool,
     /// permessage-deflate with clients that offer it (`None`: declined).
-    /// Off by default: a compressor holds about 175 KiB of RSS per
-    /// connection (zlib-rs's hash table alone is 128 KiB), where an idle
-    /// connection costs 13 KB, so turning it on is for deployments where
-    /// bandwidth costs more than memory. The settings' defaults (window 12,
-    /// level 1, memory level 1) come from BENCHMARKS.md
-    /// ("permessage-deflate"): window 12 compresses tickwire's frames within
-    /// 2 points of window 15 for half the memory, window 9 loses 7 points
-    /// and saves nothing more, level 1 is about ten times faster than 6 on
-    /// small frames, and memory level 1 costs no ratio on them.
+    /// Off by default, because it meets two of issue 19's three targets
+    /// by far but misses the third for JSON (BENCHMARKS.md,
+    /// "permessage-deflate"): a JSON `["*"]` stream takes 0.33 of its bytes
+    /// (target 0.6) and a compressing connection holds 18 KiB more (target
+    /// 32 KiB), but the server's CPU per delivered JSON message is about
+    /// 1.5 times the row without (1.56 on the cleanest run; target 1.5;
+    /// binary 1.25 to 1.38). Window 12 compresses tickwire's frames within
+    /// 2 points of window 15 for a quarter of the memory; window 9 loses 4
+    /// points.
     pub compression: Option<crate::socket::deflate::Settings>,
     /// Scale-out: this node's part on the bus (`None`: a single server).
     pub bus: Option<BusRole>,
@@ -623,12 +617,6 @@ impl Config {
         if !(9..=15).contains(&a.compression_window_bits) {
             return Err(invalid("compression-window-bits", "must be 9..=15"));
         }
-        if !(1..=9).contains(&a.compression_level) {
-            return Err(invalid("compression-level", "must be 1..=9"));
-        }
-        if !(1..=9).contains(&a.compression_mem_level) {
-            return Err(invalid("compression-mem-level", "must be 1..=9"));
-        }
         let (source, synthetic) = a.source.choice(a.wait_for_subscriber, a.max_symbols)?;
         Ok(Config {
             listen,
@@ -665,8 +653,6 @@ impl Config {
             echo_endpoint: a.echo_endpoint,
             compression: (a.compression == "on").then_some(crate::socket::deflate::Settings {
                 window_bits: a.compression_window_bits,
-                level: a.compression_level,
-                mem_level: a.compression_mem_level,
             }),
             bus: match &a.nats {
                 None => None,
@@ -944,22 +930,15 @@ mod tests {
             }
             _ => Err("clap"),
         };
-        let defaults = crate::socket::deflate::Settings { window_bits: 12, level: 1, mem_level: 1 };
-        // Off by default; on, with the measured defaults.
+        let defaults = crate::socket::deflate::Settings { window_bits: 12 };
+        // Off by default; on, with the measured window.
         assert_eq!(parse(&["tickwire", "serve"]), Ok(None));
         assert_eq!(parse(&["tickwire", "serve", "--compression", "on"]), Ok(Some(defaults)));
         assert_eq!(
-            parse(&[
-                "tickwire",
-                "serve",
-                "--compression",
-                "on",
-                "--compression-window-bits",
-                "15",
-                "--compression-level",
-                "6"
-            ]),
-            Ok(Some(crate::socket::deflate::Settings { window_bits: 15, level: 6, ..defaults }))
+            parse(
+                &["tickwire", "serve", "--compression", "on", "--compression-window-bits", "15",]
+            ),
+            Ok(Some(crate::socket::deflate::Settings { window_bits: 15 }))
         );
         assert_eq!(parse(&["tickwire", "serve", "--compression", "maybe"]), Err("clap"));
         // zlib cannot raw-deflate with a window of 8.
@@ -968,12 +947,8 @@ mod tests {
             Err("compression-window-bits")
         );
         assert_eq!(
-            parse(&["tickwire", "serve", "--compression-level", "0"]),
-            Err("compression-level")
-        );
-        assert_eq!(
-            parse(&["tickwire", "serve", "--compression-mem-level", "10"]),
-            Err("compression-mem-level")
+            parse(&["tickwire", "serve", "--compression-window-bits", "16"]),
+            Err("compression-window-bits")
         );
     }
 

@@ -1,10 +1,13 @@
 //! The dashboard (`src/dashboard/`): its protocol client `tickwire.js` under
 //! Node's test runner (against fake sockets, and in `resume.test.mjs` and
-//! `bars.test.mjs` against `tickwire serve`), and the page itself in Debian's
-//! chromium driven by `playwright-core` (`tests/browser/dashboard.e2e.mjs`).
-//! Whatever runs a server runs this crate's binary, passed as `TICKWIRE_BIN`.
+//! `bars.test.mjs` against `tickwire serve`), the page itself in Debian's
+//! chromium driven by `playwright-core` (`tests/browser/dashboard.e2e.mjs`,
+//! with compression on: it checks that chromium negotiated
+//! permessage-deflate), and beside them the Node `ws` client with
+//! permessage-deflate (`tests/browser/node_ws.e2e.mjs`). Whatever runs a
+//! server runs this crate's binary, passed as `TICKWIRE_BIN`.
 //!
-//! Both need Node.js; the browser test also needs `playwright-core` and
+//! All need Node.js; the browser test also needs `playwright-core` and
 //! Debian's chromium, which it provisions itself (`crate::provision`: `npm ci`
 //! in `tests/browser`, and `apt-get install chromium` when running as root).
 //! What cannot be provisioned fails the test (never a skip) and says what to
@@ -69,4 +72,15 @@ fn dashboard_in_chromium() {
     );
     eprintln!("{out}");
     assert!(shot.exists(), "no screenshot at {}", shot.display());
+}
+
+#[test]
+fn node_ws_client_with_permessage_deflate() {
+    provision::npm_ci("tests/browser");
+    let out = run_to_end(
+        "node tests/browser/node_ws.e2e.mjs",
+        Command::new("node").arg("tests/browser/node_ws.e2e.mjs").env("TICKWIRE_BIN", BIN),
+        UNIT_TIMEOUT,
+    );
+    eprintln!("{out}");
 }

@@ -1,7 +1,8 @@
 //! A client outside the Rust stack: `tests/python/client_check.py`, written
 //! from the protocol document alone with Python's `websockets` package (in
 //! the tests' venv, `crate::provision::python`), drives a real
-//! `tickwire serve` process and must exit 0.
+//! `tickwire serve` process and must exit 0, once without compression and
+//! once with the permessage-deflate `websockets` offers by default.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,13 +16,20 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_c
 /// How long the script may run before it is killed.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[test]
-fn python_websockets_client_follows_the_protocol() {
+/// Runs the script against a server started with `server_args`, expecting
+/// `extension` negotiated (`none`: no extension).
+fn python_check(server_args: &[&str], extension: &str) {
     let python = provision::python();
-    let server = start_server(&["--symbols", "50"]);
+    let server = start_server(server_args);
     let url = format!("ws://{}/ws", server.addr);
     let started = Instant::now();
-    let mut py = Proc::spawn(Command::new(python).arg("-u").arg(SCRIPT).arg(&url));
+    let mut py = Proc::spawn(
+        Command::new(python)
+            .arg("-u")
+            .arg(SCRIPT)
+            .arg(&url)
+            .args(["--expect-extension", extension]),
+    );
     let Some(status) = py.wait_exit(SCRIPT_TIMEOUT) else {
         panic!(
             "{SCRIPT} did not finish within {SCRIPT_TIMEOUT:?} (killed); stderr: {}",
@@ -35,4 +43,16 @@ fn python_websockets_client_follows_the_protocol() {
         server.proc.stderr()
     );
     eprintln!("{stdout} [{:?}]", started.elapsed());
+}
+
+#[test]
+fn python_websockets_client_follows_the_protocol() {
+    python_check(&["--symbols", "50", "--compression", "off"], "none");
+}
+
+/// `websockets` offers permessage-deflate by default: the whole check runs
+/// over it, every server message inflated by the client.
+#[test]
+fn python_websockets_client_with_its_default_compression() {
+    python_check(&["--symbols", "50", "--compression", "on"], "permessage-deflate");
 }

@@ -51,6 +51,9 @@
 //! - `autobahn`: the Autobahn WebSocket conformance cases (`tools/autobahn.sh`).
 //! - `peers`: the reference peers of `tickwire-bench` follow their contract
 //!   (`tools/peers/check.py`).
+//! - `compression`: permessage-deflate on `/ws` (a raw client inflating with
+//!   zlib-rs): JSON and binary market data, `server_no_context_takeover`, a
+//!   compressed `subscribe`, a decompression bomb.
 
 mod provision;
 mod util;
@@ -63,6 +66,7 @@ mod browser;
 mod bus;
 mod cli;
 mod closes;
+mod compression;
 mod external;
 mod files;
 mod hardening;

@@ -27,6 +27,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use super::ConnContext;
 use crate::auth::SessionAuth;
 use crate::protocol::json::Format;
+use crate::socket::deflate::{Agreement, Deflater};
 use crate::socket::outbound::{CloseRequest, DirectWrite, Frame, Next, Signals};
 use crate::socket::shared::SessionStream;
 use crate::socket::ws::{self, Incoming, ReadError};
@@ -38,13 +39,15 @@ const BINARY_FROM_CLIENT: &str = "binary frames are not accepted; send requests 
 
 /// Runs a session on an upgraded socket (plain TCP or TLS). `auth` is where
 /// it stands with authentication after the upgrade; `peer` is for the audit
-/// log.
+/// log; `deflate` the permessage-deflate agreement, if any (the reader then
+/// inflates compressed messages, and the session's write side compresses).
 pub async fn run<S>(
     stream: S,
     rest: Vec<u8>,
     format: Format,
     auth: SessionAuth,
     peer: Option<SocketAddr>,
+    deflate: Option<Agreement>,
     ctx: ConnContext,
 ) where
     S: SessionStream,
@@ -52,11 +55,13 @@ pub async fn run<S>(
     let max = ctx.shard.borrow().config().max_message_bytes;
     let (rd, wr, socket) = stream.halves();
     let limits = ws::Limits { max_message: max, max_frame: max };
-    let reader = ws::Reader::new(rd, &rest, limits);
+    let reader = ws::Reader::new(rd, &rest, limits).inflating(deflate.is_some());
     drop(rest);
     let uid = ctx.http.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let direct = socket.direct().map(|s| s as Rc<dyn DirectWrite>);
-    let (slot, signals) = ctx.shard.borrow_mut().open_session_as(format, uid, auth, peer, direct);
+    let deflater = deflate.as_ref().map(Deflater::new);
+    let (slot, signals) =
+        ctx.shard.borrow_mut().open_session_as(format, uid, auth, peer, direct, deflater);
     let shard = ctx.shard.clone();
     let hb = shard.borrow().config().hb;
     // The reader is a task of its own, so that waking the writer for every
@@ -269,7 +274,7 @@ where
         frames.clear();
         let next = shard.borrow_mut().take_outgoing(slot, &mut frames, now);
         let wrote = match next {
-            Next::Rest(rest) => writer.send_raw(&rest).await,
+            Next::Framed(bytes) => writer.send_raw(&bytes).await,
             Next::Frames => writer.send_each(&frames, |f: &Frame| f.op).await,
             Next::Close(close) => {
                 let Some((code, reason)) = close.frame else { return Ended::Dropped };
@@ -349,6 +354,11 @@ mod tests {
 
         /// The messages written so far: (opcode, payload), frames unmasked.
         fn frames(&self) -> Vec<(u8, Vec<u8>)> {
+            self.frames_rsv1().into_iter().map(|(op, _, p)| (op, p)).collect()
+        }
+
+        /// [`Wire::frames`], with whether each came compressed (RSV1).
+        fn frames_rsv1(&self) -> Vec<(u8, bool, Vec<u8>)> {
             let bytes = self.taken.borrow();
             let (mut out, mut at) = (Vec::new(), 0);
             while at + 2 <= bytes.len() {
@@ -364,7 +374,8 @@ mod tests {
                 if at + head + len > bytes.len() {
                     break;
                 }
-                out.push((op, bytes[at + head..at + head + len].to_vec()));
+                let rsv1 = bytes[at] & 0x40 != 0;
+                out.push((op, rsv1, bytes[at + head..at + head + len].to_vec()));
                 at += head + len;
             }
             out
@@ -607,6 +618,73 @@ mod tests {
                 assert_eq!((*op, &payload[..2]), (0x8, &1012u16.to_be_bytes()[..]));
                 let last = wire.messages().pop().unwrap();
                 assert_eq!(last["type"], "shutdown");
+            })
+            .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_compressing_session_sends_every_message_compressed_in_cseq_order() {
+        LocalSet::new()
+            .run_until(async {
+                let mut shard =
+                    Shard::for_tests(4, ShardConfig { hb: HB, ..ShardConfig::default() });
+                let settings = crate::socket::deflate::Settings { window_bits: 12 };
+                let agreement =
+                    crate::socket::deflate::negotiate(&["permessage-deflate"], &settings).unwrap();
+                let deflater = Some(Deflater::new(&agreement));
+                let (slot, signals) = shard.open_session_as(
+                    Format::default(),
+                    1,
+                    SessionAuth::Off,
+                    None,
+                    None,
+                    deflater,
+                );
+                let shard = Rc::new(RefCell::new(shard));
+                subscribe(&shard, slot, None);
+                let wire = Wire::open(usize::MAX);
+                let feed = {
+                    let shard = shard.clone();
+                    tokio::task::spawn_local(async move {
+                        for seq in 1..=50 {
+                            quote(&shard, seq);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        tokio::time::sleep(2 * HB).await;
+                        shard.borrow_mut().shutdown_session(slot);
+                    })
+                };
+                let (ended, _) = drive(shard, slot, signals, wire.clone()).await;
+                feed.await.unwrap();
+                assert_eq!(ended, Ended::Closed);
+                // The peer's one decompressor reads every data frame, in
+                // order; pings and the close come uncompressed.
+                let mut rx = crate::socket::deflate::testing::Receiver::new(12);
+                let mut msgs: Vec<serde_json::Value> = Vec::new();
+                for (op, rsv1, payload) in wire.frames_rsv1() {
+                    match op {
+                        0x1 => {
+                            assert!(rsv1, "text frames are compressed");
+                            let text = rx.receive(&payload);
+                            let serde_json::Value::Array(v) =
+                                serde_json::from_slice(&text).unwrap()
+                            else {
+                                panic!("a JSON array")
+                            };
+                            msgs.extend(v);
+                        }
+                        _ => assert!(!rsv1, "control frame {op:#x} compressed"),
+                    }
+                }
+                let kinds = |k: &str| msgs.iter().filter(|m| m["type"] == k).count();
+                assert_eq!((kinds("welcome"), kinds("status"), kinds("shutdown")), (1, 1, 1));
+                assert!(kinds("q") > 0 && kinds("heartbeat") > 0, "{msgs:?}");
+                // cseq rises by one per message after the welcome.
+                for (i, m) in msgs.iter().enumerate().skip(1) {
+                    assert_eq!(m["cseq"], i as u64, "{m}");
+                }
+                let frames = wire.frames();
+                assert_eq!(frames.last().unwrap().0, 0x8, "ends with the close frame");
             })
             .await;
     }

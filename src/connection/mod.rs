@@ -285,11 +285,13 @@ async fn upgrade<S>(
     };
     format.binary = protocol == Some(BIN_PROTOCOL);
     let Some(auth) = check_access(&mut stream, &head, peer, &ctx).await else { return };
-    // No extension for sessions yet: their write path does not compress.
-    if stream.write_all(accept_response(key, protocol, None).as_bytes()).await.is_err() {
+    let deflate =
+        ctx.http.compression.as_ref().and_then(|s| deflate::negotiate(&head.extensions, s));
+    if stream.write_all(accept_response(key, protocol, deflate.as_ref()).as_bytes()).await.is_err()
+    {
         return;
     }
-    market::run(stream, head.rest, format, auth, peer, ctx).await;
+    market::run(stream, head.rest, format, auth, peer, deflate, ctx).await;
 }
 
 /// The access checks before an upgrade: the `Origin` allow-list (HTTP 403)

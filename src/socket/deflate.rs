@@ -20,13 +20,18 @@
 //! An offer with an unknown, duplicate or malformed parameter is declined
 //! (RFC 7692 7), and the next offer is tried.
 //!
-//! Compression uses zlib-rs directly rather than through flate2, because
-//! only zlib-rs's own API takes a memory level (`DeflateConfig::mem_level`).
-//! The memory a compressor costs is measured in BENCHMARKS.md
-//! ("permessage-deflate"): zlib-rs keeps a 64 Ki-entry hash table
-//! (128 KiB) whatever the window and memory level, which sets its floor.
+//! Compression is tickwire's own encoder ([`encoder`]): 16 KiB per
+//! connection at the default window, where zlib-rs holds 175 KiB whatever
+//! its settings (its hash table alone is 128 KiB), for a ratio within a few
+//! points of zlib-rs's level 1 at the same CPU (BENCHMARKS.md,
+//! "permessage-deflate"). Inflating client messages, rarer and each alone,
+//! stays with zlib-rs.
 
-use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Status};
+pub mod encoder;
+
+use zlib_rs::{Inflate, InflateFlush, Status};
+
+use encoder::Encoder;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -39,14 +44,10 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// [`crate::config`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// LZ77 window of the server's compressor, 9 to 15 (`--compression-window-bits`).
+    /// LZ77 window of the server's compressor, 9 to 15
+    /// (`--compression-window-bits`); a compressor holds twice the window
+    /// and an 8 KiB table.
     pub window_bits: u8,
-    /// zlib compression level, 1 (fastest) to 9 (`--compression-level`).
-    pub level: u8,
-    /// zlib memory level, 1 to 9 (`--compression-mem-level`): the size of
-    /// the compressor's literal buffers (`4 << (mem_level + 6)` bytes and
-    /// more), not of its hash table.
-    pub mem_level: u8,
 }
 
 /// What the server and one client agreed on.
@@ -61,9 +62,6 @@ pub struct Agreement {
     /// Whether the answer names `server_max_window_bits` (it must when the
     /// client named it; it need not when the window is 15).
     announce_window: bool,
-    /// The compression level and memory level, from [`Settings`].
-    level: u8,
-    mem_level: u8,
 }
 
 impl Agreement {
@@ -130,7 +128,8 @@ fn accept(offer: &str, settings: &Settings) -> Option<Agreement> {
             _ => return None,
         }
     }
-    // zlib cannot raw-deflate with a 256-byte window.
+    // A 256-byte window is declined: zlib, which most clients inflate
+    // with, treats a raw window of 8 as 9.
     if server_window == Some(8) {
         return None;
     }
@@ -139,8 +138,6 @@ fn accept(offer: &str, settings: &Settings) -> Option<Agreement> {
         server_no_context_takeover: server_no_context,
         server_max_window_bits: window,
         announce_window: window < 15 || server_window.is_some(),
-        level: settings.level,
-        mem_level: settings.mem_level,
     })
 }
 
@@ -189,61 +186,34 @@ fn split_outside_quotes(s: &str, sep: char) -> impl Iterator<Item = &str> {
 /// context takeover each message may refer to the ones before it, so every
 /// compressed message must reach the peer, in that order.
 pub struct Deflater {
-    /// Boxed: the stream's handle is 128 bytes, and a writer that does
-    /// not compress (most) keeps only this pointer's `None`.
-    z: Box<Deflate>,
-    /// Reset after every message (`server_no_context_takeover`).
+    /// Boxed: a writer that does not compress (most) keeps only this
+    /// pointer's `None`.
+    e: Box<Encoder>,
+    /// Forget the history after every message (`server_no_context_takeover`).
     reset_each: bool,
 }
 
 impl Deflater {
     /// A compressor for what `agreement` says.
     pub fn new(agreement: &Agreement) -> Deflater {
-        let config = DeflateConfig {
-            level: i32::from(agreement.level),
-            // Negative: a raw deflate stream, no zlib header.
-            window_bits: -i32::from(agreement.server_max_window_bits),
-            mem_level: i32::from(agreement.mem_level),
-            ..DeflateConfig::default()
-        };
         Deflater {
-            z: Box::new(Deflate::new_with_config(config)),
+            e: Box::new(Encoder::new(agreement.server_max_window_bits)),
             reset_each: agreement.server_no_context_takeover,
         }
+    }
+
+    /// The most bytes [`Deflater::compress`] appends for `len` bytes: room
+    /// to reserve so that compressing costs one allocation.
+    pub fn bound(len: usize) -> usize {
+        encoder::bound(len)
     }
 
     /// Appends the compressed form of one message to `out`, without the
     /// `00 00 ff ff` every flushed message ends with (RFC 7692 7.2.1).
     pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        if payload.is_empty() {
-            // A second flush without input makes nothing; the empty
-            // message is a lone empty stored-block header (RFC 7692
-            // 7.2.3.6), which the receiver's tail completes.
-            out.push(0x00);
-            return;
-        }
-        let start = out.len();
-        let mut input = payload;
-        // Room for the whole message stored and the flush: one pass
-        // suffices, and a second is only a guard.
-        for _ in 0..2 {
-            let at = out.len();
-            out.resize(at + zlib_rs::compress_bound(input.len()) + 16, 0);
-            let before = (self.z.total_in(), self.z.total_out());
-            let status = self.z.compress(input, &mut out[at..], DeflateFlush::SyncFlush);
-            debug_assert!(matches!(status, Ok(Status::Ok)), "{status:?}");
-            input = &input[(self.z.total_in() - before.0) as usize..];
-            out.truncate(at + (self.z.total_out() - before.1) as usize);
-            if input.is_empty() && out[start..].ends_with(&TAIL) {
-                break;
-            }
-        }
-        debug_assert!(out[start..].ends_with(&TAIL));
-        if out[start..].ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
+        self.e.compress(payload, out);
         if self.reset_each {
-            self.z.reset();
+            self.e.reset();
         }
     }
 }
@@ -318,11 +288,89 @@ fn check(out: &[u8], limit: usize) -> Result<(), InflateError> {
     if out.len() > limit { Err(InflateError::TooLarge) } else { Ok(()) }
 }
 
+/// The peer's side of the extension for tests, done by zlib-rs (the
+/// reference): a decompressor that keeps its window, a client's message
+/// compressed alone, and frames like the server's.
+#[cfg(test)]
+pub(crate) mod testing {
+    use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Inflate, InflateFlush, Status};
+
+    use super::TAIL;
+
+    /// The client's decompressor: its window kept across messages (as a
+    /// client that was not asked for `server_no_context_takeover` keeps
+    /// it), or a fresh one per message.
+    pub(crate) struct Receiver(Inflate);
+
+    impl Receiver {
+        pub(crate) fn new(window_bits: u8) -> Receiver {
+            Receiver(Inflate::new(false, window_bits))
+        }
+
+        /// One message's payload (without the tail), inflated; panics if
+        /// it does not inflate whole.
+        pub(crate) fn receive(&mut self, payload: &[u8]) -> Vec<u8> {
+            let input = [payload, &TAIL[..]].concat();
+            let mut rest = &input[..];
+            let mut out = Vec::new();
+            loop {
+                let at = out.len();
+                out.resize(at + 64 * 1024, 0);
+                let before = (self.0.total_in(), self.0.total_out());
+                let status = self.0.decompress(rest, &mut out[at..], InflateFlush::SyncFlush);
+                assert!(matches!(status, Ok(Status::Ok)), "{status:?}");
+                rest = &rest[(self.0.total_in() - before.0) as usize..];
+                let wrote = (self.0.total_out() - before.1) as usize;
+                out.truncate(at + wrote);
+                if rest.is_empty() && wrote < 64 * 1024 {
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// `payload` compressed alone by zlib at `level`, window 15, without
+    /// the tail: what a client told `client_no_context_takeover` sends.
+    pub(crate) fn client_deflate(payload: &[u8], level: i32) -> Vec<u8> {
+        let config = DeflateConfig { level, window_bits: -15, ..DeflateConfig::default() };
+        let mut z = Deflate::new_with_config(config);
+        let mut out = vec![0; zlib_rs::compress_bound(payload.len()) + 16];
+        let status = z.compress(payload, &mut out, DeflateFlush::SyncFlush);
+        assert!(matches!(status, Ok(Status::Ok)), "{status:?}");
+        out.truncate(z.total_out() as usize);
+        assert!(out.ends_with(&TAIL));
+        out.truncate(out.len() - TAIL.len());
+        out
+    }
+
+    /// JSON frames like the server's: a rising `cseq`, the same symbols
+    /// again and again.
+    pub(crate) fn frames(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let sym = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA"][i % 7];
+                format!(
+                    r#"[{{"type":"q","sym":"{sym}","seq":{},"cseq":{i},"bp":{}.{:02},"bs":{},"ap":{}.{:02},"as":100,"t":{}}}]"#,
+                    1000 + i,
+                    180 + i % 13,
+                    i % 100,
+                    100 * (1 + i % 5),
+                    180 + i % 13,
+                    (i + 1) % 100,
+                    1_764_140_000_000u64 + 7 * i as u64
+                )
+                .into_bytes()
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{Receiver, client_deflate, frames};
     use super::*;
 
-    const SETTINGS: Settings = Settings { window_bits: 15, level: 1, mem_level: 8 };
+    const SETTINGS: Settings = Settings { window_bits: 15 };
 
     /// The answer to a request's extension headers, or "declined".
     fn answer(values: &[&str], settings: &Settings) -> String {
@@ -356,19 +404,19 @@ mod tests {
             (
                 "the server's smaller window is announced",
                 vec!["permessage-deflate"],
-                Settings { window_bits: 12, ..SETTINGS },
+                Settings { window_bits: 12 },
                 format!("permessage-deflate{ncp}; server_max_window_bits=12"),
             ),
             (
                 "the client's limit wins when smaller",
                 vec!["permessage-deflate; server_max_window_bits=10"],
-                Settings { window_bits: 12, ..SETTINGS },
+                Settings { window_bits: 12 },
                 format!("permessage-deflate{ncp}; server_max_window_bits=10"),
             ),
             (
                 "the server's window wins when smaller",
                 vec!["permessage-deflate; server_max_window_bits=14"],
-                Settings { window_bits: 12, ..SETTINGS },
+                Settings { window_bits: 12 },
                 format!("permessage-deflate{ncp}; server_max_window_bits=12"),
             ),
             (
@@ -488,85 +536,16 @@ mod tests {
     #[test]
     fn the_agreement_sets_the_compressor() {
         let offer = ["permessage-deflate; server_no_context_takeover; server_max_window_bits=10"];
-        let a = negotiate(&offer, &Settings { window_bits: 12, level: 6, mem_level: 2 }).unwrap();
+        let a = negotiate(&offer, &Settings { window_bits: 12 }).unwrap();
         assert!(a.server_no_context_takeover);
         assert_eq!(a.server_max_window_bits, 10);
-        assert_eq!((a.level, a.mem_level), (6, 2));
-    }
-
-    /// A reference receiver: the client's decompressor, which keeps its
-    /// window across messages (as a client that was not asked for
-    /// `server_no_context_takeover` does).
-    struct Receiver(Inflate);
-
-    impl Receiver {
-        fn new(window_bits: u8) -> Receiver {
-            Receiver(Inflate::new(false, window_bits))
-        }
-
-        fn receive(&mut self, payload: &[u8]) -> Vec<u8> {
-            let input = [payload, &TAIL[..]].concat();
-            let mut out = vec![0; 1 << 20];
-            let before = (self.0.total_in(), self.0.total_out());
-            let status = self.0.decompress(&input, &mut out, InflateFlush::SyncFlush);
-            assert!(matches!(status, Ok(Status::Ok)), "{status:?}");
-            assert_eq!((self.0.total_in() - before.0) as usize, input.len());
-            out.truncate((self.0.total_out() - before.1) as usize);
-            out
-        }
-    }
-
-    /// Messages like the server's: JSON frames with a rising `cseq`, the
-    /// same symbols again and again.
-    fn messages(n: usize) -> Vec<Vec<u8>> {
-        (0..n)
-            .map(|i| {
-                let sym = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA"][i % 7];
-                format!(
-                    r#"[{{"type":"q","sym":"{sym}","seq":{},"cseq":{i},"bp":{}.{:02},"bs":{},"ap":{}.{:02},"as":100,"t":{}}}]"#,
-                    1000 + i,
-                    180 + i % 13,
-                    i % 100,
-                    100 * (1 + i % 5),
-                    180 + i % 13,
-                    (i + 1) % 100,
-                    1_764_140_000_000u64 + 7 * i as u64
-                )
-                .into_bytes()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn context_takeover_round_trips_many_messages_at_every_window() {
-        let msgs = messages(3000);
-        for window in [9u8, 12, 15] {
-            let settings = Settings { window_bits: window, level: 1, mem_level: 1 };
-            let a = negotiate(&["permessage-deflate"], &settings).unwrap();
-            let mut d = Deflater::new(&a);
-            let mut rx = Receiver::new(window);
-            let (mut plain, mut packed) = (0, 0);
-            for m in &msgs {
-                let mut out = Vec::new();
-                d.compress(m, &mut out);
-                // Every message comes back whole, in order, through one
-                // decompressor that keeps its window.
-                assert_eq!(rx.receive(&out), *m, "window {window}");
-                plain += m.len();
-                packed += out.len();
-            }
-            // Context takeover is why it pays: repeated keys and symbols
-            // shrink to back-references.
-            assert!(packed * 2 < plain, "window {window}: {packed} of {plain}");
-        }
     }
 
     #[test]
     fn without_context_takeover_each_message_inflates_alone() {
         let offer = ["permessage-deflate; server_no_context_takeover"];
-        let a = negotiate(&offer, &SETTINGS).unwrap();
-        let mut d = Deflater::new(&a);
-        for m in messages(50) {
+        let mut d = Deflater::new(&negotiate(&offer, &SETTINGS).unwrap());
+        for m in frames(50) {
             let mut out = Vec::new();
             d.compress(&m, &mut out);
             // A fresh decompressor for every message: no message refers
@@ -576,41 +555,25 @@ mod tests {
     }
 
     #[test]
-    fn large_and_empty_messages_round_trip() {
-        let a = negotiate(&["permessage-deflate"], &SETTINGS).unwrap();
-        let mut d = Deflater::new(&a);
+    fn with_context_takeover_messages_refer_to_earlier_ones() {
+        let mut d = Deflater::new(&negotiate(&["permessage-deflate"], &SETTINGS).unwrap());
         let mut rx = Receiver::new(15);
-        // Incompressible bytes larger than the window, then nothing, then
-        // text again.
-        let mut x = 0x2545_f491_u32;
-        let noise: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
-        for m in [noise.as_slice(), b"", b"hello hello hello"] {
+        let msgs = frames(200);
+        let mut packed = 0;
+        for m in &msgs {
             let mut out = Vec::new();
             d.compress(m, &mut out);
-            assert_eq!(rx.receive(&out), m);
+            assert_eq!(rx.receive(&out), *m);
+            packed += out.len();
         }
-        // The server's own inflate reads a large message made alone.
-        let mut out = Vec::new();
-        let mut fresh = Deflater::new(&a);
-        fresh.compress(&noise, &mut out);
-        let mut back = Vec::new();
-        inflate(&out, noise.len(), &mut back).unwrap();
-        assert_eq!(back, noise);
+        let plain: usize = msgs.iter().map(Vec::len).sum();
+        assert!(packed * 2 < plain, "{packed} of {plain}");
     }
 
     #[test]
     fn a_bomb_stops_at_the_limit_without_inflating_it_all() {
-        let best = Settings { level: 9, ..SETTINGS };
-        let a = negotiate(&["permessage-deflate"], &best).unwrap();
-        let mut bomb = Vec::new();
-        Deflater::new(&a).compress(&vec![0u8; 10 << 20], &mut bomb);
+        // What a hostile client sends: zlib at its best.
+        let bomb = client_deflate(&vec![0u8; 10 << 20], 9);
         // Ten MiB of zeros fit in about ten KiB...
         assert!(bomb.len() < 16 * 1024, "{}", bomb.len());
         let limit = 64 * 1024;
@@ -620,8 +583,7 @@ mod tests {
         // buffer never grown to the inflated size.
         assert!(out.capacity() <= limit + 1, "{}", out.capacity());
         // Exactly at the limit is fine.
-        let mut exact = Vec::new();
-        Deflater::new(&a).compress(&vec![7u8; limit], &mut exact);
+        let exact = client_deflate(&vec![7u8; limit], 1);
         assert_eq!(inflate(&exact, limit, &mut out), Ok(()));
         assert_eq!(out.len(), limit);
         assert_eq!(inflate(&exact, limit - 1, &mut out), Err(InflateError::TooLarge));

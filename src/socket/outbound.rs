@@ -23,6 +23,17 @@
 //! ([`Outbound::ready_for_data`]), so a slow socket leaves its updates
 //! conflating in the subscriptions instead of piling up here as bytes.
 //!
+//! **Compression.** With permessage-deflate negotiated, the write side
+//! holds the connection's compressor ([`Deflater`]). With context takeover
+//! every compressed message may refer to the ones before it, so each text
+//! and binary frame is compressed exactly once, in wire order, at the
+//! moment it is sure to be written: a direct write compresses the frame,
+//! then offers it to the socket, and whatever the socket does not take
+//! (all of it, when it is full) stays as the rest for the socket task;
+//! the socket task's [`Outbound::take`] compresses the frames it takes, and
+//! hands them over already framed. Control frames (ping, pong, close) are
+//! never compressed (RFC 7692 6.1).
+//!
 //! **Closing** is a state of its own with a deadline. Every way a
 //! connection ends asks for a [`CloseRequest`]; the first one wins. The
 //! task writes what is queued and the close frame, and the connection's
@@ -39,6 +50,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::deflate::Deflater;
 use super::ws::{self, OpCode};
 
 /// How long a clean close may take: the frames still queued, the close
@@ -198,9 +210,10 @@ impl AsRef<[u8]> for Frame {
 /// What the socket task should do next ([`Outbound::take`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Write these bytes first: the rest of a frame a direct write started,
-    /// already framed.
-    Rest(Vec<u8>),
+    /// Write these bytes, already framed: the rest of a frame a direct
+    /// write started (it comes before anything else), or the frames taken,
+    /// compressed.
+    Framed(Vec<u8>),
     /// Write the frames put in the caller's vector.
     Frames,
     /// Nothing is left to write: send this close (if it has a frame) and end.
@@ -216,7 +229,8 @@ pub enum Pushed {
     Direct,
     /// Written in part; the rest waits for the socket task.
     Partial,
-    /// Queued for the socket task.
+    /// Left for the socket task to write (queued; or compressed, which
+    /// commits it to the stream, and refused whole by a full socket).
     Queued,
 }
 
@@ -235,8 +249,10 @@ enum State {
         data: bool,
     },
     /// A direct write at `since` left the rest of a frame, already framed,
-    /// which the socket task must write before anything else.
-    Partial { since: Instant, rest: Vec<u8> },
+    /// which the socket task must write before anything else. `frames` and
+    /// `bytes` are counted when it is done: 0 when the direct write counted
+    /// the frame, which it does when the socket took part of it.
+    Partial { since: Instant, rest: Vec<u8>, frames: usize, bytes: usize },
 }
 
 /// The socket a shard may write into directly: a plain TCP stream, or a
@@ -293,11 +309,15 @@ pub struct Outbound {
     last_data_write: Option<Instant>,
     /// A `slow` warning was sent for the current write.
     slow_warned: bool,
+    /// The compressor, when permessage-deflate was negotiated (see the
+    /// module docs).
+    deflater: Option<Deflater>,
 }
 
 impl Outbound {
-    /// An idle write side; `direct` is the socket for direct writes.
-    pub fn new(direct: Option<Rc<dyn DirectWrite>>) -> Outbound {
+    /// An idle write side; `direct` is the socket for direct writes,
+    /// `deflater` the compressor when permessage-deflate was negotiated.
+    pub fn new(direct: Option<Rc<dyn DirectWrite>>, deflater: Option<Deflater>) -> Outbound {
         Outbound {
             queue: VecDeque::new(),
             queue_bytes: 0,
@@ -311,6 +331,7 @@ impl Outbound {
             last_write: None,
             last_data_write: None,
             slow_warned: false,
+            deflater,
         }
     }
 
@@ -345,13 +366,38 @@ impl Outbound {
     /// filled the frame budget (`more`), the next frame of the backlog.
     ///
     /// Hot path: one `writev`, no allocation unless the socket takes the
-    /// frame only in part.
+    /// frame only in part (compressed: one write of the frame built in a
+    /// buffer of its own, kept as the rest if the socket does not take it
+    /// all).
     pub fn push_data(&mut self, op: OpCode, payload: Vec<u8>, more: bool, now: Instant) -> Pushed {
         if let Some(socket) = &self.direct
             && matches!(self.state, State::Idle)
             && self.closing.is_none()
             && self.queue.is_empty()
         {
+            if let Some(deflater) = &mut self.deflater {
+                let mut framed = Vec::with_capacity(10 + Deflater::bound(payload.len()));
+                ws::compressed_frame(deflater, op, &payload, &mut framed);
+                let (n, counted) = match socket.try_write_vectored(&[IoSlice::new(&framed)]) {
+                    Ok(n) if n >= framed.len() => {
+                        self.took_write(now, true);
+                        if more {
+                            self.signals.wake.notify_one();
+                        }
+                        return Pushed::Direct;
+                    }
+                    Ok(n) => (n, true),
+                    // Full (or failed: the socket task meets the error). The
+                    // frame is part of the compressed stream now: it goes
+                    // next, whole.
+                    Err(_) => (0, false),
+                };
+                framed.drain(..n);
+                let (frames, bytes) = if counted { (0, 0) } else { (1, payload.len()) };
+                self.state = State::Partial { since: now, rest: framed, frames, bytes };
+                self.signals.wake.notify_one();
+                return if counted { Pushed::Partial } else { Pushed::Queued };
+            }
             let mut head = [0u8; 10];
             let h = ws::write_head(&mut head, op, payload.len());
             let total = h + payload.len();
@@ -370,7 +416,7 @@ impl Outbound {
                     rest.extend_from_slice(&head[n..h]);
                 }
                 rest.extend_from_slice(&payload[n.saturating_sub(h)..]);
-                self.state = State::Partial { since: now, rest };
+                self.state = State::Partial { since: now, rest, frames: 0, bytes: 0 };
                 self.signals.wake.notify_one();
                 return Pushed::Partial;
             }
@@ -383,13 +429,13 @@ impl Outbound {
     /// The socket task is ready to write: what it should do next. Frames go
     /// into `frames` (which the caller empties after each write, so that a
     /// frame costs no allocation of its own here), an owed ping and pong
-    /// first.
+    /// first; with compression they come back framed and compressed, in
+    /// one buffer, instead.
     pub fn take(&mut self, frames: &mut Vec<Frame>, now: Instant) -> Next {
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Partial { since, rest } => {
-                // The frame was counted when the direct write started it.
-                self.state = State::Writing { since, frames: 0, bytes: 0, data: true };
-                return Next::Rest(rest);
+            State::Partial { since, rest, frames, bytes } => {
+                self.state = State::Writing { since, frames, bytes, data: true };
+                return Next::Framed(rest);
             }
             State::Writing { .. } => unreachable!("take while a write is in flight"),
             State::Idle => {}
@@ -411,6 +457,13 @@ impl Outbound {
                 bytes: taken.iter().map(|f| f.payload.len()).sum(),
                 data: taken.iter().any(|f| f.data),
             };
+            if let Some(deflater) = &mut self.deflater {
+                let len = taken.iter().map(|f| 10 + Deflater::bound(f.payload.len())).sum();
+                let mut framed = Vec::with_capacity(len);
+                ws::append_frames(&mut framed, Some(deflater), taken, |f| f.op);
+                frames.truncate(start);
+                return Next::Framed(framed);
+            }
             return Next::Frames;
         }
         match self.closing {
@@ -532,6 +585,7 @@ mod tests {
     use std::cell::{Cell, RefCell};
 
     use super::*;
+    use crate::socket::deflate;
 
     /// A socket that takes at most `budget` bytes per write (0: full, so
     /// `WouldBlock`) and records what it took.
@@ -560,7 +614,7 @@ mod tests {
 
     fn direct(budget: usize) -> (Rc<MockSocket>, Outbound) {
         let socket = Rc::new(MockSocket { budget: Cell::new(budget), ..MockSocket::default() });
-        let out = Outbound::new(Some(socket.clone() as Rc<dyn DirectWrite>));
+        let out = Outbound::new(Some(socket.clone() as Rc<dyn DirectWrite>), None);
         (socket, out)
     }
 
@@ -594,7 +648,7 @@ mod tests {
         assert!(!out.ready_for_data());
         out.push(OpCode::Text, b"[\"reply\"]".to_vec());
         let mut frames = Vec::new();
-        let Next::Rest(rest) = out.take(&mut frames, t0) else { panic!("the rest comes first") };
+        let Next::Framed(rest) = out.take(&mut frames, t0) else { panic!("the rest comes first") };
         // The socket's part and the rest make the whole frame.
         let whole = [socket.taken.borrow().as_slice(), &rest].concat();
         assert_eq!(whole, framed(OpCode::Text, &payload));
@@ -623,7 +677,7 @@ mod tests {
 
     #[test]
     fn control_frames_go_first_and_a_pong_answers_the_latest_ping() {
-        let mut out = Outbound::new(None);
+        let mut out = Outbound::new(None, None);
         let t0 = Instant::now();
         out.push(OpCode::Text, b"[\"a\"]".to_vec());
         out.pong(b"one");
@@ -638,7 +692,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_answers_no_ping_and_takes_no_data_is_dead() {
-        let mut out = Outbound::new(None);
+        let mut out = Outbound::new(None, None);
         let t0 = Instant::now();
         let limit = Duration::from_secs(2);
         assert!(out.ping(t0, limit));
@@ -655,7 +709,7 @@ mod tests {
 
     #[test]
     fn the_first_close_wins_and_comes_after_the_queue() {
-        let mut out = Outbound::new(None);
+        let mut out = Outbound::new(None, None);
         let t0 = Instant::now();
         out.push(OpCode::Text, b"[\"shutdown\"]".to_vec());
         out.request_close(CloseRequest::SHUTDOWN, t0);
@@ -676,6 +730,140 @@ mod tests {
         // Nobody to send a close frame to: no grace.
         assert_eq!(CloseRequest::DEAD_PEER.grace(), Duration::ZERO);
         assert_eq!(CloseRequest::NETWORK.grace(), Duration::ZERO);
+    }
+
+    /// A compressor as a client offering plain `permessage-deflate` gets
+    /// (context takeover, the default window).
+    fn deflater() -> Deflater {
+        let settings = deflate::Settings { window_bits: 12 };
+        Deflater::new(&deflate::negotiate(&["permessage-deflate"], &settings).unwrap())
+    }
+
+    fn compressing(budget: usize) -> (Rc<MockSocket>, Outbound) {
+        let socket = Rc::new(MockSocket { budget: Cell::new(budget), ..MockSocket::default() });
+        let out = Outbound::new(Some(socket.clone() as Rc<dyn DirectWrite>), Some(deflater()));
+        (socket, out)
+    }
+
+    /// What the mock socket took since the last call.
+    fn drain(socket: &MockSocket) -> Vec<u8> {
+        std::mem::take(&mut *socket.taken.borrow_mut())
+    }
+
+    /// The messages on `wire`, as the peer reads them: opcode bits, RSV1,
+    /// and the payload, inflated (RSV1) by one decompressor that keeps its
+    /// window, as the client's does.
+    fn read_wire(wire: &[u8]) -> Vec<(u8, bool, Vec<u8>)> {
+        let mut rx = deflate::testing::Receiver::new(12);
+        let (mut out, mut at) = (Vec::new(), 0);
+        while at < wire.len() {
+            let (b0, b1) = (wire[at], wire[at + 1]);
+            assert_eq!(b0 & 0x80, 0x80, "FIN");
+            let (len, head) = match b1 {
+                126 => (usize::from(u16::from_be_bytes([wire[at + 2], wire[at + 3]])), 4),
+                127 => panic!("no frame this large here"),
+                n => (usize::from(n), 2),
+            };
+            let payload = &wire[at + head..at + head + len];
+            let rsv1 = b0 & 0x40 != 0;
+            let payload = if rsv1 { rx.receive(payload) } else { payload.to_vec() };
+            out.push((b0 & 0x0f, rsv1, payload));
+            at += head + len;
+        }
+        out
+    }
+
+    #[test]
+    fn compressed_direct_writes_inflate_in_order() {
+        let (socket, mut out) = compressing(1 << 20);
+        let t0 = Instant::now();
+        let msgs = deflate::testing::frames(50);
+        for m in &msgs {
+            assert_eq!(out.push_data(OpCode::Text, m.clone(), false, t0), Pushed::Direct);
+        }
+        // One write per frame, nothing left for the task.
+        assert_eq!(socket.writes.get(), 50);
+        assert_eq!(out.take(&mut Vec::new(), t0), Next::Idle);
+        let wire = drain(&socket);
+        let got = read_wire(&wire);
+        // Every frame compressed (RSV1) and whole, in order...
+        assert!(got.iter().all(|(op, rsv1, _)| *op == 0x1 && *rsv1));
+        let payloads: Vec<Vec<u8>> = got.into_iter().map(|(_, _, p)| p).collect();
+        assert_eq!(payloads, msgs);
+        // ...and much smaller than the frames were.
+        let plain: usize = msgs.iter().map(Vec::len).sum();
+        assert!(wire.len() * 2 < plain, "{} of {plain}", wire.len());
+    }
+
+    #[test]
+    fn a_compressed_frame_taken_in_part_is_finished_by_the_task() {
+        let (socket, mut out) = compressing(9);
+        let t0 = Instant::now();
+        let msgs = deflate::testing::frames(3);
+        assert_eq!(out.push_data(OpCode::Text, msgs[0].clone(), false, t0), Pushed::Partial);
+        // A reply waits behind the rest of the frame.
+        out.push(OpCode::Text, msgs[1].clone());
+        let mut wire = drain(&socket);
+        assert_eq!(wire.len(), 9);
+        let mut frames = Vec::new();
+        let Next::Framed(rest) = out.take(&mut frames, t0) else { panic!("the rest comes first") };
+        wire.extend_from_slice(&rest);
+        // The direct write counted the frame.
+        assert_eq!(out.written(t0), (0, 0));
+        // Then the reply, compressed by the task after the frame before it.
+        let Next::Framed(reply) = out.take(&mut frames, t0) else { panic!("the reply") };
+        assert!(frames.is_empty(), "handed over framed, not as frames");
+        wire.extend_from_slice(&reply);
+        assert_eq!(out.written(t0), (1, msgs[1].len()));
+        // Idle again: the next frame goes direct.
+        socket.budget.set(1 << 20);
+        assert_eq!(out.push_data(OpCode::Text, msgs[2].clone(), false, t0), Pushed::Direct);
+        wire.extend(drain(&socket));
+        let payloads: Vec<Vec<u8>> = read_wire(&wire).into_iter().map(|(_, _, p)| p).collect();
+        assert_eq!(payloads, msgs);
+    }
+
+    #[test]
+    fn a_full_socket_gets_the_compressed_frame_whole_from_the_task() {
+        let (socket, mut out) = compressing(0);
+        let t0 = Instant::now();
+        let msgs = deflate::testing::frames(2);
+        // Refused whole: compressed already, so it is the next thing to
+        // write, and the socket task writes (and counts) it.
+        assert_eq!(out.push_data(OpCode::Binary, msgs[0].clone(), false, t0), Pushed::Queued);
+        assert!(!out.ready_for_data());
+        assert!(out.queued_bytes() > 0);
+        let Next::Framed(mut wire) = out.take(&mut Vec::new(), t0) else { panic!("the frame") };
+        assert_eq!(out.written(t0), (1, msgs[0].len()));
+        socket.budget.set(1 << 20);
+        assert_eq!(out.push_data(OpCode::Binary, msgs[1].clone(), false, t0), Pushed::Direct);
+        wire.extend(drain(&socket));
+        let got = read_wire(&wire);
+        assert_eq!(got, vec![(0x2, true, msgs[0].clone()), (0x2, true, msgs[1].clone())]);
+    }
+
+    #[test]
+    fn the_task_compresses_what_it_takes_but_never_control_frames() {
+        let mut out = Outbound::new(None, Some(deflater()));
+        let t0 = Instant::now();
+        let msgs = deflate::testing::frames(3);
+        for m in &msgs {
+            out.push(OpCode::Text, m.clone());
+        }
+        out.pong(b"pong payload");
+        assert!(out.ping(t0, Duration::from_secs(2)));
+        assert_eq!(out.push_data(OpCode::Binary, vec![7; 300], false, t0), Pushed::Queued);
+        let mut frames = Vec::new();
+        let Next::Framed(wire) = out.take(&mut frames, t0) else { panic!("framed") };
+        assert!(frames.is_empty());
+        // Six frames and their payload bytes (uncompressed), counted when
+        // the write is done.
+        let bytes = msgs.iter().map(Vec::len).sum::<usize>() + 12 + 300;
+        assert_eq!(out.written(t0), (6, bytes));
+        let mut want = vec![(0x9, false, Vec::new()), (0xA, false, b"pong payload".to_vec())];
+        want.extend(msgs.iter().map(|m| (0x1, true, m.clone())));
+        want.push((0x2, true, vec![7; 300]));
+        assert_eq!(read_wire(&wire), want);
     }
 
     #[test]

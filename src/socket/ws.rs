@@ -556,7 +556,7 @@ pub fn compressed_frame(deflater: &mut Deflater, op: OpCode, payload: &[u8], out
 
 /// Appends frames to `out`, one per payload, each with the opcode `op_of`
 /// gives it; data frames compressed when there is a `deflater`.
-fn append_frames<T: AsRef<[u8]>>(
+pub(crate) fn append_frames<T: AsRef<[u8]>>(
     out: &mut Vec<u8>,
     mut deflater: Option<&mut Deflater>,
     payloads: &[T],
@@ -905,12 +905,7 @@ mod tests {
     /// `payload` compressed alone, as a client that was told
     /// `client_no_context_takeover` sends it.
     fn deflated(payload: &[u8]) -> Vec<u8> {
-        let offer = ["permessage-deflate"];
-        let settings = deflate::Settings { window_bits: 15, level: 9, mem_level: 8 };
-        let mut d = Deflater::new(&deflate::negotiate(&offer, &settings).unwrap());
-        let mut out = Vec::new();
-        d.compress(payload, &mut out);
-        out
+        deflate::testing::client_deflate(payload, 9)
     }
 
     #[tokio::test]
@@ -977,7 +972,7 @@ mod tests {
     async fn the_writer_compresses_data_frames_with_context_takeover() {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let offer = ["permessage-deflate"];
-        let settings = deflate::Settings { window_bits: 12, level: 1, mem_level: 1 };
+        let settings = deflate::Settings { window_bits: 12 };
         let agreement = deflate::negotiate(&offer, &settings).unwrap();
         let mut writer = Writer::with_deflater(server, Some(Deflater::new(&agreement)));
         let msgs: Vec<String> = (0..200)
@@ -992,7 +987,7 @@ mod tests {
         client.read_to_end(&mut wire).await.unwrap();
         // The peer's side: one decompressor, its window kept across
         // messages.
-        let mut z = zlib_rs::Inflate::new(false, 12);
+        let mut rx = deflate::testing::Receiver::new(12);
         let mut rest = &wire[..];
         let mut got = Vec::new();
         while !rest.is_empty() {
@@ -1006,12 +1001,7 @@ mod tests {
                 continue;
             }
             assert_eq!(b0, 0xC1, "FIN, RSV1, text");
-            let input = [payload, &[0, 0, 0xff, 0xff]].concat();
-            let mut out = vec![0u8; 4096];
-            let before = z.total_out();
-            z.decompress(&input, &mut out, zlib_rs::InflateFlush::SyncFlush).unwrap();
-            out.truncate((z.total_out() - before) as usize);
-            got.push(String::from_utf8(out).unwrap());
+            got.push(String::from_utf8(rx.receive(payload)).unwrap());
         }
         assert_eq!(got, msgs);
         // Each heartbeat after the first is mostly a back-reference.

@@ -1,7 +1,8 @@
 // The dashboard in a real browser: Debian's chromium driven by playwright-core.
 //
-// Starts `tickwire serve` (binary from $TICKWIRE_BIN) behind a TCP proxy,
-// opens `/` through it, waits for live prices, adds a symbol through the
+// Starts `tickwire serve --compression on` (binary from $TICKWIRE_BIN)
+// behind a TCP proxy, opens `/` through it, checks that chromium negotiated
+// permessage-deflate, waits for live prices, adds a symbol through the
 // search box, removes one, reloads (the watchlist must survive), switches
 // mode and max_hz. Then it cuts the page's connection at the proxy: the page
 // must reconnect and resume in the same epoch. It kills the server and
@@ -160,7 +161,7 @@ async function pricesChange(page, before) {
 
 async function main() {
   if (!BIN) throw new Error("set TICKWIRE_BIN to the tickwire binary");
-  const { port } = await startServer("127.0.0.1:0");
+  const { port } = await startServer("127.0.0.1:0", ["--compression", "on"]);
   const proxy = await startProxy(port);
   const url = `http://127.0.0.1:${proxy.port}/`;
   log(`server on port ${port}, the page on ${url}`);
@@ -246,9 +247,21 @@ async function main() {
   };
   const epoch = () => replies.findLast((m) => m.type === "welcome").epoch;
 
+  // What the server answered to each WebSocket upgrade (chromium's own
+  // view, through the DevTools protocol).
+  const upgrades = [];
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  cdp.on("Network.webSocketHandshakeResponseReceived", ({ response }) => upgrades.push(response));
+
   await page.goto(url);
   await page.waitForSelector('#conn[data-state="live"]');
-  log("page live");
+  const extensions = (r) =>
+    Object.entries(r.headers).find(([k]) => k.toLowerCase() === "sec-websocket-extensions")?.[1] ?? "";
+  if (upgrades.length === 0 || !extensions(upgrades[0]).startsWith("permessage-deflate")) {
+    throw new Error(`chromium did not negotiate permessage-deflate: ${JSON.stringify(upgrades.map((r) => r.headers))}`);
+  }
+  log(`page live, over ${extensions(upgrades[0])}`);
   const rows = await page.$$eval("#rows tr[data-sym]", (trs) => trs.map((tr) => tr.dataset.sym));
   if (rows.length !== 10 || !rows.includes("SPY")) throw new Error(`default watchlist: ${rows}`);
   await page.waitForFunction(() => /\d/.test(document.querySelector('#rows tr[data-sym] td[data-col="bid"]').textContent));
@@ -325,7 +338,7 @@ async function main() {
 
   // Same port, new process: a new epoch, nothing to resume. It keeps only
   // the newest update of each stream, for the next step.
-  await startServer(`127.0.0.1:${port}`, ["--history", "1"]);
+  await startServer(`127.0.0.1:${port}`, ["--compression", "on", "--history", "1"]);
   await page.waitForSelector('#conn[data-state="live"]', { timeout: 15_000 });
   await page.waitForSelector("#stale-banner", { state: "hidden" });
   await pricesChange(page, await column(page, "bid"));

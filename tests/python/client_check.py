@@ -2,7 +2,11 @@
 """A third-party check of a tickwire server, written from the wire protocol
 document (PROTOCOL.md, v1) alone, with Python's `websockets` package.
 
-Usage: client_check.py ws://HOST:PORT/ws
+Usage: client_check.py ws://HOST:PORT/ws [--expect-extension NAME|none]
+
+`websockets` offers permessage-deflate by default (compression="deflate");
+with --expect-extension the server's answer must (NAME) or must not
+(none) name that extension, and everything below then runs over it.
 
 The server must run the synthetic feed with AAPL and MSFT among its symbols
 and NOPE not among them. Prints a one-line summary and exits 0 when every
@@ -253,9 +257,21 @@ def check_welcome(frame):
     return w
 
 
-async def run(url):
+def negotiated_extensions(ws):
+    """The server's Sec-WebSocket-Extensions answer ("" when none)."""
+    response = getattr(ws, "response", None)  # websockets >= 13
+    headers = response.headers if response is not None else ws.response_headers
+    return headers.get("Sec-WebSocket-Extensions") or ""
+
+
+async def run(url, expect_extension):
     started = time.monotonic()
     async with connect(url, open_timeout=5, close_timeout=2) as ws:
+        extensions = negotiated_extensions(ws)
+        if expect_extension == "none" and extensions:
+            fail(f"expected no extension, the server answered {extensions!r}")
+        if expect_extension not in (None, "none") and not extensions.startswith(expect_extension):
+            fail(f"expected {expect_extension!r} negotiated, the server answered {extensions!r}")
         proto = getattr(ws, "subprotocol", None)
         if proto not in (None, "tickwire.v1.json"):
             fail(f"server picked subprotocol {proto!r} although the client offered none")
@@ -357,17 +373,22 @@ async def run(url):
         f"{t['snapshot']} snapshots, {t['q']} q + {t['t']} t updates (max cf {s.max_cf}), "
         f"{t['heartbeat']} heartbeats; subscribed seqs "
         + ", ".join(f"{ch}/{sym}={seq}" for (ch, sym), seq in sorted(seq0.items()))
-        + f"; status {status['feed']}; {elapsed:.2f}s"
+        + f"; status {status['feed']}; extensions {extensions or 'none'!r}; {elapsed:.2f}s"
     )
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: client_check.py ws://HOST:PORT/ws", file=sys.stderr)
+    args = sys.argv[1:]
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--expect-extension"):
+        print(
+            "usage: client_check.py ws://HOST:PORT/ws [--expect-extension NAME|none]",
+            file=sys.stderr,
+        )
         return 2
-    url = sys.argv[1]
+    url = args[0]
+    expect_extension = args[2] if len(args) == 3 else None
     try:
-        summary = asyncio.run(asyncio.wait_for(run(url), TOTAL_TIMEOUT_S))
+        summary = asyncio.run(asyncio.wait_for(run(url, expect_extension), TOTAL_TIMEOUT_S))
     except CheckFailed as e:
         print(f"client_check FAILED: {e}", file=sys.stderr)
         return 1

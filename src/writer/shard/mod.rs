@@ -77,6 +77,7 @@ use crate::protocol::control::{Control, Limits, Rejected, Sub};
 use crate::protocol::json::{self, Format};
 use crate::protocol::request::{Mode, Request};
 use crate::ring::{ReadOutcome, RingReader};
+use crate::socket::deflate::Deflater;
 use crate::socket::outbound::{
     Cause, CloseRequest, DirectWrite, Frame, Next, Outbound, Pushed, Signals,
 };

@@ -8,14 +8,15 @@ impl Shard {
     /// Registers a new connection (`uid` unique for the server's life) and
     /// queues its `welcome` and first `status`. Authentication is off for it.
     pub fn open_session(&mut self, format: Format, uid: u64) -> (u32, Rc<Signals>) {
-        self.open_session_as(format, uid, SessionAuth::Off, None, None)
+        self.open_session_as(format, uid, SessionAuth::Off, None, None, None)
     }
 
     /// [`Shard::open_session`] for a session that stands at `auth` with
     /// authentication (`welcome` then says `"auth":"required"` or `"ok"`),
     /// from `peer`, whose data frames the shard may write into `direct`
-    /// itself (see [`Outbound::push_data`]). Returns its slot and the
-    /// wake-ups its tasks wait on.
+    /// itself (see [`Outbound::push_data`]), and whose text and binary
+    /// frames go through `deflater` when permessage-deflate was
+    /// negotiated. Returns its slot and the wake-ups its tasks wait on.
     pub fn open_session_as(
         &mut self,
         format: Format,
@@ -23,9 +24,10 @@ impl Shard {
         auth: SessionAuth,
         peer: Option<std::net::SocketAddr>,
         direct: Option<Rc<dyn DirectWrite>>,
+        deflater: Option<Deflater>,
     ) -> (u32, Rc<Signals>) {
         self.sync_epoch();
-        let out = Outbound::new(direct);
+        let out = Outbound::new(direct, deflater);
         let signals = out.signals();
         let mut session = Subscriber::new(uid, format, out, Instant::now());
         let auth_label = match &auth {

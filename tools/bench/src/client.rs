@@ -46,7 +46,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-type Ws = WebSocketStream<TcpStream>;
+use crate::inflating::Inflating;
+
+type Ws = WebSocketStream<Inflating<TcpStream>>;
 
 /// Largest latency the histograms hold (larger values saturate): 100 s.
 pub const HIST_MAX_NS: u64 = 100_000_000_000;
@@ -78,6 +80,8 @@ pub struct LoadPlan {
     pub protocol: Protocol,
     /// Whether messages carry a `cseq` to check.
     pub cseq: bool,
+    /// Offer permessage-deflate (and inflate what comes compressed).
+    pub compressed: bool,
     /// One `subscribe` request per session; its length is C.
     pub subscribes: Vec<String>,
     /// OS threads (each a current-thread runtime).
@@ -465,10 +469,10 @@ fn thread_main(
         for (i, sub) in mine {
             let (stats, names, shared) = (stats.clone(), names.clone(), shared.clone());
             let (go, left) = (go.clone(), attempts_left.clone());
-            let (url, protocol) = (plan.url.clone(), plan.protocol);
+            let (url, protocol, compressed) = (plan.url.clone(), plan.protocol, plan.compressed);
             let from = source_address(plan.first + i, plan.source_addresses);
             let task = tokio::task::spawn_local(async move {
-                let c = connect(url, protocol, None, from).await;
+                let c = connect(url, protocol, compressed, None, from).await;
                 match &c {
                     Ok(_) => _ = shared.connected.fetch_add(1, Ordering::AcqRel),
                     Err(e) => shared.connect_failures.lock().expect("lock").push(e.clone()),
@@ -560,7 +564,13 @@ pub struct Stalled {
 
 impl Stalled {
     /// Starts a thread that connects `n` sessions to `url` right away.
-    pub fn start(url: String, binary: bool, subscribe: String, n: usize) -> Stalled {
+    pub fn start(
+        url: String,
+        binary: bool,
+        compressed: bool,
+        subscribe: String,
+        n: usize,
+    ) -> Stalled {
         let (ctx, crx) = std::sync::mpsc::channel();
         let (go, go_rx) = tokio::sync::oneshot::channel::<Instant>();
         let (drain, drain_rx) = tokio::sync::oneshot::channel::<Duration>();
@@ -569,9 +579,9 @@ impl Stalled {
             .spawn(move || {
                 block_on_local(async move {
                     let protocol = if binary { Protocol::Binary } else { Protocol::Json };
-                    let conns = futures_util::future::join_all(
-                        (0..n).map(|_| connect(url.clone(), protocol, Some(STALLED_RCVBUF), None)),
-                    )
+                    let conns = futures_util::future::join_all((0..n).map(|_| {
+                        connect(url.clone(), protocol, compressed, Some(STALLED_RCVBUF), None)
+                    }))
                     .await;
                     let mut socks = Vec::new();
                     let mut errors = Vec::new();
@@ -716,13 +726,15 @@ async fn socketio_open(ws: &mut Ws) -> Result<(), String> {
     Ok(())
 }
 
-/// Connects (offering `tickwire.v1.bin` for the binary protocol, opening
-/// the Socket.IO session for Socket.IO, with `rcvbuf` as the socket's
+/// Connects (offering `tickwire.v1.bin` for the binary protocol,
+/// permessage-deflate when `compressed`, opening the Socket.IO session for
+/// Socket.IO, with `rcvbuf` as the socket's
 /// `SO_RCVBUF` and `from` as its local address when given) and reads the
 /// welcome, which must come first; if it names a `time_unit`, it must be ns.
 async fn connect(
     url: String,
     protocol: Protocol,
+    compressed: bool,
     rcvbuf: Option<u32>,
     from: Option<std::net::SocketAddr>,
 ) -> Result<Ws, String> {
@@ -733,6 +745,10 @@ async fn connect(
         if binary {
             let v = BIN_PROTOCOL.parse().expect("header value");
             req.headers_mut().insert("Sec-WebSocket-Protocol", v);
+        }
+        if compressed {
+            let v = "permessage-deflate".parse().expect("header value");
+            req.headers_mut().insert("Sec-WebSocket-Extensions", v);
         }
         let host = req.uri().host().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
         let port = req.uri().port_u16().unwrap_or(80);
@@ -755,6 +771,7 @@ async fn connect(
         }
         let tcp = sock.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let tcp = Inflating::new(tcp, compressed);
         let (mut ws, resp) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -1323,7 +1340,7 @@ fn on_text(
 /// session subscribes to `symbols` (or `["*"]`) without snapshots, and the
 /// `subscribed` reply names each stream's `seq`. Also used to list symbols.
 pub async fn probe(url: &str, symbols: Option<&[String]>) -> Result<Targets, String> {
-    let mut ws = connect(url.to_string(), Protocol::Json, None, None).await?;
+    let mut ws = connect(url.to_string(), Protocol::Json, false, None, None).await?;
     let syms = match symbols {
         None => "[\"*\"]".to_string(),
         Some(s) => serde_json::to_string(s).expect("strings"),

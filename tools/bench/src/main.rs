@@ -24,6 +24,7 @@
 mod client;
 mod compare;
 mod feed;
+mod inflating;
 mod report;
 mod results;
 mod run;
@@ -426,6 +427,7 @@ fn apply_overrides(sc: &mut Scenario, a: &Args) -> Result<(), String> {
             named_symbols: true,
             cseq: true,
             prepare: Vec::new(),
+            compression: false,
         }];
     }
     if !a.targets.is_empty() {

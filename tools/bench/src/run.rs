@@ -310,13 +310,15 @@ fn measure(
     let binary = target.protocol == Protocol::Binary;
     // Stalled sessions subscribe like client 0, then never read.
     let mut stalled = (case.stalled_clients > 0).then(|| {
-        Stalled::start(url.to_string(), binary, subscribes[0].clone(), case.stalled_clients)
+        let n = case.stalled_clients;
+        Stalled::start(url.to_string(), binary, target.compression, subscribes[0].clone(), n)
     });
     // 3. connect, then subscribe; warm-up, window
     let load_plan = LoadPlan {
         url: url.to_string(),
         protocol: target.protocol,
         cseq: target.cseq,
+        compressed: target.compression,
         subscribes,
         threads: sc.threads.min(case.clients),
         source_addresses: case.source_addresses.unwrap_or(1),

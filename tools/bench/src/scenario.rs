@@ -113,6 +113,10 @@ pub struct Target {
     /// "not measured" with its last line of stderr.
     #[serde(default)]
     pub prepare: Vec<String>,
+    /// Sessions offer permessage-deflate (and inflate what comes
+    /// compressed, see `inflating.rs`).
+    #[serde(default)]
+    pub compression: bool,
 }
 
 fn all_modes() -> Vec<Mode> {

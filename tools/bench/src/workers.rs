@@ -40,6 +40,7 @@ use crate::scenario::Protocol;
 pub struct WorkerPlan {
     url: String,
     protocol: Protocol,
+    compressed: bool,
     cseq: bool,
     subscribes: Vec<String>,
     threads: usize,
@@ -117,6 +118,7 @@ pub fn worker_main() -> Result<(), String> {
     let plan = LoadPlan {
         url: wp.url,
         protocol: wp.protocol,
+        compressed: wp.compressed,
         cseq: wp.cseq,
         subscribes: wp.subscribes,
         threads: wp.threads,
@@ -293,6 +295,7 @@ impl Clients {
             let wp = WorkerPlan {
                 url: plan.url.clone(),
                 protocol: plan.protocol,
+                compressed: plan.compressed,
                 cseq: plan.cseq,
                 subscribes: share.to_vec(),
                 threads: plan.threads.min(share.len()).max(1),
