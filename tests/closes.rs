@@ -68,7 +68,12 @@ async fn metrics(srv: &ServerProc) -> String {
 
 /// The number of sessions ended for `reason`.
 async fn closes(srv: &ServerProc, reason: &str) -> u64 {
-    metric(&metrics(srv).await, &format!("tickwire_closes_total{{reason=\"{reason}\"}}"))
+    metric(&metrics(srv).await, &close_metric(reason))
+}
+
+/// The metric that counts sessions ended for `reason`.
+fn close_metric(reason: &str) -> String {
+    format!("tickwire_closes_total{{reason=\"{reason}\"}}")
 }
 
 /// The descriptors of a server that served one session, which makes it
@@ -100,11 +105,21 @@ where
     }
 }
 
-/// Waits until the server holds no session and no descriptor beyond
-/// `base`.
-async fn released(srv: &ServerProc, base: usize, within: Duration) -> Duration {
+/// Waits until `closed.1` sessions have ended for the reason `closed.0`
+/// and the server holds no session and no descriptor beyond `base`. (The
+/// count first: until the server has accepted the connection, its
+/// descriptors already read as released.)
+async fn released(
+    srv: &ServerProc,
+    base: usize,
+    closed: (&str, u64),
+    within: Duration,
+) -> Duration {
     wait_for(within, "every descriptor released", || async {
-        metric(&metrics(srv).await, "tickwire_connections") == 0 && fds(srv) <= base
+        let m = metrics(srv).await;
+        metric(&m, &close_metric(closed.0)) >= closed.1
+            && metric(&m, "tickwire_connections") == 0
+            && fds(srv) <= base
     })
     .await
 }
@@ -113,11 +128,14 @@ async fn released(srv: &ServerProc, base: usize, within: Duration) -> Duration {
 /// table either: they were reset, not closed (a closed socket whose peer
 /// never reads lingers there, without a descriptor, until the kernel gives
 /// up on it).
-async fn reset(srv: &ServerProc, base: usize, within: Duration) -> Duration {
+async fn reset(srv: &ServerProc, base: usize, closed: (&str, u64), within: Duration) -> Duration {
     let port = srv.addr.port();
     wait_for(within, "every socket reset", || async {
-        let n = metric(&metrics(srv).await, "tickwire_connections");
-        n == 0 && fds(srv) <= base && server_side_sockets(port) == 0
+        let m = metrics(srv).await;
+        metric(&m, &close_metric(closed.0)) >= closed.1
+            && metric(&m, "tickwire_connections") == 0
+            && fds(srv) <= base
+            && server_side_sockets(port) == 0
     })
     .await
 }
@@ -129,7 +147,7 @@ async fn a_client_that_never_reads_is_let_go_within_the_lag_limit() {
     let base = baseline(&srv).await;
     let c = stalled(srv.addr, 1024, Some(r#"{"type":"subscribe","symbols":["*"]}"#)).await;
     // Lag limit plus 2 s, from the subscription on.
-    let took = reset(&srv, base, Duration::from_millis(3000)).await;
+    let took = reset(&srv, base, ("slow_client", 1), Duration::from_millis(3000)).await;
     assert_eq!(closes(&srv, "slow_client").await, 1);
     // The socket was reset: nothing waits in the kernel for this peer.
     assert!(metric(&metrics(&srv).await, "tickwire_close_resets_total") >= 1);
@@ -188,7 +206,7 @@ async fn five_hundred_clients_that_never_read_are_let_go_while_a_healthy_one_str
     let msg = healthy.until(|m| m["type"] == "q" || m["type"] == "t").await;
     assert!(msg["seq"].as_u64().is_some());
     drop(healthy);
-    released(&srv, base, Duration::from_secs(3)).await;
+    released(&srv, base, ("slow_client", STALLED as u64), Duration::from_secs(3)).await;
     drop(stalled_clients);
 }
 
@@ -199,7 +217,7 @@ async fn a_dead_peer_is_let_go_after_two_heartbeats() {
     let srv = start_server(&["--rate", "100", "--hb-ms", "200"]);
     let base = baseline(&srv).await;
     let c = stalled(srv.addr, 1024, None).await;
-    reset(&srv, base, Duration::from_secs(3)).await;
+    reset(&srv, base, ("dead_peer", 1), Duration::from_secs(3)).await;
     assert_eq!(closes(&srv, "dead_peer").await, 1);
     drop(c);
 }
@@ -212,7 +230,7 @@ async fn a_protocol_error_closes_and_releases_the_socket() {
     // close frame.
     let mut c = stalled(srv.addr, 1024, None).await;
     c.write_all(&client_frame(1, b"{}", true)).await.unwrap();
-    released(&srv, base, Duration::from_secs(3)).await;
+    released(&srv, base, ("protocol", 1), Duration::from_secs(3)).await;
     assert_eq!(closes(&srv, "protocol").await, 1);
 }
 
@@ -275,7 +293,8 @@ async fn reload_ends_a_stalled_session(name: &str, after: &[(&str, &str, &str)])
     .await;
     key_file(&path, after);
     srv.proc.signal("HUP");
-    released(&srv, base, Duration::from_secs(3)).await;
+    // A revoked key and a narrowed entitlement both end as `revoked`.
+    released(&srv, base, ("revoked", 1), Duration::from_secs(3)).await;
     assert_eq!(closes(&srv, "revoked").await, 1);
     drop(c);
     let _ = std::fs::remove_file(&path);
@@ -315,7 +334,7 @@ async fn a_new_epoch_ends_stalled_sessions_and_releases_their_sockets() {
         stalled(srv.addr, 1024, Some(r#"{"type":"subscribe","symbols":["*"]}"#)).await,
     ];
     // One pass is one second; its end closes both.
-    released(&srv, base, Duration::from_secs(4)).await;
+    released(&srv, base, ("epoch", 2), Duration::from_secs(4)).await;
     assert_eq!(closes(&srv, "epoch").await, 2);
     drop(clients);
     let _ = std::fs::remove_file(&path);
