@@ -223,8 +223,8 @@ impl Drop for ReaderEnd {
 
 /// Writes what the session's write side holds (the data frames the shard
 /// builds when the socket is ready, replies, pings, pongs, heartbeats),
-/// and ends with the close. Pings every `hb`; a heartbeat after `hb`
-/// without a write; a peer that answers no ping for two intervals, takes
+/// and ends with the close. Pings every `hb` unless the socket took market
+/// data in that interval; a heartbeat after `hb` without a write; a peer that answers no ping for two intervals, takes
 /// no market data and has sent nothing still unread (`unread`) is dropped.
 pub async fn write_loop<W>(
     mut writer: ws::Writer<W>,
@@ -251,7 +251,7 @@ where
         let now = Instant::now();
         if now >= next_ping {
             next_ping = now + hb;
-            let alive = shard.borrow_mut().ping(slot, now, 2 * hb);
+            let alive = shard.borrow_mut().ping(slot, now, hb);
             if !alive {
                 if unread() {
                     // The peer's answer is in the socket, not yet read: a
@@ -260,7 +260,7 @@ where
                     if let Some(out) = shard.borrow_mut().outbound(slot) {
                         out.peer_alive();
                     }
-                    shard.borrow_mut().ping(slot, now, 2 * hb);
+                    shard.borrow_mut().ping(slot, now, hb);
                 } else {
                     shard.borrow_mut().drop_dead_peer(slot);
                     DeadPeer { slot }.emit();

@@ -537,16 +537,27 @@ impl Outbound {
         self.ping_sent = None;
     }
 
-    /// Time for a ping: false when a ping sent `limit` or more ago is still
-    /// unanswered and the socket has taken no market data since (the peer
-    /// is gone). Otherwise a ping is queued and true returned.
+    /// Time for a ping, every heartbeat interval `hb`: false when a ping
+    /// sent two intervals or more ago is still unanswered and the socket has
+    /// taken no market data since (the peer is gone). Otherwise true, with a
+    /// ping queued unless the socket took market data within the last
+    /// interval.
     ///
     /// A peer that is behind on a busy stream may not read our ping for a
     /// while, but its TCP stack still takes market data: that peer is alive,
-    /// and if it stops taking it the slow-client policy deals with it.
-    /// (Heartbeats and pings alone do not count: a hung peer's kernel takes
-    /// those for ever.)
-    pub fn ping(&mut self, now: Instant, limit: Duration) -> bool {
+    /// and if it stops taking it the slow-client policy deals with it. So a
+    /// ping to a socket that takes market data would prove nothing more
+    /// (and the data keeps a proxy's idle timer from firing): it is not
+    /// sent, which at 10,000 connections on 5 symbols each saves 10,000
+    /// pings and their pongs a second (BENCHMARKS.md, "pings"). (Heartbeats
+    /// and pings alone do not count: a hung peer's kernel takes those for
+    /// ever.)
+    pub fn ping(&mut self, now: Instant, hb: Duration) -> bool {
+        if self.last_data_write.is_some_and(|w| now.saturating_duration_since(w) < hb) {
+            self.ping_sent = None;
+            return true;
+        }
+        let limit = 2 * hb;
         match self.ping_sent {
             Some(since) if self.last_data_write.is_some_and(|w| w > since) => {
                 self.ping_sent = Some(now);
@@ -682,7 +693,7 @@ mod tests {
         out.push(OpCode::Text, b"[\"a\"]".to_vec());
         out.pong(b"one");
         out.pong(b"two");
-        assert!(out.ping(t0, Duration::from_secs(2)));
+        assert!(out.ping(t0, Duration::from_secs(1)));
         let mut frames = Vec::new();
         assert_eq!(out.take(&mut frames, t0), Next::Frames);
         let ops: Vec<OpCode> = frames.iter().map(|f| f.op).collect();
@@ -694,17 +705,37 @@ mod tests {
     fn a_peer_that_answers_no_ping_and_takes_no_data_is_dead() {
         let mut out = Outbound::new(None, None);
         let t0 = Instant::now();
-        let limit = Duration::from_secs(2);
-        assert!(out.ping(t0, limit));
+        let hb = Duration::from_secs(1);
+        let limit = 2 * hb;
+        assert!(out.ping(t0, hb));
         // Not yet overdue: another ping, the oldest unanswered one counts.
-        assert!(out.ping(t0 + Duration::from_secs(1), limit));
-        assert!(!out.ping(t0 + limit, limit));
+        assert!(out.ping(t0 + hb, hb));
+        assert!(!out.ping(t0 + limit, hb));
         // An answer (any frame) resets it.
         out.peer_alive();
-        assert!(out.ping(t0 + limit, limit));
+        assert!(out.ping(t0 + limit, hb));
         // Market data taken after the ping also proves the peer alive.
         out.took_write(t0 + limit + Duration::from_millis(1), true);
-        assert!(out.ping(t0 + 3 * limit, limit));
+        assert!(out.ping(t0 + 3 * limit, hb));
+    }
+
+    #[test]
+    fn a_socket_that_took_market_data_within_the_interval_gets_no_ping() {
+        let mut out = Outbound::new(None, None);
+        let t0 = Instant::now();
+        let hb = Duration::from_secs(1);
+        let mut frames = Vec::new();
+        // Data taken half an interval ago: alive, no ping.
+        out.took_write(t0, true);
+        assert!(out.ping(t0 + hb / 2, hb));
+        assert_eq!(out.take(&mut frames, t0 + hb / 2), Next::Idle);
+        // A whole interval without data: a ping goes out.
+        assert!(out.ping(t0 + hb, hb));
+        assert_eq!(out.take(&mut frames, t0 + hb), Next::Frames);
+        assert_eq!(frames.iter().map(|f| f.op).collect::<Vec<_>>(), [OpCode::Ping]);
+        // Unanswered, with no data since, for two intervals: gone.
+        assert!(out.ping(t0 + 2 * hb, hb));
+        assert!(!out.ping(t0 + 3 * hb, hb));
     }
 
     #[test]
@@ -851,7 +882,7 @@ mod tests {
             out.push(OpCode::Text, m.clone());
         }
         out.pong(b"pong payload");
-        assert!(out.ping(t0, Duration::from_secs(2)));
+        assert!(out.ping(t0, Duration::from_secs(1)));
         assert_eq!(out.push_data(OpCode::Binary, vec![7; 300], false, t0), Pushed::Queued);
         let mut frames = Vec::new();
         let Next::Framed(wire) = out.take(&mut frames, t0) else { panic!("framed") };

@@ -185,10 +185,10 @@ impl Shard {
         self.session(slot).map(|s| &mut s.out)
     }
 
-    /// Time for a ping (see [`Outbound::ping`]): false when the peer
-    /// looks gone.
-    pub fn ping(&mut self, slot: u32, now: Instant, limit: Duration) -> bool {
-        self.session(slot).is_some_and(|s| s.out.ping(now, limit))
+    /// Time for a ping, every heartbeat interval `hb` (see
+    /// [`Outbound::ping`]): false when the peer looks gone.
+    pub fn ping(&mut self, slot: u32, now: Instant, hb: Duration) -> bool {
+        self.session(slot).is_some_and(|s| s.out.ping(now, hb))
     }
 
     /// Drops a peer that answered no ping: counted, and closed without a
