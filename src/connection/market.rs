@@ -224,8 +224,9 @@ impl Drop for ReaderEnd {
 /// Writes what the session's write side holds (the data frames the shard
 /// builds when the socket is ready, replies, pings, pongs, heartbeats),
 /// and ends with the close. Pings every `hb` unless the socket took market
-/// data in that interval; a heartbeat after `hb` without a write; a peer that answers no ping for two intervals, takes
-/// no market data and has sent nothing still unread (`unread`) is dropped.
+/// data in that interval; a heartbeat after `hb` without a write; a peer
+/// that answers no ping for two intervals, takes no market data and has
+/// sent nothing still unread (`unread`) is dropped.
 pub async fn write_loop<W>(
     mut writer: ws::Writer<W>,
     shard: &RefCell<Shard>,

@@ -549,9 +549,9 @@ impl Outbound {
     /// ping to a socket that takes market data would prove nothing more
     /// (and the data keeps a proxy's idle timer from firing): it is not
     /// sent, which at 10,000 connections on 5 symbols each saves 10,000
-    /// pings and their pongs a second (BENCHMARKS.md, "pings"). (Heartbeats
-    /// and pings alone do not count: a hung peer's kernel takes those for
-    /// ever.)
+    /// pings and their pongs a second (BENCHMARKS.md, "Pings to sockets that
+    /// take market data"). (Heartbeats and pings alone do not count: a hung
+    /// peer's kernel takes those for ever.)
     pub fn ping(&mut self, now: Instant, hb: Duration) -> bool {
         if self.last_data_write.is_some_and(|w| now.saturating_duration_since(w) < hb) {
             self.ping_sent = None;
